@@ -1,0 +1,84 @@
+# whisper-node: set-up, build, run and test. `make help` lists the targets.
+#
+# One cargo profile only: release. CTranslate2 (C++, built by ct2rs's build
+# script) takes ~10 min to compile on 2 cores; building, testing and linting
+# all in the release profile compiles it once and reuses it everywhere.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# Prerequisites run in the order written (system packages before the build).
+.NOTPARALLEL:
+
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+MODEL_DIR ?= models/tiny.en
+LISTEN ?= 127.0.0.1:8080
+# Extra flags for the service, e.g. RUN_ARGS="--compute-type float32".
+RUN_ARGS ?=
+# Extra arguments for cargo test, e.g. TEST_ARGS="-- --test-threads=1".
+TEST_ARGS ?=
+# Cargo features for build, test and lint alike (the same features everywhere,
+# or cargo rebuilds), e.g. CARGO_FEATURES=worker-proc/cuda for the GPU worker.
+CARGO_FEATURES ?=
+FEATURE_FLAGS := $(if $(strip $(CARGO_FEATURES)),--features "$(strip $(CARGO_FEATURES))")
+
+RELEASE_DIR := $(abspath $(CARGO_TARGET_DIR))/release
+MODEL_PATH := $(abspath $(MODEL_DIR))
+
+# rustup puts cargo in ~/.cargo/bin, which a non-login shell may lack.
+CARGO_BIN_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+ifeq ($(shell command -v $(CARGO) 2>/dev/null),)
+ifneq ($(wildcard $(CARGO_BIN_DIR)/cargo),)
+export PATH := $(CARGO_BIN_DIR):$(PATH)
+endif
+endif
+
+.PHONY: help system model setup build run test lint fmt fixtures clean-model
+
+help: ## List the targets and variables
+	@echo "usage: make <target> [VAR=value ...]"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "variables:"
+	@echo "  CARGO_TARGET_DIR  $(CARGO_TARGET_DIR)"
+	@echo "  MODEL_DIR         $(MODEL_DIR)"
+	@echo "  LISTEN            $(LISTEN)"
+	@echo "  RUN_ARGS          extra flags for whisper-node (see: whisper-node --help)"
+	@echo "  TEST_ARGS         extra arguments for cargo test"
+	@echo "  CARGO_FEATURES    cargo features, e.g. worker-proc/cuda (GPU worker)"
+
+system: ## Install missing system packages (cmake, C++, python3+pip, espeak-ng, sox, ffmpeg)
+	@bash scripts/setup-system.sh
+
+model: ## Download the default model (Whisper tiny.en, CTranslate2) into MODEL_DIR
+	@bash scripts/fetch-model.sh "$(MODEL_PATH)"
+
+setup: system model ## All set-up: system packages and model (fast when already done)
+
+build: system ## Build whisper-node and worker-proc (release)
+	$(CARGO) build --release --workspace --bins $(FEATURE_FLAGS)
+
+run: setup build ## Set up, build, then serve on LISTEN with the model in MODEL_DIR
+	exec "$(RELEASE_DIR)/whisper-node" --model-dir "$(MODEL_PATH)" --listen "$(LISTEN)" $(RUN_ARGS)
+
+test: setup build ## Set up, build, then run every test (release) against the real model
+	WHISPER_NODE_TEST_MODEL_DIR="$(MODEL_PATH)" \
+	WHISPER_NODE_WORKER_PATH="$(RELEASE_DIR)/worker-proc" \
+	$(CARGO) test --release --workspace $(FEATURE_FLAGS) $(TEST_ARGS)
+
+lint: system ## cargo fmt --check, then clippy (release profile, warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+fixtures: system ## Regenerate tests/fixtures/speech (espeak-ng + sox); verify: scripts/make-fixtures.sh --check
+	@bash scripts/make-fixtures.sh
+
+clean-model: ## Delete MODEL_DIR (the downloaded wheel stays cached)
+	@if [ -e "$(MODEL_PATH)" ] && [ ! -f "$(MODEL_PATH)/model.bin" ]; then \
+		echo "clean-model: $(MODEL_PATH) holds no model.bin; not deleting it" >&2; exit 1; fi
+	rm -rf -- "$(MODEL_PATH)"

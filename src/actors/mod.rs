@@ -1,0 +1,21 @@
+//! The ractor supervision tree.
+//!
+//! ```text
+//! SupervisorActor ── restart strategy (intensity limit, then backoff)
+//!   ├── IngressActor        job ids, spans, per-request limits
+//!   ├── BoundedQueueActor   admission, deadlines, dispatch
+//!   └── WorkerProxyActor    owns the worker-proc child (restarted)
+//! ```
+
+pub mod child;
+pub mod ingress;
+pub mod queue;
+pub mod shared;
+pub mod supervisor;
+pub mod worker_proxy;
+
+pub use ingress::{IngressActor, IngressMsg};
+pub use queue::{BoundedQueueActor, QueueMsg, QueuedJob};
+pub use shared::Shared;
+pub use supervisor::{SupervisorActor, SupervisorMsg};
+pub use worker_proxy::{WorkerProxyActor, WorkerProxyMsg};

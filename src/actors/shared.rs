@@ -1,0 +1,200 @@
+//! State the actors publish for readers that must never wait on a mailbox:
+//! `/health`, `/ready`, embedding hosts. Actors write it; anyone reads a
+//! consistent [`NodeStatus`] snapshot under a short lock.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::api::{NodeStatus, WorkerState};
+
+/// Published node state.
+#[derive(Debug)]
+pub struct Shared {
+    started: Instant,
+    queue_capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    worker_state: WorkerState,
+    worker_pid: Option<u32>,
+    worker_generation: u64,
+    worker_restarts: u64,
+    last_worker_exit: Option<String>,
+    model: Option<String>,
+    device: Option<String>,
+    compute_type: Option<String>,
+    load_time: Option<Duration>,
+    queue_depth: usize,
+    in_flight: usize,
+    shutting_down: bool,
+}
+
+impl Shared {
+    /// Fresh state: worker starting, queue empty.
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            queue_capacity,
+            inner: Mutex::new(Inner {
+                worker_state: WorkerState::Starting,
+                worker_pid: None,
+                worker_generation: 0,
+                worker_restarts: 0,
+                last_worker_exit: None,
+                model: None,
+                device: None,
+                compute_type: None,
+                load_time: None,
+                queue_depth: 0,
+                in_flight: 0,
+                shutting_down: false,
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        // A poisoned lock only means a writer panicked mid-update of plain
+        // data; the data is still usable.
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// A worker process was spawned.
+    pub fn worker_spawned(&self, pid: u32, generation: u64) {
+        self.with(|s| {
+            s.worker_state = WorkerState::Starting;
+            s.worker_pid = Some(pid);
+            s.worker_generation = generation;
+        });
+    }
+
+    /// The worker loaded its model.
+    pub fn worker_loaded(&self, hello: &asr_ipc::Hello) {
+        self.with(|s| {
+            s.worker_state = WorkerState::Ready;
+            s.model = Some(hello.model.clone());
+            s.device = Some(hello.device.clone());
+            s.compute_type = Some(hello.compute_type.clone());
+            s.load_time = Some(Duration::from_millis(hello.load_ms));
+        });
+    }
+
+    /// The worker started or finished a job.
+    pub fn worker_busy(&self, busy: bool) {
+        self.with(|s| {
+            if matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy) {
+                s.worker_state = if busy { WorkerState::Busy } else { WorkerState::Ready };
+            }
+            s.in_flight = usize::from(busy);
+        });
+    }
+
+    /// The worker exited; a restart is pending.
+    pub fn worker_exited(&self, cause: String) {
+        self.with(|s| {
+            s.worker_state = WorkerState::Restarting;
+            s.worker_pid = None;
+            s.in_flight = 0;
+            s.last_worker_exit = Some(cause);
+        });
+    }
+
+    /// A restart was counted.
+    pub fn worker_restarted(&self) {
+        self.with(|s| s.worker_restarts += 1);
+    }
+
+    /// The worker is stopped for good (load failure or shutdown).
+    pub fn worker_stopped(&self) {
+        self.with(|s| {
+            s.worker_state = WorkerState::Stopped;
+            s.worker_pid = None;
+            s.in_flight = 0;
+        });
+    }
+
+    /// Jobs waiting now.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.with(|s| s.queue_depth = depth);
+    }
+
+    /// The node stopped admitting work.
+    pub fn set_shutting_down(&self) {
+        self.with(|s| s.shutting_down = true);
+    }
+
+    /// The last model load time, if any worker loaded.
+    pub fn load_time(&self) -> Option<Duration> {
+        self.with(|s| s.load_time)
+    }
+
+    /// A consistent snapshot.
+    pub fn status(&self) -> NodeStatus {
+        let s = self.with(|s| s.clone());
+        NodeStatus {
+            ready: matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy) && !s.shutting_down,
+            worker_state: s.worker_state,
+            worker_pid: s.worker_pid,
+            worker_generation: s.worker_generation,
+            worker_restarts: s.worker_restarts,
+            last_worker_exit: s.last_worker_exit,
+            model: s.model,
+            device: s.device,
+            compute_type: s.compute_type,
+            queue_depth: s.queue_depth,
+            queue_capacity: self.queue_capacity,
+            in_flight: s.in_flight,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            shutting_down: s.shutting_down,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_worker_lifecycle() {
+        let s = Shared::new(3);
+        assert!(!s.status().ready, "not ready while the model loads");
+        s.worker_spawned(42, 0);
+        assert_eq!(s.status().worker_pid, Some(42));
+        s.worker_loaded(&asr_ipc::Hello {
+            protocol_version: 1,
+            worker_version: "0".into(),
+            model: "tiny.en".into(),
+            multilingual: false,
+            device: "cpu".into(),
+            compute_type: "int8".into(),
+            threads: 2,
+            load_ms: 300,
+            pid: 42,
+        });
+        assert!(s.status().ready);
+        s.worker_busy(true);
+        assert!(s.status().ready, "busy is still ready: work queues");
+        assert_eq!(s.status().in_flight, 1);
+        s.worker_exited("killed by SIGKILL (9)".into());
+        let st = s.status();
+        assert!(!st.ready);
+        assert_eq!(st.worker_state, WorkerState::Restarting);
+        assert_eq!(st.in_flight, 0);
+        s.worker_spawned(43, 1);
+        s.worker_loaded(&asr_ipc::Hello {
+            protocol_version: 1,
+            worker_version: "0".into(),
+            model: "tiny.en".into(),
+            multilingual: false,
+            device: "cpu".into(),
+            compute_type: "int8".into(),
+            threads: 2,
+            load_ms: 300,
+            pid: 43,
+        });
+        s.set_shutting_down();
+        assert!(!s.status().ready, "draining is not ready");
+    }
+}

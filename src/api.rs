@@ -1,0 +1,178 @@
+//! The node's request and answer types: what the HTTP layer (or a host
+//! application embedding the node) hands to the actor tree, and what it gets
+//! back. Every way a request can end is a variant here, so a client always
+//! learns what happened.
+
+use std::time::Duration;
+
+pub use asr_ipc::{DecodeOptions, Fault, JobResult, Segment, Task, Word, WorkerError};
+
+/// One transcription request, audio already decoded to 16 kHz mono.
+#[derive(Debug)]
+pub struct TranscriptionRequest {
+    /// 16 kHz mono PCM in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Decode options passed to the worker.
+    pub options: DecodeOptions,
+    /// Longest time the request may wait in the queue before it is answered
+    /// with [`AsrError::QueueTimeout`]; `None` uses the node's default, and a
+    /// longer value than the node's default is capped to it.
+    pub max_queue_wait: Option<Duration>,
+    /// The span the node's spans (`queue.wait`, `worker.decode`, …) become
+    /// children of. Usually the HTTP request's span.
+    pub parent_span: tracing::Span,
+    /// Fault to inject in the worker (only honoured when the worker runs with
+    /// fault injection enabled; for tests).
+    pub fault: Option<Fault>,
+    /// Receives decode progress after each 30 s window (async jobs).
+    pub progress: Option<ProgressSink>,
+}
+
+/// Decode progress of one job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    /// Audio seconds decoded so far.
+    pub decoded_secs: f32,
+    /// Audio seconds in the job.
+    pub total_secs: f32,
+}
+
+/// Where a job's progress is published; the latest value wins.
+pub type ProgressSink = tokio::sync::watch::Sender<Progress>;
+
+impl TranscriptionRequest {
+    /// A request with default options and no parent span.
+    pub fn new(samples: Vec<f32>) -> Self {
+        Self {
+            samples,
+            options: DecodeOptions::default(),
+            max_queue_wait: None,
+            parent_span: tracing::Span::current(),
+            fault: None,
+            progress: None,
+        }
+    }
+
+    /// Seconds of audio in the request.
+    pub fn audio_secs(&self) -> f64 {
+        self.samples.len() as f64 / asr_ipc::SAMPLE_RATE as f64
+    }
+}
+
+/// A finished transcription and how the node got there.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// Node-assigned job id.
+    pub job_id: u64,
+    /// The worker's result.
+    pub result: JobResult,
+    /// Time spent waiting in the queue.
+    pub queue_wait: Duration,
+    /// Time from handing the job to the worker until its answer arrived.
+    pub decode_time: Duration,
+    /// Generation (restart count) of the worker that decoded it.
+    pub worker_generation: u64,
+}
+
+/// Every way a request can fail. The HTTP layer maps each to a status code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AsrError {
+    /// The queue is full (429).
+    #[error("the server is busy: {queued} jobs are waiting")]
+    Busy {
+        /// When a retry is likely to be admitted.
+        retry_after: Duration,
+        /// Jobs waiting when the request was refused.
+        queued: usize,
+    },
+    /// The worker is starting, restarting or down (503).
+    #[error("the transcription worker is unavailable: {reason}")]
+    Unavailable {
+        /// When a retry is likely to succeed.
+        retry_after: Duration,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// Waited past its deadline in the queue; never decoded (504).
+    #[error("waited {waited:?} in the queue, past its deadline")]
+    QueueTimeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The decode took longer than its deadline; the worker was killed (504).
+    #[error("decoding exceeded its deadline of {limit:?}")]
+    DecodeTimeout {
+        /// The deadline that was exceeded.
+        limit: Duration,
+    },
+    /// The worker died while decoding this request (502/500).
+    #[error("the worker process died while decoding: {detail}")]
+    WorkerCrashed {
+        /// Exit status or signal.
+        detail: String,
+    },
+    /// This input crashed the worker twice and is refused (422).
+    #[error("this input crashed the worker twice and was quarantined")]
+    Quarantined,
+    /// The worker refused the job (bad options or audio) (400/422).
+    #[error("{0}")]
+    Rejected(WorkerError),
+    /// The node is shutting down (503).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The client went away before decoding; nothing was decoded.
+    #[error("the client disconnected")]
+    Cancelled,
+    /// An internal fault of the node (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Lifecycle of the worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Spawned, loading the model.
+    Starting,
+    /// Loaded and idle.
+    Ready,
+    /// Loaded and decoding a job.
+    Busy,
+    /// Died; a restart is pending (possibly after a backoff).
+    Restarting,
+    /// Gave up (model failed to load) or stopped at shutdown.
+    Stopped,
+}
+
+/// A snapshot of the node for `/health`, `/ready` and embedding hosts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    /// Whether a request sent now would be admitted and decoded.
+    pub ready: bool,
+    /// Worker lifecycle state.
+    pub worker_state: WorkerState,
+    /// Worker process id, when one runs.
+    pub worker_pid: Option<u32>,
+    /// Worker generation: 0 for the first process, +1 per restart.
+    pub worker_generation: u64,
+    /// Restarts since start.
+    pub worker_restarts: u64,
+    /// Cause of the last worker exit, if any.
+    pub last_worker_exit: Option<String>,
+    /// Model name reported by the worker's handshake.
+    pub model: Option<String>,
+    /// Device reported by the worker.
+    pub device: Option<String>,
+    /// Compute type reported by the worker.
+    pub compute_type: Option<String>,
+    /// Jobs waiting in the queue.
+    pub queue_depth: usize,
+    /// Queue capacity.
+    pub queue_capacity: usize,
+    /// Jobs being decoded (0 or 1).
+    pub in_flight: usize,
+    /// Seconds since the node started.
+    pub uptime_secs: f64,
+    /// Whether the node is draining for shutdown.
+    pub shutting_down: bool,
+}

@@ -1,0 +1,209 @@
+//! Configuration: one documented struct, read from CLI flags with
+//! environment-variable equivalents (`WHISPER_NODE_*`), validated once at
+//! start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command line of the `whisper-node` binary. Every flag has an environment
+/// variable; flags win over the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "whisper-node", version, about)]
+pub struct Cli {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "WHISPER_NODE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// HTTP worker threads (actix); 0 = one per core.
+    #[arg(long, env = "WHISPER_NODE_HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+
+    /// The node's own settings.
+    #[command(flatten)]
+    pub node: NodeConfig,
+}
+
+/// Everything the actor tree needs. Embedding hosts build this directly
+/// (it implements `Default`) or parse it with clap as part of their own CLI.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeConfig {
+    /// CTranslate2 Whisper model directory (config.json, model.bin,
+    /// tokenizer.json, vocabulary.txt, preprocessor_config.json).
+    #[arg(long, env = "WHISPER_NODE_MODEL_DIR", default_value = "models/tiny.en")]
+    pub model_dir: PathBuf,
+
+    /// Path of the `worker-proc` binary; default: next to the running
+    /// executable (or its parent directory, for test binaries).
+    #[arg(long, env = "WHISPER_NODE_WORKER_PATH")]
+    pub worker_path: Option<PathBuf>,
+
+    /// Device: `cpu` or `cuda` (the worker must be built with `--features cuda`).
+    #[arg(long, env = "WHISPER_NODE_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// CTranslate2 compute type: `default`, `auto`, `int8`, `int8_float32`,
+    /// `int8_float16`, `float16`, `float32`, …
+    #[arg(long, env = "WHISPER_NODE_COMPUTE_TYPE", default_value = "int8")]
+    pub compute_type: String,
+
+    /// Engine threads (0 = CTranslate2's default).
+    #[arg(long, env = "WHISPER_NODE_THREADS", default_value_t = 0)]
+    pub threads: u32,
+
+    /// Jobs allowed to wait for the worker; more are answered 429 at once.
+    #[arg(long, env = "WHISPER_NODE_QUEUE_CAPACITY", default_value_t = 3)]
+    pub queue_capacity: usize,
+
+    /// Seconds of audio allowed to wait in the queue (0 = no limit).
+    #[arg(long, env = "WHISPER_NODE_QUEUE_MAX_AUDIO_SECS", default_value_t = 0.0)]
+    pub queue_max_audio_secs: f64,
+
+    /// Longest a job may wait in the queue before it is answered 504, seconds.
+    #[arg(long, env = "WHISPER_NODE_MAX_QUEUE_WAIT_SECS", default_value_t = 8.0)]
+    pub max_queue_wait_secs: f64,
+
+    /// Largest accepted upload, bytes.
+    #[arg(long, env = "WHISPER_NODE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// Longest accepted audio, seconds.
+    #[arg(long, env = "WHISPER_NODE_MAX_AUDIO_SECS", default_value_t = 3.0 * 3600.0)]
+    pub max_audio_secs: f64,
+
+    /// Decode deadline = floor + factor × audio seconds; past it the worker is
+    /// killed and restarted and the job answered 504.
+    #[arg(long, env = "WHISPER_NODE_DECODE_TIMEOUT_FACTOR", default_value_t = 2.0)]
+    pub decode_timeout_factor: f64,
+
+    /// Floor of the decode deadline, seconds.
+    #[arg(long, env = "WHISPER_NODE_DECODE_TIMEOUT_FLOOR_SECS", default_value_t = 30.0)]
+    pub decode_timeout_floor_secs: f64,
+
+    /// Longest the worker may take to load the model, seconds.
+    #[arg(long, env = "WHISPER_NODE_LOAD_TIMEOUT_SECS", default_value_t = 120.0)]
+    pub load_timeout_secs: f64,
+
+    /// Restart intensity: at most this many restarts …
+    #[arg(long, env = "WHISPER_NODE_MAX_RESTARTS", default_value_t = 5)]
+    pub max_restarts: u32,
+
+    /// … within this many seconds; beyond it restarts back off exponentially.
+    #[arg(long, env = "WHISPER_NODE_RESTART_WINDOW_SECS", default_value_t = 60.0)]
+    pub restart_window_secs: f64,
+
+    /// Cap of the exponential restart backoff, seconds.
+    #[arg(long, env = "WHISPER_NODE_MAX_BACKOFF_SECS", default_value_t = 30.0)]
+    pub max_backoff_secs: f64,
+
+    /// Grace period for the in-flight job at shutdown, seconds.
+    #[arg(long, env = "WHISPER_NODE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
+    pub shutdown_grace_secs: f64,
+
+    /// Default beam size.
+    #[arg(long, env = "WHISPER_NODE_BEAM_SIZE", default_value_t = 5)]
+    pub beam_size: u32,
+
+    /// Let requests inject worker faults (crash, hang, slow). Tests only.
+    #[arg(long, env = "WHISPER_NODE_ENABLE_FAULT_INJECTION", default_value_t = false, hide = true)]
+    pub enable_fault_injection: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            node: NodeConfig,
+        }
+        // The clap defaults are the single source of truth for the defaults;
+        // parse an empty command line without reading the environment.
+        Wrapper::parse_from(["whisper-node"]).node
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl NodeConfig {
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.queue_capacity == 0 {
+            return err("queue capacity must be at least 1");
+        }
+        if !(self.max_queue_wait_secs > 0.0) {
+            return err("max queue wait must be positive");
+        }
+        if !matches!(self.device.as_str(), "cpu" | "cuda" | "auto") {
+            return err("device must be cpu, cuda or auto");
+        }
+        if self.max_upload_bytes == 0 {
+            return err("max upload bytes must be positive");
+        }
+        if !(self.decode_timeout_factor > 0.0) || !(self.decode_timeout_floor_secs > 0.0) {
+            return err("decode timeout factor and floor must be positive");
+        }
+        if self.beam_size == 0 {
+            return err("beam size must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The longest queue wait.
+    pub fn max_queue_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.max_queue_wait_secs)
+    }
+
+    /// Decode deadline for a job of `audio_secs`.
+    pub fn decode_deadline(&self, audio_secs: f64) -> Duration {
+        Duration::from_secs_f64(self.decode_timeout_floor_secs + self.decode_timeout_factor * audio_secs)
+    }
+
+    /// Where to find `worker-proc`.
+    pub fn resolve_worker_path(&self) -> PathBuf {
+        if let Some(p) = &self.worker_path {
+            return p.clone();
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+        let beside = dir.join("worker-proc");
+        if beside.exists() {
+            return beside;
+        }
+        // test binaries live in target/<profile>/deps
+        dir.parent().map(|p| p.join("worker-proc")).unwrap_or(beside)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let c = NodeConfig::default();
+        assert_eq!(c.queue_capacity, 3);
+        assert_eq!(c.max_queue_wait(), Duration::from_secs(8));
+        assert_eq!(c.device, "cpu");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_override_defaults_and_bad_values_are_refused() {
+        let cli = Cli::parse_from(["x", "--listen", "0.0.0.0:9000", "--queue-capacity", "0"]);
+        assert_eq!(cli.listen.port(), 9000);
+        assert!(cli.node.validate().is_err());
+    }
+
+    #[test]
+    fn decode_deadline_grows_with_audio_length() {
+        let c = NodeConfig::default();
+        assert!(c.decode_deadline(600.0) > c.decode_deadline(10.0));
+        assert!(c.decode_deadline(0.0) >= Duration::from_secs(30));
+    }
+}

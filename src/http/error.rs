@@ -1,0 +1,450 @@
+//! [`ApiError`]: the one error type of the HTTP layer, and the table that
+//! maps every way a request can fail to a status code.
+//!
+//! Bodies are shaped like OpenAI's:
+//! `{"error": {"message": "...", "type": "...", "param": null, "code": "..."}}`.
+//! `code` is stable and machine-readable; `message` is a short human
+//! sentence that never carries internal error text (that goes to the logs).
+//! 429 and 503 always carry `Retry-After` in whole seconds (rounded up, at
+//! least 1).
+//!
+//! | cause | status | `code` |
+//! | --- | --- | --- |
+//! | bad multipart, missing `file`, bad parameter | 400 | `invalid_multipart`, `missing_file`, `invalid_parameter`, … |
+//! | empty, corrupt or sample-less audio, NaN samples | 400 | `empty_file`, `corrupt_audio`, `no_audio`, `invalid_samples` |
+//! | upload over `max_upload_bytes` | 413 | `upload_too_large` |
+//! | audio over `max_audio_secs` | 413 | `audio_too_long` |
+//! | unknown container or codec | 415 | `unsupported_audio` |
+//! | [`AsrError::Quarantined`] | 422 | `input_quarantined` |
+//! | [`AsrError::Rejected`] with invalid options / audio | 400 | `invalid_options` / `invalid_audio` |
+//! | [`AsrError::Busy`] | 429 + `Retry-After` | `queue_full` |
+//! | [`AsrError::Unavailable`] | 503 + `Retry-After` | `worker_unavailable` |
+//! | [`AsrError::ShuttingDown`] | 503 + `Retry-After` | `shutting_down` |
+//! | [`AsrError::QueueTimeout`] | 504 | `queue_timeout` |
+//! | [`AsrError::DecodeTimeout`] | 504 | `decode_timeout` |
+//! | [`AsrError::WorkerCrashed`] | 500 | `worker_crashed` |
+//! | [`AsrError::Rejected`] by the engine | 500 | `engine_error` |
+//! | [`AsrError::Cancelled`] (the client left; nobody reads it) | 408 | `cancelled` |
+//! | [`AsrError::Internal`], a failed blocking task | 500 | `internal_error` |
+
+use std::fmt;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::api::{AsrError, WorkerError};
+use crate::audio::AudioError;
+
+/// Longest worker message quoted back to a client.
+const MAX_QUOTED_LEN: usize = 200;
+
+/// An HTTP error answer: status, stable code, human message, optional
+/// offending parameter and retry hint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    param: Option<&'static str>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400 with this code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A 400 `invalid_parameter` naming the offending form field.
+    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_parameter", message).with_param(param)
+    }
+
+    /// A 413 `upload_too_large` for an upload over `limit` bytes.
+    pub fn upload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("the upload is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// A 500 `internal_error`; the cause belongs in the logs, not here.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred",
+        )
+    }
+
+    /// Names the form field the error is about.
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// Sets the retry hint (sent as `Retry-After` on 429 and 503).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The human message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The form field the error is about, if any.
+    pub fn param(&self) -> Option<&'static str> {
+        self.param
+    }
+
+    /// OpenAI-style error `type`, derived from the status.
+    pub fn error_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            429 => "rate_limit_error",
+            503 => "service_unavailable_error",
+            408 | 504 => "timeout_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The `Retry-After` value in whole seconds (rounded up, at least 1), for
+    /// 429 and 503 answers; `None` for other statuses.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self.status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Some(
+                retry_after_secs(self.retry_after.unwrap_or(Duration::from_secs(1))),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            error_type: &'a str,
+            param: Option<&'a str>,
+            code: &'a str,
+        }
+        serde_json::json!({ "error": Inner {
+            message: &self.message,
+            error_type: self.error_type(),
+            param: self.param,
+            code: self.code,
+        }})
+    }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        res.json(self.body())
+    }
+}
+
+impl From<AudioError> for ApiError {
+    fn from(e: AudioError) -> Self {
+        let status = match &e {
+            AudioError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AudioError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AudioError::Empty
+            | AudioError::Corrupt(_)
+            | AudioError::NoSamples
+            | AudioError::NonFinite => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string()).with_param("file")
+    }
+}
+
+impl From<AsrError> for ApiError {
+    fn from(e: AsrError) -> Self {
+        match e {
+            AsrError::Busy {
+                retry_after,
+                queued,
+            } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                format!("the server is busy ({queued} requests waiting); retry later"),
+            )
+            .with_retry_after(retry_after),
+            AsrError::Unavailable { retry_after, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_unavailable",
+                "the transcription worker is starting or restarting; retry later",
+            )
+            .with_retry_after(retry_after),
+            AsrError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; retry on another instance",
+            )
+            .with_retry_after(Duration::from_secs(1)),
+            AsrError::QueueTimeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "queue_timeout",
+                "the request waited too long in the queue and was not transcribed",
+            ),
+            AsrError::DecodeTimeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "decode_timeout",
+                "transcription took longer than its deadline and was stopped",
+            ),
+            AsrError::WorkerCrashed { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_crashed",
+                "the transcription worker failed while processing this request",
+            ),
+            AsrError::Quarantined => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "input_quarantined",
+                "this audio repeatedly crashed the transcription worker and is refused",
+            )
+            .with_param("file"),
+            AsrError::Rejected(WorkerError::InvalidOptions(m)) => {
+                ApiError::bad_request("invalid_options", format!("invalid options: {}", quote(&m)))
+            }
+            AsrError::Rejected(WorkerError::InvalidAudio(m)) => {
+                ApiError::bad_request("invalid_audio", format!("invalid audio: {}", quote(&m)))
+                    .with_param("file")
+            }
+            AsrError::Rejected(WorkerError::Engine(_)) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "engine_error",
+                "the transcription engine failed on this request",
+            ),
+            AsrError::Cancelled => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "cancelled",
+                "the request was cancelled",
+            ),
+            AsrError::Internal(_) => ApiError::internal(),
+        }
+    }
+}
+
+/// A worker message cut to a sane length at a character boundary.
+fn quote(m: &str) -> String {
+    let m = m.trim();
+    match m.char_indices().nth(MAX_QUOTED_LEN) {
+        Some((i, _)) => format!("{}…", &m[..i]),
+        None => m.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(e: &ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let res = e.error_response();
+        let status = res.status();
+        let retry = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = to_bytes(res.into_body()).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn body_is_openai_shaped() {
+        let (status, retry, body) = body_of(&ApiError::invalid_param("temperature", "bad")).await;
+        assert_eq!(status, 400);
+        assert_eq!(retry, None);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {
+                "message": "bad", "type": "invalid_request_error", "param": "temperature", "code": "invalid_parameter"
+            }})
+        );
+    }
+
+    #[actix_web::test]
+    async fn busy_is_429_with_retry_after_rounded_up() {
+        let e = ApiError::from(AsrError::Busy {
+            retry_after: Duration::from_millis(2100),
+            queued: 3,
+        });
+        let (status, retry, body) = body_of(&e).await;
+        assert_eq!(status, 429);
+        assert_eq!(retry.as_deref(), Some("3"));
+        assert_eq!(body["error"]["code"], "queue_full");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+
+    #[actix_web::test]
+    async fn unavailable_and_shutdown_are_503_with_retry_after_at_least_1() {
+        let e = ApiError::from(AsrError::Unavailable {
+            retry_after: Duration::ZERO,
+            reason: "sigsegv at 0x0".into(),
+        });
+        let (status, retry, body) = body_of(&e).await;
+        assert_eq!(status, 503);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(
+            !body.to_string().contains("sigsegv"),
+            "internal detail leaked"
+        );
+        let (status, retry, _) = body_of(&ApiError::from(AsrError::ShuttingDown)).await;
+        assert_eq!((status.as_u16(), retry.as_deref()), (503, Some("1")));
+    }
+
+    #[test]
+    fn every_asr_error_has_its_status() {
+        let cases: Vec<(AsrError, u16, &str)> = vec![
+            (
+                AsrError::QueueTimeout {
+                    waited: Duration::from_secs(9),
+                },
+                504,
+                "queue_timeout",
+            ),
+            (
+                AsrError::DecodeTimeout {
+                    limit: Duration::from_secs(30),
+                },
+                504,
+                "decode_timeout",
+            ),
+            (
+                AsrError::WorkerCrashed {
+                    detail: "signal 11".into(),
+                },
+                500,
+                "worker_crashed",
+            ),
+            (AsrError::Quarantined, 422, "input_quarantined"),
+            (
+                AsrError::Rejected(WorkerError::InvalidOptions(
+                    "language fr on an .en model".into(),
+                )),
+                400,
+                "invalid_options",
+            ),
+            (
+                AsrError::Rejected(WorkerError::InvalidAudio("empty".into())),
+                400,
+                "invalid_audio",
+            ),
+            (
+                AsrError::Rejected(WorkerError::Engine("cuda oom at foo.cc:12".into())),
+                500,
+                "engine_error",
+            ),
+            (AsrError::Cancelled, 408, "cancelled"),
+            (
+                AsrError::Internal("mailbox closed".into()),
+                500,
+                "internal_error",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e.clone());
+            assert_eq!(api.status().as_u16(), status, "{e:?}");
+            assert_eq!(api.code(), code, "{e:?}");
+            assert_eq!(api.retry_after_secs(), None);
+            for secret in ["signal 11", "cuda", "mailbox"] {
+                assert!(!api.message().contains(secret), "{e:?} leaked {secret}");
+            }
+        }
+    }
+
+    #[test]
+    fn audio_errors_map_to_400_413_415() {
+        assert_eq!(ApiError::from(AudioError::Empty).status(), 400);
+        assert_eq!(
+            ApiError::from(AudioError::Corrupt("x".into())).status(),
+            400
+        );
+        assert_eq!(ApiError::from(AudioError::NoSamples).status(), 400);
+        assert_eq!(ApiError::from(AudioError::NonFinite).status(), 400);
+        assert_eq!(
+            ApiError::from(AudioError::Unsupported("x".into())).status(),
+            415
+        );
+        assert_eq!(
+            ApiError::from(AudioError::TooLong {
+                secs: 9.0,
+                max_secs: 1.0
+            })
+            .status(),
+            413
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn long_worker_messages_are_cut() {
+        let e = ApiError::from(AsrError::Rejected(WorkerError::InvalidOptions(
+            "é".repeat(1000),
+        )));
+        assert!(e.message().chars().count() < MAX_QUOTED_LEN + 30);
+    }
+}

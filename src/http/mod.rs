@@ -1,0 +1,36 @@
+//! The HTTP face of the node (actix-web), compatible with OpenAI's audio
+//! transcription API.
+//!
+//! | method | route | answer |
+//! | --- | --- | --- |
+//! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` headers; errors as [`ApiError`] |
+//! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
+//! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
+//!
+//! Other methods on these routes get a JSON 405. Test-only request header:
+//! `X-Fault-Inject: crash | hang | slow:<ms>`, honoured only when the node
+//! runs with `enable_fault_injection` and ignored otherwise.
+//!
+//! Mount the routes with [`configure`]; it needs a `web::Data<AsrNode>`
+//! (from [`app_data`]) in the app data.
+//!
+//! # Layout
+//! - [`routes`]: handlers, [`configure`], tracing span per request.
+//! - [`form`]: streaming multipart parsing under the upload limit, and
+//!   form fields → decode options.
+//! - [`format`]: `json`, `text`, `srt`, `vtt`, `verbose_json` rendering.
+//! - [`error`]: [`ApiError`] and the status-code table.
+//! - [`language`]: Whisper's languages, codes and names.
+
+pub mod error;
+pub mod form;
+pub mod format;
+pub mod language;
+pub mod routes;
+
+pub use error::ApiError;
+pub use form::{FormLimits, TranscriptionForm};
+pub use format::{Granularities, ResponseFormat};
+pub use routes::{
+    app_data, configure, FAULT_HEADER, HEALTH_ROUTE, READY_ROUTE, TRANSCRIPTIONS_ROUTE,
+};

@@ -1,0 +1,368 @@
+//! The handlers and [`configure`], which mounts them.
+//!
+//! A transcription request goes: fault header → multipart form (streamed
+//! under the upload limit) → audio decode on a blocking thread (never on
+//! the actix worker thread) → [`AsrNode::transcribe`] → rendering. Every
+//! step's failure is an [`ApiError`]. If the client disconnects, actix drops
+//! the handler future and with it the pending `transcribe` future, which
+//! is how the node learns the reply is no longer wanted.
+//!
+//! Each request runs in an `http.request` span (fields `http.method`,
+//! `http.route`, `http.status_code`, `job_id`, `outcome`) that is handed to
+//! the node as [`TranscriptionRequest::parent_span`], so the node's
+//! `queue.wait` and `worker.decode` spans become its children.
+
+use std::future::Future;
+use std::time::Instant;
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use tracing::{field, Instrument, Span};
+
+use super::error::ApiError;
+use super::form::{read_form, FormLimits};
+use super::format::render;
+use crate::api::{AsrError, Fault, NodeStatus, Task, Transcript, TranscriptionRequest};
+use crate::audio;
+use crate::config::NodeConfig;
+use crate::node::AsrNode;
+
+/// Route of the transcription endpoint.
+pub const TRANSCRIPTIONS_ROUTE: &str = "/v1/audio/transcriptions";
+/// Route of the liveness probe.
+pub const HEALTH_ROUTE: &str = "/health";
+/// Route of the readiness probe.
+pub const READY_ROUTE: &str = "/ready";
+/// Request header that injects a worker fault (tests only; honoured only
+/// when the node runs with `enable_fault_injection`).
+pub const FAULT_HEADER: &str = "x-fault-inject";
+
+/// Mounts every route of the node on `cfg`: `POST /v1/audio/transcriptions`,
+/// `GET /health`, `GET /ready` (each also answers `HEAD`; other methods get a
+/// JSON 405).
+///
+/// The handlers expect a `web::Data<AsrNode>` in the app data (see
+/// [`app_data`]); without it they answer a JSON 500 and log an error. All
+/// limits are read from [`AsrNode::config`] per request and all extractor
+/// settings live on the resources themselves, so a host `App` that calls
+/// `.configure(whisper_node::http::configure)` behaves exactly like the
+/// standalone server and none of the host's own app-wide settings change.
+///
+/// ```no_run
+/// use actix_web::{App, HttpServer};
+/// use whisper_node::{AsrNode, NodeConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // Start the actor tree once, outside the App factory: every HTTP worker
+/// // shares the same node.
+/// let node = AsrNode::start(NodeConfig::default()).await?;
+/// let data = whisper_node::http::app_data(&node);
+/// HttpServer::new(move || {
+///     App::new()
+///         .app_data(data.clone())
+///         .configure(whisper_node::http::configure)
+///     // .service(...) the host's own routes
+/// })
+/// .bind(("127.0.0.1", 8080))?
+/// .run()
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_for::<AsrNode>(cfg);
+}
+
+/// The `web::Data` that [`configure`]'s handlers look up; clone it into
+/// every `App` (it shares one node).
+pub fn app_data(node: &AsrNode) -> web::Data<AsrNode> {
+    web::Data::new(node.clone())
+}
+
+/// What the handlers need from the node; [`AsrNode`] in production, a fake
+/// in the handler tests.
+pub(crate) trait Backend: 'static {
+    /// The node's configuration.
+    fn config(&self) -> &NodeConfig;
+    /// A status snapshot.
+    fn status(&self) -> NodeStatus;
+    /// Submits a job and waits for its answer.
+    fn transcribe(
+        &self,
+        req: TranscriptionRequest,
+    ) -> impl Future<Output = Result<Transcript, AsrError>>;
+}
+
+impl Backend for AsrNode {
+    fn config(&self) -> &NodeConfig {
+        AsrNode::config(self)
+    }
+
+    fn status(&self) -> NodeStatus {
+        AsrNode::status(self)
+    }
+
+    fn transcribe(
+        &self,
+        req: TranscriptionRequest,
+    ) -> impl Future<Output = Result<Transcript, AsrError>> {
+        AsrNode::transcribe(self, req)
+    }
+}
+
+/// [`configure`] for any backend.
+pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(TRANSCRIPTIONS_ROUTE)
+            .route(web::post().to(transcriptions::<B>))
+            .default_service(web::to(|| method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource(HEALTH_ROUTE)
+            .route(web::get().to(health::<B>))
+            .route(web::head().to(health::<B>))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
+    )
+    .service(
+        web::resource(READY_ROUTE)
+            .route(web::get().to(ready::<B>))
+            .route(web::head().to(ready::<B>))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
+    );
+}
+
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut res = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+    .error_response();
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+fn backend<B: Backend>(req: &HttpRequest) -> Result<web::Data<B>, ApiError> {
+    req.app_data::<web::Data<B>>().cloned().ok_or_else(|| {
+        tracing::error!(
+            "web::Data<{}> is missing from the app data; add it with App::app_data",
+            std::any::type_name::<B>()
+        );
+        ApiError::internal()
+    })
+}
+
+/// Marks the request span when the handler future is dropped before it
+/// finished: the client went away.
+struct SpanGuard {
+    span: Span,
+    finished: bool,
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.span.record("outcome", "client_disconnected");
+            tracing::info!(parent: &self.span, "client disconnected before the answer");
+        }
+    }
+}
+
+async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %req.method(),
+        http.route = TRANSCRIPTIONS_ROUTE,
+        http.status_code = field::Empty,
+        job_id = field::Empty,
+        outcome = field::Empty,
+    );
+    let mut guard = SpanGuard {
+        span: span.clone(),
+        finished: false,
+    };
+    let started = Instant::now();
+    let result = transcribe_request::<B>(&req, body, span.clone())
+        .instrument(span.clone())
+        .await;
+    guard.finished = true;
+
+    let (response, outcome) = match result {
+        Ok(res) => (res, "ok"),
+        Err(e) => (e.error_response(), e.code()),
+    };
+    let status = response.status().as_u16();
+    span.record("http.status_code", status);
+    span.record("outcome", outcome);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(parent: &span, status, outcome, elapsed_ms, "transcription request failed");
+    } else {
+        tracing::info!(parent: &span, status, outcome, elapsed_ms, "transcription request finished");
+    }
+    response
+}
+
+async fn transcribe_request<B: Backend>(
+    req: &HttpRequest,
+    body: web::Payload,
+    span: Span,
+) -> Result<HttpResponse, ApiError> {
+    let node = backend::<B>(req)?;
+    let config = node.config();
+    let fault = parse_fault(req.headers(), config.enable_fault_injection)?;
+    let form = read_form(
+        req.headers(),
+        body,
+        FormLimits::for_upload_limit(config.max_upload_bytes),
+    )
+    .await?;
+    if let Some(model) = &form.model {
+        tracing::debug!(model = %model, "requested model maps to the loaded model");
+    }
+
+    let options = form.decode_options(config.beam_size);
+    let max_audio_secs = config.max_audio_secs;
+    let hint = form.file_hint.clone();
+    let file = form.file;
+    let decode_span = tracing::info_span!(
+        "audio.decode",
+        bytes = file.len(),
+        audio_secs = field::Empty
+    );
+    let samples = web::block(move || {
+        decode_span.in_scope(|| {
+            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs);
+            if let Ok(samples) = &out {
+                Span::current().record(
+                    "audio_secs",
+                    samples.len() as f64 / f64::from(audio::TARGET_SAMPLE_RATE),
+                );
+            }
+            out
+        })
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "audio decode task failed");
+        ApiError::internal()
+    })?
+    .map_err(|e| {
+        tracing::info!(code = e.code(), error = %e, "upload refused");
+        ApiError::from(e)
+    })?;
+
+    // Built from `new` so fields added to the request later keep a default.
+    let mut request = TranscriptionRequest::new(samples);
+    request.options = options;
+    request.parent_span = span.clone();
+    request.fault = fault;
+    let transcript = node.transcribe(request).await.map_err(|e| {
+        log_asr_error(&e);
+        ApiError::from(e)
+    })?;
+    span.record("job_id", transcript.job_id);
+
+    let rendered = render(
+        &transcript,
+        form.response_format,
+        form.granularities,
+        Task::Transcribe,
+    );
+    Ok(HttpResponse::Ok()
+        .content_type(rendered.content_type)
+        .insert_header(("x-job-id", transcript.job_id))
+        .insert_header(("x-queue-wait-ms", transcript.queue_wait.as_millis() as u64))
+        .insert_header(("x-decode-ms", transcript.decode_time.as_millis() as u64))
+        .insert_header(("x-worker-generation", transcript.worker_generation))
+        .body(rendered.body))
+}
+
+/// Logs the internal detail of a node error that the client will not see.
+fn log_asr_error(e: &AsrError) {
+    match e {
+        AsrError::WorkerCrashed { .. }
+        | AsrError::Internal(_)
+        | AsrError::Rejected(crate::api::WorkerError::Engine(_)) => {
+            tracing::error!(error = %e, "transcription failed")
+        }
+        AsrError::Unavailable { .. } | AsrError::DecodeTimeout { .. } => {
+            tracing::warn!(error = %e, "transcription failed")
+        }
+        _ => tracing::info!(error = %e, "transcription refused"),
+    }
+}
+
+/// Reads `X-Fault-Inject: crash | hang | slow:<ms>`; ignored (with a debug
+/// log) unless fault injection is enabled, a 400 when enabled and malformed.
+pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, ApiError> {
+    let Some(value) = headers.get(FAULT_HEADER) else {
+        return Ok(None);
+    };
+    if !enabled {
+        tracing::debug!("ignoring the fault injection header: fault injection is disabled");
+        return Ok(None);
+    }
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_fault",
+            "X-Fault-Inject must be crash, hang or slow:<ms>",
+        )
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| bad())?
+        .trim()
+        .to_ascii_lowercase();
+    match value.as_str() {
+        "crash" => Ok(Some(Fault::Crash)),
+        "hang" => Ok(Some(Fault::Hang)),
+        other => {
+            let ms = other
+                .strip_prefix("slow:")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+                .ok_or_else(bad)?;
+            Ok(Some(Fault::SlowMs(ms)))
+        }
+    }
+}
+
+fn status_json(status: &NodeStatus, label: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "node status serialisation failed");
+        serde_json::json!({})
+    });
+    if let Some(map) = v.as_object_mut() {
+        map.insert("status".into(), label.into());
+    }
+    v
+}
+
+/// `GET /health`: 200 while the process is alive, with the node's status.
+async fn health<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let node = backend::<B>(&req)?;
+    Ok(HttpResponse::Ok().json(status_json(&node.status(), "ok")))
+}
+
+/// `GET /ready`: 200 when a request sent now would be admitted, else 503
+/// with `Retry-After: 1`; both with the node's status.
+async fn ready<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let node = backend::<B>(&req)?;
+    let status = node.status();
+    if status.ready {
+        return Ok(HttpResponse::Ok().json(status_json(&status, "ready")));
+    }
+    let label = if status.shutting_down {
+        "shutting_down"
+    } else {
+        "not_ready"
+    };
+    Ok(HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, HeaderValue::from(1u64)))
+        .json(status_json(&status, label)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! A supervised Whisper speech-to-text serving node.
+//!
+//! Clients upload audio over HTTP; the node answers with text and segments,
+//! or with a fast, explicit status (busy, timed out, worker restarting, bad
+//! input). The inference engine (CTranslate2 through `ct2rs`) is not
+//! thread-safe and can crash natively, so it runs strictly serially in a
+//! child process (`worker-proc`) that the node supervises.
+//!
+//! # Layout
+//! - [`config`]: the one configuration struct, CLI flags and env variables.
+//! - [`api`]: request, answer and error types shared by HTTP and the actors.
+//! - [`node`]: [`AsrNode`], the handle that starts the tree and submits jobs;
+//!   what a host application embeds.
+//! - [`actors`]: the ractor supervision tree: supervisor, ingress, bounded
+//!   queue, worker proxy (which owns the child process).
+//! - [`audio`]: in-process decoding of uploads (symphonia) and resampling to
+//!   16 kHz mono (rubato), before anything is queued.
+//! - [`http`]: actix-web routes (`/v1/audio/transcriptions`, `/health`,
+//!   `/ready`), errors → status codes, and [`http::configure`] for mounting
+//!   the routes in a host's `App`.
+//! - [`telemetry`]: logging (and later tracing export) set-up.
+//! - `asr_ipc` (crate `ipc/`): the framed protocol spoken with the worker.
+
+#![warn(missing_docs)]
+
+pub mod actors;
+pub mod api;
+pub mod audio;
+pub mod config;
+pub mod http;
+pub mod node;
+pub mod telemetry;
+
+pub use api::{AsrError, NodeStatus, Transcript, TranscriptionRequest};
+pub use config::NodeConfig;
+pub use node::AsrNode;

@@ -1,0 +1,292 @@
+//! Shared harness for the integration tests: starts the real `whisper-node`
+//! binary (which spawns the real `worker-proc` with the real model) on an
+//! ephemeral port, and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Repo root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real model; CI always has it (`make test` fetches it).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("WHISPER_NODE_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/tiny.en"));
+    assert!(
+        dir.join("model.bin").exists(),
+        "model not found at {}: run `make model` (or `make test`, which fetches it)",
+        dir.display()
+    );
+    dir
+}
+
+/// The service binary under test.
+pub fn service_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_whisper-node"))
+}
+
+/// The worker binary (built by `make test` before the tests run).
+pub fn worker_bin() -> PathBuf {
+    let p = std::env::var_os("WHISPER_NODE_WORKER_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| service_bin().with_file_name("worker-proc"));
+    assert!(p.exists(), "worker-proc not found at {}: run `make build`", p.display());
+    p
+}
+
+/// A speech fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = repo().join("tests/fixtures/speech").join(name);
+    assert!(p.exists(), "fixture {} missing", p.display());
+    p
+}
+
+/// A running service process; SIGKILLed on drop.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Starts the service with the default test settings plus `extra` flags,
+    /// and waits until it listens (the model is loaded by then).
+    pub fn start(extra: &[&str]) -> Service {
+        Self::start_with(extra, &[]).expect("service failed to start")
+    }
+
+    /// Starts the service; `Err` carries its log if it exited before listening.
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Result<Service, (Option<i32>, String)> {
+        let mut cmd = Command::new(service_bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--http-workers", "2"])
+            .arg("--model-dir")
+            .arg(model_dir())
+            .arg("--worker-path")
+            .arg(worker_bin())
+            .args(["--threads", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info,ractor=warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // The service dies with the test binary, whatever happens.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = spawn_from_long_lived_thread(cmd).expect("spawn whisper-node");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[svc] {line}");
+                    if let Some(i) = line.find("addr=") {
+                        let addr = line[i + 5..].split_whitespace().next().unwrap_or("").to_string();
+                        if line.contains("listening") {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
+                return Ok(Service { child, base: format!("http://{addr}"), logs });
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(200));
+                let log = logs.lock().unwrap().join("\n");
+                return Err((status.code(), log));
+            }
+            assert!(Instant::now() < deadline, "service did not start listening within 120 s");
+        }
+    }
+
+    /// The service's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the service logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// The child process handle (for signals and exit status).
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// GET a path, returning status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = client().get(format!("{}{path}", self.base)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get_json("/ready").await;
+            if status == 200 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "not ready within {within:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs a file to `/v1/audio/transcriptions` with extra form fields.
+    pub async fn transcribe(&self, file: &Path, fields: &[(&str, &str)]) -> Answer {
+        let bytes = std::fs::read(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        self.transcribe_bytes(bytes, &name, fields, &[]).await
+    }
+
+    /// POSTs raw bytes as the `file` part.
+    pub async fn transcribe_bytes(
+        &self,
+        bytes: Vec<u8>,
+        filename: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()))
+            .text("model", "whisper-1");
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let mut req = client().post(format!("{}/v1/audio/transcriptions", self.base)).multipart(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("POST transcription");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        Answer { status, headers, text }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON (panics with the body if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The `text` field of a JSON answer, lower-cased.
+    pub fn transcript(&self) -> String {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text);
+        self.json()["text"].as_str().expect("text field").to_lowercase()
+    }
+}
+
+/// A client with a generous timeout (tests never hang forever).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+}
+
+/// Asserts that every key word appears in the transcript.
+pub fn assert_words(transcript: &str, words: &[&str]) {
+    let t = transcript.to_lowercase();
+    let missing: Vec<_> = words.iter().filter(|w| !t.contains(&w.to_lowercase())).collect();
+    assert!(missing.is_empty(), "missing {missing:?} in transcript: {transcript:?}");
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // state is the field after the parenthesised command name
+            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of processes whose executable is `worker-proc` and whose parent is `ppid`.
+pub fn worker_children(ppid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let mut f = after.split_whitespace();
+        let _state = f.next();
+        let parent: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if parent == ppid && stat.contains("(worker-proc)") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// PR_SET_PDEATHSIG fires when the thread that forked the child exits, and
+/// test threads end with their test: fork every service from one thread that
+/// lives as long as the test binary.
+fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+    type Req = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<Mutex<mpsc::Sender<Req>>> = std::sync::OnceLock::new();
+    let tx = SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Req>();
+            std::thread::spawn(move || {
+                while let Ok((mut cmd, reply)) = rx.recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+            Mutex::new(tx)
+        })
+        .lock()
+        .unwrap()
+        .clone();
+    let (reply, rx) = mpsc::channel();
+    tx.send((cmd, reply)).expect("spawner thread alive");
+    rx.recv().expect("spawner answered")
+}
+
+/// Sends a signal.
+pub fn signal(pid: u32, sig: i32) {
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}

@@ -1,0 +1,209 @@
+//! The `transcribe` subcommand: the worker alone, on a WAV file.
+//!
+//! It loads the model exactly as server mode does and runs the same
+//! [`Pipeline::transcribe`](crate::transcribe::Pipeline::transcribe) on a
+//! 16 kHz mono WAV, `--runs` times, then prints the text, the segments and
+//! the phase timings (median over runs), as text or as one JSON document
+//! (`--json`). This is how the team measures the worker without the service
+//! and compares it with faster-whisper.
+
+use std::path::Path;
+
+use asr_ipc::{DecodeOptions, Task};
+use serde_json::json;
+
+use crate::cli::{effective_threads, Cli, TranscribeArgs};
+use crate::engine::EngineSettings;
+use crate::transcribe::Transcript;
+use crate::{log_error, log_info, model};
+
+/// Reads a 16 kHz mono WAV as f32 samples in [-1, 1] (integer PCM is
+/// divided by 2^(bits-1), as faster-whisper's s16 decode does).
+pub fn read_wav(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let mut reader = hound::WavReader::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {} as WAV: {e}", path.display()))?;
+    let spec = reader.spec();
+    if spec.sample_rate != asr_ipc::SAMPLE_RATE || spec.channels != 1 {
+        anyhow::bail!(
+            "{} is {} Hz with {} channel(s); convert it first: sox IN -r 16000 -c 1 -b 16 OUT.wav",
+            path.display(),
+            spec.sample_rate,
+            spec.channels
+        );
+    }
+    let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().collect(),
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect()
+        }
+    };
+    samples.map_err(|e| anyhow::anyhow!("cannot decode {}: {e}", path.display()))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Milliseconds spent in phases called `name` during one run.
+fn phase_ms(t: &Transcript, name: &str) -> f64 {
+    t.timings
+        .phases
+        .iter()
+        .filter(|p| p.name == name)
+        .map(|p| p.end_unix_ns.saturating_sub(p.start_unix_ns) as f64 / 1e6)
+        .fold(0.0, |a, b| a + b)
+}
+
+fn options(args: &TranscribeArgs) -> DecodeOptions {
+    let mut o = DecodeOptions {
+        beam_size: args.beam_size,
+        best_of: args.best_of,
+        language: args.language.clone(),
+        task: if args.translate {
+            Task::Translate
+        } else {
+            Task::Transcribe
+        },
+        initial_prompt: args.initial_prompt.clone(),
+        without_timestamps: args.without_timestamps,
+        word_timestamps: args.word_timestamps,
+        condition_on_previous_text: !args.no_condition_on_previous_text,
+        ..DecodeOptions::default()
+    };
+    if let Some(t) = &args.temperatures {
+        o.temperatures = t.clone();
+    }
+    o
+}
+
+/// Runs the subcommand; returns the exit code.
+pub fn run(
+    model_dir: &Path,
+    settings: EngineSettings,
+    device_name: &str,
+    cli: &Cli,
+    args: &TranscribeArgs,
+) -> i32 {
+    let samples = match read_wav(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            log_error!("{e:#}");
+            return 1;
+        }
+    };
+    let (mut pipeline, info) = match model::load(model_dir, settings) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            log_error!("cannot load the model: {e:#}");
+            return 1;
+        }
+    };
+    log_info!("model {} loaded in {} ms", info.name, info.load_ms);
+    if let Some(path) = &args.dump_features {
+        let f = pipeline.extractor.compute(&samples);
+        let bytes: Vec<u8> = f.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        if let Err(e) = std::fs::write(path, bytes) {
+            log_error!("cannot write {}: {e}", path.display());
+            return 1;
+        }
+        log_info!("features [{} x {}] written to {}", f.n_mels, f.n_frames, path.display());
+    }
+    let opts = options(args);
+    let runs = args.runs.max(1);
+    let mut results: Vec<Transcript> = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        match pipeline.transcribe(&samples, &opts, &mut |_, _| {}) {
+            Ok(t) => results.push(t),
+            Err(e) => {
+                log_error!("transcription failed: {e}");
+                return 1;
+            }
+        }
+    }
+    let last = &results[results.len() - 1];
+    let stat = |f: &dyn Fn(&Transcript) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        median(&mut v)
+    };
+    let total_ms = stat(&|t| t.timings.total_us as f64 / 1e3);
+    let features_ms = stat(&|t| phase_ms(t, "features"));
+    let encode_ms = stat(&|t| phase_ms(t, "encode"));
+    let generate_ms = stat(&|t| phase_ms(t, "generate"));
+    let detect_ms = stat(&|t| phase_ms(t, "detect_language"));
+    let align_ms = stat(&|t| phase_ms(t, "align"));
+    let all_total: Vec<f64> = results
+        .iter()
+        .map(|t| t.timings.total_us as f64 / 1e3)
+        .collect();
+    let consistent = results.iter().all(|t| t.text() == last.text());
+    if args.json {
+        let doc = json!({
+            "file": args.file.display().to_string(),
+            "model": info.name,
+            "multilingual": info.multilingual,
+            "device": device_name,
+            "compute_type": cli.compute_type.name(),
+            "threads": effective_threads(cli.threads),
+            "load_ms": info.load_ms,
+            "runs": runs,
+            "duration_secs": last.duration_secs,
+            "language": last.language,
+            "language_probability": last.language_probability,
+            "text": last.text(),
+            "same_text_every_run": consistent,
+            "segments": last.segments,
+            "timings_ms": {
+                "total_median": total_ms,
+                "total_all": all_total,
+                "features_median": features_ms,
+                "encode_median": encode_ms,
+                "generate_median": generate_ms,
+                "detect_language_median": detect_ms,
+                "align_median": align_ms,
+            },
+            "rtf": total_ms / 1e3 / (last.duration_secs as f64).max(1e-9),
+            "phases_last_run": last.timings.phases,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for s in &last.segments {
+            println!("[{:7.2} -> {:7.2}] {}", s.start, s.end, s.text.trim());
+            for w in &s.words {
+                println!("      {:7.2} {:7.2} {:.2} {}", w.start, w.end, w.probability, w.word);
+            }
+        }
+        println!();
+        println!("text: {}", last.text());
+        println!(
+            "{} ({} multilingual={}) on {device_name} {} {} threads; load {} ms",
+            args.file.display(),
+            info.name,
+            info.multilingual,
+            cli.compute_type.name(),
+            effective_threads(cli.threads),
+            info.load_ms
+        );
+        println!(
+            "{:.2} s of audio, {runs} run(s), median total {total_ms:.1} ms (rtf {:.3}): features {features_ms:.1} ms, encode {encode_ms:.1} ms, generate {generate_ms:.1} ms, detect_language {detect_ms:.1} ms, align {align_ms:.1} ms",
+            last.duration_secs,
+            total_ms / 1e3 / (last.duration_secs as f64).max(1e-9)
+        );
+        if !consistent {
+            println!("note: the text differed between runs (sampling fallback)");
+        }
+    }
+    0
+}

@@ -1,0 +1,314 @@
+//! Command line: server mode (default) and the `transcribe` test/bench mode.
+//!
+//! ```text
+//! worker-proc --model-dir DIR [--device cpu|cuda|auto] [--compute-type int8]
+//!             [--threads N] [--enable-fault-injection] [--log-level warning]
+//!             [--parent-pid PID]
+//! worker-proc --model-dir DIR transcribe FILE.wav [--beam-size N] [--runs N] [--json]
+//! ```
+//!
+//! Exit codes: 0 clean exit; 1 `transcribe` failed; 2 bad command line;
+//! 3 model load failed (after `LoadFailed`); 4 protocol error (malformed
+//! frame, or the parent stopped reading); 5 injected load failure;
+//! 6 process set-up failed (parent already gone). An injected crash dies of
+//! SIGABRT.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ct2rs::sys::{ComputeType, Device, LogLevel};
+
+use crate::bench;
+use crate::engine::EngineSettings;
+use crate::protocol::{self, ServerConfig};
+
+/// The Whisper worker process: loads a CTranslate2 Whisper model once and
+/// decodes jobs serially over framed stdin/stdout.
+#[derive(Debug, Parser)]
+#[command(name = "worker-proc", version, about)]
+pub struct Cli {
+    /// Directory of a CTranslate2 Whisper model (model.bin, config.json,
+    /// vocabulary.txt, tokenizer.json, preprocessor_config.json).
+    #[arg(long)]
+    pub model_dir: PathBuf,
+    /// Device to run the model on.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// CTranslate2 compute type.
+    #[arg(long, value_enum, default_value_t = ComputeTypeArg::Int8)]
+    pub compute_type: ComputeTypeArg,
+    /// Intra-op threads for the engine (0 = CTranslate2's default:
+    /// OMP_NUM_THREADS, else min(4, cores)).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Honour `Job::fault` and WORKER_PROC_FAULT_ON_LOAD=exit (tests only).
+    #[arg(long)]
+    pub enable_fault_injection: bool,
+    /// CTranslate2's log level (its logs go to stderr).
+    #[arg(long, value_enum, default_value_t = LogLevelArg::Warning)]
+    pub log_level: LogLevelArg,
+    /// The parent's pid: the worker exits at start if its parent is not
+    /// this process (closes the start-up race of PR_SET_PDEATHSIG).
+    #[arg(long)]
+    pub parent_pid: Option<u32>,
+    /// Run a subcommand instead of serving the protocol.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Transcribe a 16 kHz mono WAV file with the worker's exact pipeline and
+    /// print text, segments and phase timings (median over runs).
+    Transcribe(TranscribeArgs),
+}
+
+/// Options of `transcribe`.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// A 16 kHz mono WAV file.
+    pub file: PathBuf,
+    /// Beam size at temperature 0.
+    #[arg(long, default_value_t = 5)]
+    pub beam_size: u32,
+    /// Candidates at temperatures above 0.
+    #[arg(long, default_value_t = 5)]
+    pub best_of: u32,
+    /// Decode the file this many times; timings are medians.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Language code (default: `en` for `.en` models, else detected).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Translate into English instead of transcribing.
+    #[arg(long)]
+    pub translate: bool,
+    /// Text to prime the first window with.
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Decode without timestamps.
+    #[arg(long)]
+    pub without_timestamps: bool,
+    /// Add word-level timestamps.
+    #[arg(long)]
+    pub word_timestamps: bool,
+    /// Do not feed previous text as a prompt.
+    #[arg(long)]
+    pub no_condition_on_previous_text: bool,
+    /// Also write the clip's log-mel features to this file (raw
+    /// little-endian f32, row-major [n_mels][n_frames]) for comparisons.
+    #[arg(long)]
+    pub dump_features: Option<PathBuf>,
+    /// Temperatures to try, comma-separated (default 0,0.2,…,1.0).
+    #[arg(long, value_delimiter = ',')]
+    pub temperatures: Option<Vec<f32>>,
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// CPU.
+    Cpu,
+    /// NVIDIA GPU (needs the `cuda` feature).
+    Cuda,
+    /// CUDA if a GPU is visible, else CPU.
+    Auto,
+}
+
+/// `--compute-type`, with CTranslate2's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComputeTypeArg {
+    /// The type the model was converted with.
+    #[value(name = "default")]
+    Default,
+    /// The fastest type this device supports.
+    #[value(name = "auto")]
+    Auto,
+    /// 8-bit integers.
+    #[value(name = "int8")]
+    Int8,
+    /// 8-bit weights, float32 activations.
+    #[value(name = "int8_float32")]
+    Int8Float32,
+    /// 8-bit weights, float16 activations.
+    #[value(name = "int8_float16")]
+    Int8Float16,
+    /// 8-bit weights, bfloat16 activations.
+    #[value(name = "int8_bfloat16")]
+    Int8Bfloat16,
+    /// 16-bit integers.
+    #[value(name = "int16")]
+    Int16,
+    /// Half precision.
+    #[value(name = "float16")]
+    Float16,
+    /// bfloat16.
+    #[value(name = "bfloat16")]
+    Bfloat16,
+    /// Single precision.
+    #[value(name = "float32")]
+    Float32,
+}
+
+impl ComputeTypeArg {
+    /// CTranslate2's enum.
+    pub fn to_ct2(self) -> ComputeType {
+        match self {
+            Self::Default => ComputeType::DEFAULT,
+            Self::Auto => ComputeType::AUTO,
+            Self::Int8 => ComputeType::INT8,
+            Self::Int8Float32 => ComputeType::INT8_FLOAT32,
+            Self::Int8Float16 => ComputeType::INT8_FLOAT16,
+            Self::Int8Bfloat16 => ComputeType::INT8_BFLOAT16,
+            Self::Int16 => ComputeType::INT16,
+            Self::Float16 => ComputeType::FLOAT16,
+            Self::Bfloat16 => ComputeType::BFLOAT16,
+            Self::Float32 => ComputeType::FLOAT32,
+        }
+    }
+
+    /// CTranslate2's name.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// `--log-level` for CTranslate2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevelArg {
+    /// Nothing.
+    Off,
+    /// Critical only.
+    Critical,
+    /// Errors.
+    Error,
+    /// Warnings (CTranslate2's default).
+    Warning,
+    /// Info.
+    Info,
+    /// Debug.
+    Debug,
+    /// Trace.
+    Trace,
+}
+
+impl LogLevelArg {
+    fn to_ct2(self) -> LogLevel {
+        match self {
+            Self::Off => LogLevel::Off,
+            Self::Critical => LogLevel::Critical,
+            Self::Error => LogLevel::Error,
+            Self::Warning => LogLevel::Warning,
+            Self::Info => LogLevel::Info,
+            Self::Debug => LogLevel::Debug,
+            Self::Trace => LogLevel::Trace,
+        }
+    }
+}
+
+/// Resolves `--device` to a CTranslate2 device and its name.
+pub fn resolve_device(arg: DeviceArg) -> (Device, &'static str) {
+    match arg {
+        DeviceArg::Cpu => (Device::CPU, "cpu"),
+        DeviceArg::Cuda => (Device::CUDA, "cuda"),
+        DeviceArg::Auto => {
+            if cfg!(feature = "cuda") && ct2rs::sys::get_device_count(Device::CUDA) > 0 {
+                (Device::CUDA, "cuda")
+            } else {
+                (Device::CPU, "cpu")
+            }
+        }
+    }
+}
+
+/// The thread count CTranslate2 will use for `--threads N`.
+pub fn effective_threads(requested: usize) -> u32 {
+    if requested > 0 {
+        return requested as u32;
+    }
+    if let Some(n) = std::env::var("OMP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(4);
+    cores.min(4)
+}
+
+/// Runs the command line and returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    ct2rs::sys::set_log_level(cli.log_level.to_ct2());
+    let model_dir = cli.model_dir.clone();
+    let (device, device_name) = resolve_device(cli.device);
+    let settings = EngineSettings {
+        device,
+        compute_type: cli.compute_type.to_ct2(),
+        threads: cli.threads,
+    };
+    match &cli.command {
+        None => protocol::serve(&ServerConfig {
+            model_dir,
+            settings,
+            device_name: device_name.to_string(),
+            compute_type_name: cli.compute_type.name(),
+            threads_effective: effective_threads(cli.threads),
+            enable_fault_injection: cli.enable_fault_injection,
+            parent_pid: cli.parent_pid,
+        }),
+        Some(Command::Transcribe(args)) => bench::run(&model_dir, settings, device_name, &cli, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_server_and_transcribe_modes() {
+        let cli = Cli::try_parse_from(["worker-proc", "--model-dir", "/m", "--compute-type", "int8_float32"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.compute_type.name(), "int8_float32");
+        assert_eq!(cli.device, DeviceArg::Cpu);
+        let cli = Cli::try_parse_from([
+            "worker-proc",
+            "--model-dir",
+            "/m",
+            "transcribe",
+            "a.wav",
+            "--beam-size",
+            "1",
+            "--runs",
+            "3",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Transcribe(a)) => assert_eq!((a.beam_size, a.runs, a.json), (1, 3, true)),
+            None => panic!("expected transcribe"),
+        }
+        assert!(Cli::try_parse_from(["worker-proc"]).is_err());
+        assert!(Cli::try_parse_from(["worker-proc", "--model-dir", "/m", "--compute-type", "int4"]).is_err());
+    }
+
+    #[test]
+    fn threads_default_like_ctranslate2() {
+        assert_eq!(effective_threads(3), 3);
+        assert!((1..=4).contains(&effective_threads(0)) || std::env::var("OMP_NUM_THREADS").is_ok());
+    }
+}

@@ -1,0 +1,196 @@
+//! The CTranslate2 engine behind a small trait.
+//!
+//! [`Engine`] wraps the low-level `ct2rs::sys::Whisper` (encode, generate,
+//! detect_language, align). The high-level `ct2rs::Whisper` is not used: it
+//! builds the wrong prompt for `.en` models, normalises features per frame
+//! and leaks special tokens.
+//!
+//! The seek loop in [`crate::transcribe`] only sees the [`Backend`] trait, so
+//! its logic is tested with a scripted backend and no model.
+//!
+//! Every call runs on the caller's thread and blocks until CTranslate2 is
+//! done: the worker decodes strictly serially, with no pool and no timeout
+//! around the engine (a hung decode is the parent's to kill).
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use ct2rs::sys::{self, ComputeType, Config, Device, StorageView, WhisperOptions};
+
+/// The best hypothesis of one `generate` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated token ids (text and timestamps, no `<|endoftext|>`).
+    pub tokens: Vec<u32>,
+    /// Length-normalised cumulative log-probability, as CTranslate2 reports it.
+    pub score: f32,
+    /// Probability of the no-speech token at the start of the transcript.
+    pub no_speech_prob: f32,
+}
+
+/// One step of a token-to-frame alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlignStep {
+    /// Index of the text token.
+    pub token: usize,
+    /// Index of the encoder frame (20 ms each).
+    pub frame: usize,
+}
+
+/// Result of [`Backend::align`] for one sequence.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Alignment {
+    /// The monotonic DTW path.
+    pub steps: Vec<AlignStep>,
+    /// Probability of each text token.
+    pub text_token_probs: Vec<f32>,
+}
+
+/// What the decode pipeline needs from a Whisper engine.
+pub trait Backend {
+    /// Encoder output of one window.
+    type Encoded;
+
+    /// Runs the encoder on `[1, n_mels, n_frames]` features.
+    fn encode(&self, mel: &mut [f32], n_mels: usize, n_frames: usize) -> Result<Self::Encoded>;
+
+    /// Decodes one window from a prompt of vocabulary strings.
+    fn generate(
+        &self,
+        encoded: &Self::Encoded,
+        prompt: &[&str],
+        options: &WhisperOptions,
+    ) -> Result<Generation>;
+
+    /// Language tokens (`<|en|>`…) with their probabilities, best first.
+    fn detect_language(&self, encoded: &Self::Encoded) -> Result<Vec<(String, f32)>>;
+
+    /// Aligns text tokens with encoder frames (for word timestamps).
+    fn align(
+        &self,
+        encoded: &Self::Encoded,
+        start_sequence: &[usize],
+        text_tokens: &[usize],
+        num_frames: usize,
+        median_filter_width: i64,
+    ) -> Result<Alignment>;
+}
+
+/// How to load the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// CPU or CUDA.
+    pub device: Device,
+    /// CTranslate2 compute type.
+    pub compute_type: ComputeType,
+    /// Intra-op threads (0 = CTranslate2's default).
+    pub threads: usize,
+}
+
+/// The loaded CTranslate2 Whisper model.
+pub struct Engine {
+    whisper: sys::Whisper,
+}
+
+impl Engine {
+    /// Loads `model.bin` and its config from `model_dir`.
+    pub fn load(model_dir: &Path, settings: EngineSettings) -> Result<Self> {
+        let config = Config {
+            device: settings.device,
+            compute_type: settings.compute_type,
+            num_threads_per_replica: settings.threads,
+            ..Config::default()
+        };
+        let whisper = sys::Whisper::new(model_dir, config)
+            .with_context(|| format!("CTranslate2 could not load {}", model_dir.display()))?;
+        Ok(Self { whisper })
+    }
+
+    /// Whether the model is multilingual (CTranslate2's own test).
+    pub fn is_multilingual(&self) -> bool {
+        self.whisper.is_multilingual()
+    }
+
+    /// Mel bins the encoder expects.
+    pub fn n_mels(&self) -> usize {
+        self.whisper.n_mels()
+    }
+}
+
+impl Backend for Engine {
+    type Encoded = StorageView<'static>;
+
+    fn encode(&self, mel: &mut [f32], n_mels: usize, n_frames: usize) -> Result<Self::Encoded> {
+        let view = StorageView::new(&[1, n_mels, n_frames], mel, Device::CPU)?;
+        self.whisper.encode(&view, false)
+    }
+
+    fn generate(
+        &self,
+        encoded: &Self::Encoded,
+        prompt: &[&str],
+        options: &WhisperOptions,
+    ) -> Result<Generation> {
+        let prompts = [prompt.to_vec()];
+        let result = self
+            .whisper
+            .generate(encoded, &prompts, options)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the engine returned no result"))?;
+        let tokens = result
+            .sequences_ids
+            .first()
+            .ok_or_else(|| anyhow!("the engine returned no hypothesis"))?
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
+        Ok(Generation {
+            tokens,
+            score: result.scores.first().copied().unwrap_or(0.0),
+            no_speech_prob: result.no_speech_prob,
+        })
+    }
+
+    fn detect_language(&self, encoded: &Self::Encoded) -> Result<Vec<(String, f32)>> {
+        let all = self.whisper.detect_language(encoded)?;
+        let first = all
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the engine returned no language"))?;
+        Ok(first.into_iter().map(|d| (d.language, d.probability)).collect())
+    }
+
+    fn align(
+        &self,
+        encoded: &Self::Encoded,
+        start_sequence: &[usize],
+        text_tokens: &[usize],
+        num_frames: usize,
+        median_filter_width: i64,
+    ) -> Result<Alignment> {
+        let result = self
+            .whisper
+            .align(
+                encoded,
+                start_sequence,
+                &[text_tokens.to_vec()],
+                &[num_frames],
+                median_filter_width,
+            )?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the engine returned no alignment"))?;
+        Ok(Alignment {
+            steps: result
+                .alignments
+                .iter()
+                .map(|a| AlignStep {
+                    token: a.token_x.max(0) as usize,
+                    frame: a.frame_x.max(0) as usize,
+                })
+                .collect(),
+            text_token_probs: result.text_token_probs,
+        })
+    }
+}

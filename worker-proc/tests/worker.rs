@@ -1,0 +1,387 @@
+//! Worker-level integration tests: the real `worker-proc` binary, the real
+//! model, real (espeak-ng) speech, framed IPC over pipes.
+//!
+//! The model directory comes from `WHISPER_NODE_TEST_MODEL_DIR`, else
+//! `../models/tiny.en` next to this crate. A missing model fails the tests
+//! loudly: CI always has it.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use asr_ipc::{
+    read_frame, write_frame, DecodeOptions, Fault, FromWorker, Job, ToWorker, WorkerError,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("WHISPER_NODE_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tiny.en"));
+    assert!(
+        dir.join("model.bin").is_file(),
+        "no Whisper model at {} (set WHISPER_NODE_TEST_MODEL_DIR to a CTranslate2 Whisper model \
+         directory with model.bin, config.json, vocabulary.txt, tokenizer.json and \
+         preprocessor_config.json)",
+        dir.display()
+    );
+    dir
+}
+
+/// "Hello world. This is a test of the speech worker." (espeak-ng, 16 kHz).
+fn speech() -> Vec<f32> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello.wav");
+    let mut reader = hound::WavReader::open(&path).expect("tests/data/hello.wav");
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("pcm") as f32 / 32768.0)
+        .collect()
+}
+
+/// A running worker with a thread turning its stdout into frames.
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    frames: Receiver<Result<FromWorker, String>>,
+}
+
+impl Worker {
+    fn spawn(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker-proc"));
+        cmd.arg("--model-dir")
+            .arg(model)
+            .args(["--threads", "2"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn worker-proc");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || loop {
+            match read_frame(&mut stdout) {
+                Ok(Some(payload)) => {
+                    let msg = asr_ipc::decode::<FromWorker>(&payload).map_err(|e| e.to_string());
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("garbage on stdout: {e}")));
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            frames: rx,
+        }
+    }
+
+    fn next(&self) -> FromWorker {
+        match self.frames.recv_timeout(TIMEOUT) {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("no frame from the worker: {e}"),
+        }
+    }
+
+    fn send(&mut self, msg: &ToWorker) {
+        write_frame(self.stdin.as_mut().expect("stdin open"), msg).expect("write frame");
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    fn hello(&self) -> asr_ipc::Hello {
+        match self.next() {
+            FromWorker::Hello(h) => h,
+            other => panic!("expected Hello, got {other:?}"),
+        }
+    }
+
+    /// Frames until the job's answer; returns (progress count, answer).
+    fn answer(&self, job_id: u64) -> (usize, FromWorker) {
+        let mut progress = 0;
+        loop {
+            match self.next() {
+                FromWorker::Progress { job_id: id, decoded_secs, total_secs } => {
+                    assert_eq!(id, job_id);
+                    assert!(decoded_secs <= total_secs + 1e-3, "{decoded_secs} > {total_secs}");
+                    progress += 1;
+                }
+                msg @ (FromWorker::Done(_) | FromWorker::Failed { .. }) => return (progress, msg),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// No frame (and no byte) after the ones already read.
+    fn assert_stdout_done(&self) {
+        match self.frames.recv_timeout(Duration::from_secs(5)) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            other => panic!("expected nothing more on stdout, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn job(id: u64, samples: Vec<f32>, options: DecodeOptions) -> ToWorker {
+    ToWorker::Job(Job {
+        id,
+        traceparent: None,
+        samples,
+        options,
+        fault: None,
+    })
+}
+
+#[test]
+fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
+    let model = model_dir();
+    let mut w = Worker::spawn(&model, &[], &[]);
+    let hello = w.hello();
+    assert_eq!(hello.protocol_version, asr_ipc::PROTOCOL_VERSION);
+    assert_eq!(hello.pid, w.child.id());
+    assert_eq!(hello.device, "cpu");
+    assert_eq!(hello.compute_type, "int8");
+    assert_eq!(hello.threads, 2);
+    assert!(!hello.model.is_empty());
+
+    let samples = speech();
+    let duration = samples.len() as f32 / 16_000.0;
+    w.send(&job(1, samples.clone(), DecodeOptions::default()));
+    let (progress, answer) = w.answer(1);
+    let FromWorker::Done(result) = answer else {
+        panic!("expected Done, got {answer:?}")
+    };
+    assert!(progress >= 1);
+    let text = result.text.to_lowercase();
+    for word in ["hello", "world", "test", "speech"] {
+        assert!(text.contains(word), "{word:?} missing from {text:?}");
+    }
+    assert_eq!(result.job_id, 1);
+    assert_eq!(result.language, "en");
+    assert!((result.duration_secs - duration).abs() < 1e-3);
+    assert!(!result.segments.is_empty());
+    for s in &result.segments {
+        assert!(s.start >= 0.0 && s.start < s.end && s.end <= duration + 0.5, "{s:?}");
+        assert!(s.avg_logprob < 0.0 && s.avg_logprob > -1.0, "{s:?}");
+    }
+    let names: Vec<&str> = result.timings.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(&names[..3], &["features", "encode", "generate"]);
+    assert!(result.timings.total_us > 0);
+
+    // Invalid jobs fail without killing the worker.
+    let de = DecodeOptions {
+        language: Some("de".into()),
+        ..DecodeOptions::default()
+    };
+    w.send(&job(2, samples.clone(), de));
+    assert!(matches!(
+        w.answer(2).1,
+        FromWorker::Failed { job_id: 2, error: WorkerError::InvalidOptions(_) }
+    ));
+    w.send(&job(3, vec![], DecodeOptions::default()));
+    assert!(matches!(
+        w.answer(3).1,
+        FromWorker::Failed { job_id: 3, error: WorkerError::InvalidAudio(_) }
+    ));
+    w.send(&job(4, vec![0.0, f32::NAN], DecodeOptions::default()));
+    assert!(matches!(
+        w.answer(4).1,
+        FromWorker::Failed { job_id: 4, error: WorkerError::InvalidAudio(_) }
+    ));
+    let beam0 = DecodeOptions {
+        beam_size: 0,
+        ..DecodeOptions::default()
+    };
+    w.send(&job(5, samples.clone(), beam0));
+    assert!(matches!(
+        w.answer(5).1,
+        FromWorker::Failed { job_id: 5, error: WorkerError::InvalidOptions(_) }
+    ));
+
+    // Still serving: a greedy decode of the same audio.
+    let greedy = DecodeOptions {
+        beam_size: 1,
+        ..DecodeOptions::default()
+    };
+    w.send(&job(6, samples, greedy));
+    let FromWorker::Done(again) = w.answer(6).1 else {
+        panic!("expected Done")
+    };
+    assert!(again.text.to_lowercase().contains("hello"));
+
+    w.close_stdin();
+    let status = w.wait();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    w.assert_stdout_done();
+}
+
+#[test]
+fn shutdown_exits_cleanly() {
+    let mut w = Worker::spawn(&model_dir(), &[], &[]);
+    w.hello();
+    w.send(&ToWorker::Shutdown);
+    assert_eq!(w.wait().code(), Some(0));
+    w.assert_stdout_done();
+}
+
+#[test]
+fn malformed_frame_exits_nonzero_without_writing_garbage() {
+    let mut w = Worker::spawn(&model_dir(), &[], &[]);
+    w.hello();
+    // A well-framed payload that is not a ToWorker.
+    let payload = [0xffu8; 9];
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    w.send_raw(&frame);
+    let status = w.wait();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    w.assert_stdout_done();
+
+    // An oversized length prefix.
+    let mut w = Worker::spawn(&model_dir(), &[], &[]);
+    w.hello();
+    w.send_raw(&u32::MAX.to_be_bytes());
+    assert_eq!(w.wait().code(), Some(4));
+    w.assert_stdout_done();
+}
+
+#[test]
+fn load_failure_is_reported_with_exit_code_3() {
+    let mut w = Worker::spawn(std::path::Path::new("/nonexistent/tiny.en"), &[], &[]);
+    match w.next() {
+        FromWorker::LoadFailed(f) => {
+            assert_eq!(f.model_path, "/nonexistent/tiny.en");
+            assert!(f.cause.contains("does not exist"), "{}", f.cause);
+        }
+        other => panic!("expected LoadFailed, got {other:?}"),
+    }
+    assert_eq!(w.wait().code(), Some(3));
+
+    // A model directory without preprocessor_config.json.
+    let model = model_dir();
+    let broken = std::env::temp_dir().join(format!("worker-proc-broken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&broken);
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["model.bin", "config.json", "vocabulary.txt", "tokenizer.json"] {
+        if model.join(f).exists() {
+            std::os::unix::fs::symlink(model.join(f).canonicalize().unwrap(), broken.join(f)).unwrap();
+        }
+    }
+    let mut w = Worker::spawn(&broken, &[], &[]);
+    match w.next() {
+        FromWorker::LoadFailed(f) => assert!(f.cause.contains("preprocessor_config.json"), "{}", f.cause),
+        other => panic!("expected LoadFailed, got {other:?}"),
+    }
+    assert_eq!(w.wait().code(), Some(3));
+    let _ = std::fs::remove_dir_all(&broken);
+}
+
+#[test]
+fn faults_are_honoured_only_when_enabled() {
+    let model = model_dir();
+    let samples = speech();
+
+    // Disabled: the crash request is ignored and the job decodes.
+    let mut w = Worker::spawn(&model, &[], &[]);
+    w.hello();
+    let mut j = Job {
+        id: 1,
+        traceparent: None,
+        samples: samples.clone(),
+        options: DecodeOptions {
+            beam_size: 1,
+            ..DecodeOptions::default()
+        },
+        fault: Some(Fault::Crash),
+    };
+    w.send(&ToWorker::Job(j.clone()));
+    assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
+    w.close_stdin();
+    assert_eq!(w.wait().code(), Some(0));
+
+    // Enabled: SIGABRT at the start of the job, nothing more on stdout.
+    let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
+    w.hello();
+    w.send(&ToWorker::Job(j.clone()));
+    let status = w.wait();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    w.assert_stdout_done();
+
+    // SlowMs delays and then decodes.
+    let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
+    w.hello();
+    j.fault = Some(Fault::SlowMs(300));
+    let t = Instant::now();
+    w.send(&ToWorker::Job(j));
+    assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    // Injected load failure: exit 5 before any frame.
+    let mut w = Worker::spawn(
+        &model,
+        &["--enable-fault-injection"],
+        &[("WORKER_PROC_FAULT_ON_LOAD", "exit")],
+    );
+    assert_eq!(w.wait().code(), Some(5));
+    w.assert_stdout_done();
+}
+
+#[test]
+fn stray_stdout_prints_cannot_reach_the_protocol() {
+    // CTranslate2 logs at info level through spdlog; all of it must land on
+    // stderr, and stdout must hold nothing but frames.
+    let mut w = Worker::spawn(&model_dir(), &["--log-level", "info"], &[]);
+    w.hello();
+    w.send(&job(
+        9,
+        speech(),
+        DecodeOptions {
+            beam_size: 1,
+            ..DecodeOptions::default()
+        },
+    ));
+    assert!(matches!(w.answer(9).1, FromWorker::Done(_)));
+    w.close_stdin();
+    assert_eq!(w.wait().code(), Some(0));
+    w.assert_stdout_done();
+}
