@@ -49,6 +49,19 @@ pub fn fixture(name: &str) -> PathBuf {
     p
 }
 
+/// Duration of a speech fixture in seconds, from `manifest.json`.
+pub fn fixture_secs(name: &str) -> f64 {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("tests/fixtures/speech/manifest.json")).unwrap()).unwrap();
+    m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == name)
+        .and_then(|f| f["duration_s"].as_f64())
+        .unwrap_or_else(|| panic!("{name} not in manifest.json"))
+}
+
 /// A running service process; SIGKILLed on drop.
 pub struct Service {
     child: Child,
