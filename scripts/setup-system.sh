@@ -98,3 +98,44 @@ fi
 extra=""
 have ffmpeg && extra=", ffmpeg"
 echo "setup-system: ok (cmake, C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, cargo)"
+
+# ---------------------------------------------------------------------------
+# Observability test tools (tests/otel.rs, tests/metrics.rs)
+#
+#   rotel 0.0.1a15 (PyPI)          a Rust OpenTelemetry collector; the wheel
+#                                  ships the `rotel-agent` binary. tests/otel.rs
+#                                  runs it as the OTLP/HTTP receiver and reads
+#                                  the spans it prints (--debug-log traces).
+#   prometheus_client 0.26.0       its text-format parser validates /metrics
+#                                  in tests/metrics.rs.
+#
+# Pinned, installed with `pip install --target` (no venv module or system
+# site-packages needed) into .venv/otel-test under the repository
+# (git-ignored; WHISPER_NODE_OTEL_TOOLS overrides the folder), atomically,
+# and only when the pinned versions are not already there. Without them the
+# build still works and those tests fail, saying to run `make setup`.
+OTEL_TOOLS_DIR=${WHISPER_NODE_OTEL_TOOLS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/otel-test}
+OTEL_TOOLS_PINS="rotel==0.0.1a15 prometheus_client==0.26.0"
+otel_tools_ok() {
+    [ -x "$OTEL_TOOLS_DIR/rotel/rotel-agent" ] && [ -f "$OTEL_TOOLS_DIR/prometheus_client/parser.py" ] &&
+        [ "$(cat "$OTEL_TOOLS_DIR/.pins" 2>/dev/null)" = "$OTEL_TOOLS_PINS" ]
+}
+if ! otel_tools_ok; then
+    echo "setup-system: installing test tools ($OTEL_TOOLS_PINS) into $OTEL_TOOLS_DIR"
+    mkdir -p "$(dirname "$OTEL_TOOLS_DIR")"
+    otel_tmp=$(mktemp -d "$(dirname "$OTEL_TOOLS_DIR")/.otel-tools.XXXXXX")
+    # shellcheck disable=SC2086 # the pins are separate words
+    if PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-input --no-deps \
+        --only-binary=:all: --target "$otel_tmp" $OTEL_TOOLS_PINS &&
+        "$otel_tmp/rotel/rotel-agent" --version >/dev/null; then
+        echo "$OTEL_TOOLS_PINS" >"$otel_tmp/.pins"
+        rm -rf "$OTEL_TOOLS_DIR"
+        mv "$otel_tmp" "$OTEL_TOOLS_DIR"
+    else
+        rm -rf "$otel_tmp"
+        echo "setup-system: warning: could not install $OTEL_TOOLS_PINS; tests/otel.rs and tests/metrics.rs will fail" >&2
+    fi
+fi
+if otel_tools_ok; then
+    echo "setup-system: ok (test tools: $OTEL_TOOLS_PINS in $OTEL_TOOLS_DIR)"
+fi

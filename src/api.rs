@@ -175,4 +175,9 @@ pub struct NodeStatus {
     pub uptime_secs: f64,
     /// Whether the node is draining for shutdown.
     pub shutting_down: bool,
+    /// Jobs answered since start, by outcome (`ok`, `busy`, `unavailable`,
+    /// `queue_timeout`, `decode_timeout`, `worker_crashed`, `quarantined`,
+    /// `rejected`, `shutting_down`, `internal`); outcomes that never
+    /// happened are absent.
+    pub jobs: std::collections::BTreeMap<&'static str, u64>,
 }

@@ -630,7 +630,7 @@ mod tests {
             ("tone440_44k1_stereo.mp3", Some("audio/mpeg"), 1.0, 0.01),
             ("tone440_48k_mono.ogg", None, 1.0, 0.01),
             ("tone440_16k_mono.m4a", Some("m4a"), 1.0, 0.15),
-            ("tone440_48k_mono_2s.webm", Some("webm"), 2.0, 0.01),
+            ("tone440_48k_mono_2s.webm", Some("webm"), 2.0, 0.03),
         ] {
             let out =
                 decode_to_mono_16k(&fixture(name), hint).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -646,11 +646,12 @@ mod tests {
         // Over a seekable source the MKV reader wants the end of the file; the
         // forward-only retry decodes a cut recording (MediaRecorder uploads).
         let bytes = fixture("tone440_48k_mono_2s.webm");
-        let out = decode_to_mono_16k(&bytes[..bytes.len() * 6 / 10], None).unwrap();
+        // (Half of this tiny file is Vorbis headers.)
+        let out = decode_to_mono_16k(&bytes[..bytes.len() * 8 / 10], None).unwrap();
         let secs = out.len() as f64 / f64::from(SR);
         assert!(
-            secs > 0.5 && secs < 1.5,
-            "decoded {secs} s of a 2 s file cut at 60 %"
+            secs > 0.5 && secs < 1.7,
+            "decoded {secs} s of a 2 s file cut at 80 %"
         );
     }
 

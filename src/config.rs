@@ -98,6 +98,11 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_MAX_BACKOFF_SECS", default_value_t = 30.0)]
     pub max_backoff_secs: f64,
 
+    /// How often a job whose decode crashed the worker is retried on a fresh
+    /// worker; an input that crashes it more often is quarantined (422).
+    #[arg(long, env = "WHISPER_NODE_MAX_CRASH_RETRIES", default_value_t = 1)]
+    pub max_crash_retries: u32,
+
     /// Grace period for the in-flight job at shutdown, seconds.
     #[arg(long, env = "WHISPER_NODE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,
@@ -152,6 +157,11 @@ impl NodeConfig {
             return err("beam size must be at least 1");
         }
         Ok(())
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs)
     }
 
     /// The longest queue wait.

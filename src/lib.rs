@@ -16,9 +16,11 @@
 //! - [`audio`]: in-process decoding of uploads (symphonia) and resampling to
 //!   16 kHz mono (rubato), before anything is queued.
 //! - [`http`]: actix-web routes (`/v1/audio/transcriptions`, `/health`,
-//!   `/ready`), errors → status codes, and [`http::configure`] for mounting
-//!   the routes in a host's `App`.
-//! - [`telemetry`]: logging (and later tracing export) set-up.
+//!   `/ready`, `/metrics`), errors → status codes, and [`http::configure`]
+//!   for mounting the routes in a host's `App`.
+//! - [`telemetry`]: logging, OTLP trace export, and the spans of a request
+//!   (`http.request` → `asr.job` → `queue.wait`, `worker.decode` → phases).
+//! - [`metrics`]: the Prometheus metrics and their recorder.
 //! - `asr_ipc` (crate `ipc/`): the framed protocol spoken with the worker.
 
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod api;
 pub mod audio;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod telemetry;
 

@@ -1,6 +1,8 @@
 //! `whisper-node`: parse the configuration, start the actor tree (which
 //! waits for the worker to load the model), then serve HTTP until SIGINT or
-//! SIGTERM, and stop the tree and the worker.
+//! SIGTERM; then drain (see [`AsrNode::shutdown`]), stop the worker and exit 0.
+//! A model that cannot be loaded is a start-up error (exit code 1) naming the
+//! path and the cause.
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -11,7 +13,9 @@ use whisper_node::AsrNode;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    whisper_node::telemetry::init_logging();
+    // Logs, OTLP trace export when OTEL_EXPORTER_OTLP_ENDPOINT is set, and
+    // the Prometheus recorder; the guard flushes spans when dropped.
+    let telemetry = whisper_node::telemetry::init();
     tracing::info!(model_dir = %cli.node.model_dir.display(), listen = %cli.listen, "starting");
     let node = AsrNode::start(cli.node.clone()).await.context("start-up failed")?;
     let data = web::Data::new(node.clone());
@@ -20,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
             .app_data(data.clone())
             .configure(whisper_node::http::configure)
     })
+    .on_connect(whisper_node::http::on_connect)
     .workers(if cli.http_workers == 0 { num_cpus() } else { cli.http_workers })
     .bind(cli.listen)
     .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -27,11 +32,34 @@ async fn main() -> anyhow::Result<()> {
         // Tests and scripts read this line to learn the port when binding :0.
         tracing::info!(%addr, "listening");
     }
-    let server = server.run();
+    let server = server
+        .disable_signals()
+        .shutdown_timeout(cli.node.shutdown_grace_secs.ceil() as u64 + 5)
+        .run();
+    let http = server.handle();
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        // Drain first: refuse new work (503), answer queued jobs 503, let
+        // the in-flight one finish and its answer go out; then stop HTTP.
+        tracing::info!(signal, "shutting down gracefully");
+        node.shutdown().await;
+        http.stop(true).await;
+    });
     server.await.context("http server failed")?;
-    tracing::info!("http server stopped, shutting the node down");
-    node.shutdown().await;
+    tracing::info!("stopped");
+    telemetry.shutdown();
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 fn num_cpus() -> usize {

@@ -106,14 +106,17 @@ impl AsrNode {
             .ingress
             .call(|reply| IngressMsg::Transcribe(Box::new(req), reply), None)
             .await;
-        match res {
+        let answer = match res {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(ractor::rpc::CallResult::Timeout) => Err(AsrError::Internal("timed out".into())),
             Ok(ractor::rpc::CallResult::SenderError) => {
                 Err(AsrError::Internal("the job was dropped without an answer".into()))
             }
             Err(_) => Err(AsrError::ShuttingDown),
-        }
+        };
+        // Counted in `NodeStatus::jobs` and `asr_jobs_total{outcome}`.
+        self.inner.shared.job_finished(crate::metrics::outcome(&answer));
+        answer
     }
 
     /// A snapshot of the node's state; never waits on the actors.
@@ -141,10 +144,26 @@ impl AsrNode {
         &self.inner.supervisor
     }
 
-    /// Stops admitting, stops the tree and the worker process.
+    /// Graceful shutdown: stop admitting (new requests get 503), answer every
+    /// queued job 503, let the in-flight job finish within the configured
+    /// grace period, then stop the tree and the worker process.
     pub async fn shutdown(&self) {
-        self.inner.shared.set_shutting_down();
+        self.drain(self.inner.config.shutdown_grace()).await;
+    }
+
+    /// [`AsrNode::shutdown`] with an explicit grace period for the in-flight job.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let shared = &self.inner.shared;
+        shared.set_shutting_down();
         let _ = self.inner.handles.ingress.cast(IngressMsg::StopAdmitting);
+        let _ = self.inner.handles.queue.cast(QueueMsg::Drain);
+        let deadline = tokio::time::Instant::now() + grace;
+        while shared.status().in_flight > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if shared.status().in_flight > 0 {
+            tracing::warn!(?grace, "in-flight job did not finish within the grace period");
+        }
         let _ = self
             .inner
             .supervisor

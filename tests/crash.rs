@@ -9,7 +9,9 @@ use common::*;
 
 #[tokio::test]
 async fn worker_killed_mid_decode_answers_5xx_restarts_and_serves_again() {
-    let svc = Service::start(&[]);
+    // Crash retries off: the in-flight request itself must learn of the crash
+    // (with retries on it is retried instead; see tests/admission.rs).
+    let svc = Service::start(&["--max-crash-retries", "0"]);
     let (_, h) = svc.get_json("/health").await;
     let first_pid = h["worker_pid"].as_u64().expect("worker pid in /health") as u32;
     assert_eq!(h["worker_generation"], 0);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
-use super::queue::{JobPayload, QueueMsg, QueuedJob, Reply};
+use super::queue::{fingerprint, JobPayload, QueueMsg, QueuedJob, Reply};
 use crate::api::{AsrError, TranscriptionRequest};
 use crate::config::NodeConfig;
 
@@ -97,8 +97,9 @@ impl Actor for IngressActor {
                     .unwrap_or_else(|| state.config.max_queue_wait())
                     .max(Duration::from_millis(1));
                 let now = Instant::now();
-                let span = tracing::info_span!(parent: &req.parent_span, "asr.job", job_id = id, audio_secs);
+                let span = crate::telemetry::job_span(&req.parent_span, id, audio_secs);
                 let req = *req;
+                let fingerprint = fingerprint(&req.samples);
                 let job = QueuedJob {
                     id,
                     payload: Arc::new(JobPayload {
@@ -111,7 +112,10 @@ impl Actor for IngressActor {
                     deadline: now + max_wait,
                     span,
                     reply,
+                    attempts: 0,
+                    fingerprint,
                     progress: req.progress,
+                    queue_wait: None,
                 };
                 match state.queue.cast(QueueMsg::Submit(job)) {
                     Ok(()) => {}

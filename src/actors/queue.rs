@@ -20,6 +20,13 @@
 //!   [`AsrError::QueueTimeout`] and never sent to the worker; a job whose
 //!   client has gone (reply port closed) is dropped before decode.
 //! - The worker is handed the next job the moment it reports idle.
+//! - A job whose decode crashed the worker comes back as
+//!   [`QueueMsg::Retry`] and goes first in line (capacity does not apply: it
+//!   was admitted already); an input that crashed the worker too often is
+//!   [`QueueMsg::Quarantine`]d, and the same audio submitted again is answered
+//!   [`AsrError::Quarantined`] at once.
+//! - [`QueueMsg::Drain`] (shutdown) answers every waiting job
+//!   [`AsrError::ShuttingDown`] and refuses new ones.
 //! - `handle` never panics and never awaits anything slow: every branch is a
 //!   few pointer moves and sends.
 
@@ -65,8 +72,14 @@ pub struct QueuedJob {
     pub span: tracing::Span,
     /// Where the answer goes.
     pub reply: Reply,
+    /// Times this job was already in flight when the worker crashed.
+    pub attempts: u32,
+    /// Hash of the audio, to recognise a quarantined input.
+    pub fingerprint: u64,
     /// Where decode progress goes, if anyone listens.
     pub progress: Option<crate::api::ProgressSink>,
+    /// Its `queue.wait` span while it waits (see [`crate::telemetry`]).
+    pub queue_wait: Option<crate::telemetry::QueueWait>,
 }
 
 /// Messages of the [`BoundedQueueActor`].
@@ -87,9 +100,28 @@ pub enum QueueMsg {
         /// Expected time until it accepts work again.
         retry_after: Duration,
     },
-    /// A job's queue deadline passed.
-    Expire(u64),
+    /// A job's queue deadline passed (job id, attempt it was set for).
+    Expire(u64, u32),
+    /// A job that was in flight when the worker crashed: run it again first.
+    Retry(QueuedJob),
+    /// This audio crashed the worker too often: refuse it from now on.
+    Quarantine(u64),
+    /// Shutdown: answer everything waiting with 503 and admit nothing more.
+    Drain,
 }
+
+/// Hash of a job's audio, used to recognise a quarantined input.
+pub fn fingerprint(samples: &[f32]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // SAFETY: f32 has no padding or invalid bit patterns as bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(samples.as_ptr().cast::<u8>(), std::mem::size_of_val(samples)) };
+    h.write(bytes);
+    h.finish()
+}
+
+/// Quarantined inputs remembered (oldest forgotten first).
+const QUARANTINE_CAPACITY: usize = 1024;
 
 /// Limits of the queue.
 #[derive(Debug, Clone)]
@@ -98,6 +130,8 @@ pub struct QueueLimits {
     pub capacity: usize,
     /// Audio seconds allowed to wait (0 = unlimited).
     pub max_audio_secs: f64,
+    /// Default longest wait (used for retried jobs' fresh deadline).
+    pub max_wait: Duration,
 }
 
 /// The admission-control actor.
@@ -114,6 +148,7 @@ pub struct QueueArgs {
 /// State of the [`BoundedQueueActor`].
 pub struct QueueState {
     limits: QueueLimits,
+    max_wait: Duration,
     shared: Arc<Shared>,
     jobs: VecDeque<QueuedJob>,
     queued_audio_secs: f64,
@@ -122,6 +157,8 @@ pub struct QueueState {
     down_until: Option<Instant>,
     /// Moving average of decode seconds per audio second.
     rtf: f64,
+    quarantine: VecDeque<u64>,
+    draining: bool,
 }
 
 impl QueueState {
@@ -144,33 +181,71 @@ impl QueueState {
         left.max(Duration::from_secs(1))
     }
 
-    fn admit(&mut self, myself: &ActorRef<QueueMsg>, job: QueuedJob) {
+    fn admit(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob) {
+        if self.draining {
+            let _ = job.reply.send(Err(AsrError::ShuttingDown));
+            return;
+        }
+        if self.quarantine.contains(&job.fingerprint) {
+            tracing::warn!(parent: &job.span, job_id = job.id, "refusing quarantined input");
+            let _ = job.reply.send(Err(AsrError::Quarantined));
+            return;
+        }
         if !self.worker_up {
             let retry_after = self.down_retry_after();
-            tracing::info!(job_id = job.id, ?retry_after, "worker down, refusing job");
+            tracing::info!(parent: &job.span, job_id = job.id, ?retry_after, "worker down, refusing job");
             let _ = job.reply.send(Err(AsrError::Unavailable {
                 retry_after,
                 reason: "the worker is restarting".into(),
             }));
             return;
         }
+        self.sweep_gone();
         let over_audio = self.limits.max_audio_secs > 0.0
             && !self.jobs.is_empty()
             && self.queued_audio_secs + job.audio_secs > self.limits.max_audio_secs;
         if self.jobs.len() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
-            tracing::info!(job_id = job.id, queued = self.jobs.len(), ?retry_after, "queue full, refusing job");
+            tracing::info!(parent: &job.span, job_id = job.id, queued = self.jobs.len(), ?retry_after, "queue full, refusing job");
+            crate::metrics::busy_rejection();
             let _ = job.reply.send(Err(AsrError::Busy { retry_after, queued: self.jobs.len() }));
             return;
         }
-        let until_deadline = job.deadline.saturating_duration_since(Instant::now());
-        myself.send_after(until_deadline, {
-            let id = job.id;
-            move || QueueMsg::Expire(id)
-        });
+        self.arm_deadline(myself, &job);
         self.queued_audio_secs += job.audio_secs;
+        crate::telemetry::queue_wait_start(&mut job, self.jobs.len());
         self.jobs.push_back(job);
         self.dispatch();
+    }
+
+    fn arm_deadline(&self, myself: &ActorRef<QueueMsg>, job: &QueuedJob) {
+        let until_deadline = job.deadline.saturating_duration_since(Instant::now());
+        let (id, attempt) = (job.id, job.attempts);
+        myself.send_after(until_deadline, move || QueueMsg::Expire(id, attempt));
+    }
+
+    /// A crashed job goes first in line with a fresh deadline that allows
+    /// for the worker's restart.
+    fn retry(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob, max_wait: Duration) {
+        if self.draining {
+            let _ = job.reply.send(Err(AsrError::ShuttingDown));
+            return;
+        }
+        tracing::warn!(parent: &job.span, job_id = job.id, attempt = job.attempts, "retrying job after a worker crash");
+        job.deadline = Instant::now() + max_wait + self.down_retry_after();
+        self.arm_deadline(myself, &job);
+        self.queued_audio_secs += job.audio_secs;
+        crate::telemetry::queue_wait_start(&mut job, self.jobs.len());
+        self.jobs.push_front(job);
+        self.dispatch();
+    }
+
+    fn drain(&mut self) {
+        self.draining = true;
+        while let Some(job) = self.take_front() {
+            let _ = job.reply.send(Err(AsrError::ShuttingDown));
+        }
+        self.publish();
     }
 
     fn take_front(&mut self) -> Option<QueuedJob> {
@@ -182,19 +257,27 @@ impl QueueState {
     /// Hands the front job to the idle worker, skipping jobs whose client
     /// left or whose deadline passed.
     fn dispatch(&mut self) {
-        while self.idle_worker.is_some() {
-            let Some(job) = self.take_front() else { break };
+        while let Some(worker) = self.idle_worker.take() {
+            let Some(mut job) = self.take_front() else {
+                self.idle_worker = Some(worker);
+                break;
+            };
             if job.reply.is_closed() {
-                tracing::info!(job_id = job.id, "client gone, dropping job before decode");
+                tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
+                crate::telemetry::queue_wait_end(&mut job, "client_gone");
+                self.idle_worker = Some(worker);
                 continue;
             }
             let now = Instant::now();
             if now >= job.deadline {
                 let waited = now - job.admitted_at;
+                crate::metrics::queue_timeout();
+                crate::telemetry::queue_wait_end(&mut job, "expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+                self.idle_worker = Some(worker);
                 continue;
             }
-            let worker = self.idle_worker.take().expect("checked above");
+            crate::telemetry::queue_wait_end(&mut job, "dispatched");
             match worker.cast(WorkerProxyMsg::Run(job)) {
                 Ok(()) => {}
                 Err(MessagingErr::SendErr(WorkerProxyMsg::Run(job))) => {
@@ -212,12 +295,35 @@ impl QueueState {
         self.publish();
     }
 
-    fn expire(&mut self, id: u64) {
-        if let Some(pos) = self.jobs.iter().position(|j| j.id == id) {
-            if let Some(job) = self.jobs.remove(pos) {
+    /// Drops waiting jobs whose client has gone (reply port closed), so they
+    /// neither hold queue slots nor reach the worker.
+    fn sweep_gone(&mut self) {
+        let before = self.jobs.len();
+        let mut kept = VecDeque::with_capacity(before);
+        for mut job in self.jobs.drain(..) {
+            if job.reply.is_closed() {
+                tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
+                crate::telemetry::queue_wait_end(&mut job, "client_gone");
+                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.jobs = kept;
+        if self.jobs.len() != before {
+            self.publish();
+        }
+    }
+
+    fn expire(&mut self, id: u64, attempt: u32) {
+        self.sweep_gone();
+        if let Some(pos) = self.jobs.iter().position(|j| j.id == id && j.attempts == attempt) {
+            if let Some(mut job) = self.jobs.remove(pos) {
                 self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
                 let waited = job.admitted_at.elapsed();
-                tracing::info!(job_id = id, ?waited, "job waited past its deadline");
+                tracing::info!(parent: &job.span, job_id = id, ?waited, "job waited past its deadline");
+                crate::metrics::queue_timeout();
+                crate::telemetry::queue_wait_end(&mut job, "expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
             }
         }
@@ -236,6 +342,7 @@ impl Actor for BoundedQueueActor {
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(QueueState {
+            max_wait: args.limits.max_wait,
             limits: args.limits,
             shared: args.shared,
             jobs: VecDeque::new(),
@@ -245,6 +352,8 @@ impl Actor for BoundedQueueActor {
             worker_up: true,
             down_until: None,
             rtf: 0.2,
+            quarantine: VecDeque::new(),
+            draining: false,
         })
     }
 
@@ -270,7 +379,17 @@ impl Actor for BoundedQueueActor {
                 state.idle_worker = None;
                 state.down_until = Some(Instant::now() + retry_after);
             }
-            QueueMsg::Expire(id) => state.expire(id),
+            QueueMsg::Expire(id, attempt) => state.expire(id, attempt),
+            QueueMsg::Retry(job) => state.retry(&myself, job, state.max_wait),
+            QueueMsg::Quarantine(fp) => {
+                if !state.quarantine.contains(&fp) {
+                    if state.quarantine.len() >= QUARANTINE_CAPACITY {
+                        state.quarantine.pop_front();
+                    }
+                    state.quarantine.push_back(fp);
+                }
+            }
+            QueueMsg::Drain => state.drain(),
         }
         Ok(())
     }

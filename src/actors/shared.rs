@@ -1,7 +1,9 @@
 //! State the actors publish for readers that must never wait on a mailbox:
 //! `/health`, `/ready`, embedding hosts. Actors write it; anyone reads a
-//! consistent [`NodeStatus`] snapshot under a short lock.
+//! consistent [`NodeStatus`] snapshot under a short lock. Every change is
+//! also published as Prometheus gauges ([`crate::metrics::node_gauges`]).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ struct Inner {
     queue_depth: usize,
     in_flight: usize,
     shutting_down: bool,
+    jobs: BTreeMap<&'static str, u64>,
 }
 
 impl Shared {
@@ -50,6 +53,7 @@ impl Shared {
                 queue_depth: 0,
                 in_flight: 0,
                 shutting_down: false,
+                jobs: BTreeMap::new(),
             }),
         }
     }
@@ -58,7 +62,16 @@ impl Shared {
         // A poisoned lock only means a writer panicked mid-update of plain
         // data; the data is still usable.
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
+        let r = f(&mut g);
+        crate::metrics::node_gauges(crate::metrics::NodeGauges {
+            worker_state: g.worker_state,
+            worker_generation: g.worker_generation,
+            in_flight: g.in_flight,
+            queue_depth: g.queue_depth,
+            queue_capacity: self.queue_capacity,
+            ready: matches!(g.worker_state, WorkerState::Ready | WorkerState::Busy) && !g.shutting_down,
+        });
+        r
     }
 
     /// A worker process was spawned.
@@ -104,6 +117,13 @@ impl Shared {
     /// A restart was counted.
     pub fn worker_restarted(&self) {
         self.with(|s| s.worker_restarts += 1);
+        crate::metrics::worker_restarted();
+    }
+
+    /// A job was answered (`outcome` from [`crate::metrics::outcome`]).
+    pub fn job_finished(&self, outcome: &'static str) {
+        self.with(|s| *s.jobs.entry(outcome).or_default() += 1);
+        crate::metrics::job_finished(outcome);
     }
 
     /// The worker is stopped for good (load failure or shutdown).
@@ -148,6 +168,7 @@ impl Shared {
             in_flight: s.in_flight,
             uptime_secs: self.started.elapsed().as_secs_f64(),
             shutting_down: s.shutting_down,
+            jobs: s.jobs,
         }
     }
 }

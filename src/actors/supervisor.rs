@@ -161,6 +161,7 @@ impl Actor for SupervisorActor {
         let limits = QueueLimits {
             capacity: args.config.queue_capacity,
             max_audio_secs: args.config.queue_max_audio_secs,
+            max_wait: args.config.max_queue_wait(),
         };
         let (queue, _) = Actor::spawn_linked(
             None,
@@ -209,8 +210,12 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Wait for the worker proxy to close the worker's stdin and see it
+        // exit, so a shutdown leaves nothing behind.
+        myself
+            .stop_children_and_wait(Some("supervisor stopping".into()), Some(Duration::from_secs(5)))
+            .await;
         state.shared.worker_stopped();
-        myself.stop_children(None);
         Ok(())
     }
 

@@ -16,8 +16,11 @@
 //!   [`AsrError::DecodeTimeout`].
 //!
 //! # Failure
-//! When the child exits, the in-flight job (if not answered yet) gets
-//! [`AsrError::WorkerCrashed`], the supervisor gets
+//! When the child exits, the in-flight job (if not answered yet) goes back to
+//! the queue as [`QueueMsg::Retry`] while it has crash retries left
+//! (`max_crash_retries`, default 1); past that its input is quarantined and it
+//! is answered [`AsrError::Quarantined`] (with retries set to 0 it is answered
+//! [`AsrError::WorkerCrashed`]). The supervisor gets
 //! [`SupervisorMsg::WorkerExited`], and this actor stops; the supervisor
 //! decides about the restart. The child is killed by [`ChildGuard`]'s `Drop`
 //! however this actor ends, panics included.
@@ -79,6 +82,8 @@ struct InFlight {
     job: QueuedJob,
     dispatched_at: Instant,
     deadline: Duration,
+    /// The `worker.decode` span (see [`crate::telemetry::decode_span`]).
+    span: tracing::Span,
 }
 
 struct Outgoing {
@@ -112,10 +117,30 @@ impl WorkerProxyState {
     /// Answers the in-flight job (if any) with `err`.
     fn fail_in_flight(&mut self, err: AsrError) {
         if let Some(f) = self.in_flight.take() {
-            tracing::warn!(job_id = f.job.id, generation = self.args.generation, error = %err, "job failed in the worker");
+            crate::telemetry::decode_error(&f.span, &err);
+            tracing::warn!(parent: &f.job.span, job_id = f.job.id, generation = self.args.generation, error = %err, "job failed in the worker");
             let _ = f.job.reply.send(Err(err));
         }
         self.args.shared.worker_busy(false);
+    }
+
+    /// The child died with a job in flight: retry it, quarantine it, or fail
+    /// it, per `max_crash_retries`.
+    fn crashed_in_flight(&mut self, cause: &str) {
+        let Some(f) = self.in_flight.take() else { return };
+        crate::telemetry::decode_failed(&f.span, "worker_crashed", &cause);
+        let max = self.args.config.max_crash_retries;
+        let mut job = f.job;
+        if max == 0 {
+            let _ = job.reply.send(Err(AsrError::WorkerCrashed { detail: cause.to_string() }));
+        } else if job.attempts < max {
+            job.attempts += 1;
+            let _ = self.args.queue.cast(QueueMsg::Retry(job));
+        } else {
+            tracing::error!(parent: &job.span, job_id = job.id, attempts = job.attempts + 1, "input crashed the worker repeatedly, quarantining it");
+            let _ = self.args.queue.cast(QueueMsg::Quarantine(job.fingerprint));
+            let _ = job.reply.send(Err(AsrError::Quarantined));
+        }
     }
 
     fn report_idle(&self, myself: &ActorRef<WorkerProxyMsg>, rtf: Option<f64>) {
@@ -240,6 +265,28 @@ impl Actor for WorkerProxyActor {
         })
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(f) = state.in_flight.take() {
+            crate::telemetry::decode_failed(&f.span, "shutting_down", &"the node stopped before the answer");
+            let _ = f.job.reply.send(Err(AsrError::ShuttingDown));
+        }
+        if !state.exited {
+            // Closing stdin asks the worker to exit; give it a moment, then
+            // the guard's SIGKILL (on drop) makes sure.
+            state.to_child = None;
+            let reaped = state.guard.reaped_flag();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !reaped.load(Ordering::Acquire) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -297,7 +344,9 @@ impl Actor for WorkerProxyActor {
                 }
                 let decode_time = f.dispatched_at.elapsed();
                 let rtf = (f.job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / f.job.audio_secs);
+                crate::telemetry::decode_succeeded(&f.span, f.job.audio_secs, &result, decode_time);
                 tracing::info!(
+                    parent: &f.job.span,
                     job_id = f.job.id,
                     generation,
                     audio_secs = f.job.audio_secs,
@@ -316,7 +365,8 @@ impl Actor for WorkerProxyActor {
             WorkerProxyMsg::Frame(FromWorker::Failed { job_id, error }) => {
                 match state.in_flight.take() {
                     Some(f) => {
-                        tracing::info!(job_id, generation, error = %error, "worker refused job");
+                        crate::telemetry::decode_failed(&f.span, "rejected", &error);
+                        tracing::info!(parent: &f.job.span, job_id, generation, error = %error, "worker refused job");
                         let _ = f.job.reply.send(Err(AsrError::Rejected(error)));
                     }
                     None => tracing::warn!(job_id, "failure for a job that is no longer in flight"),
@@ -325,7 +375,7 @@ impl Actor for WorkerProxyActor {
             }
             WorkerProxyMsg::Run(job) => {
                 if state.in_flight.is_some() || state.hello.is_none() || state.exited {
-                    tracing::error!(job_id = job.id, "job dispatched to a worker that cannot take it");
+                    tracing::error!(parent: &job.span, job_id = job.id, "job dispatched to a worker that cannot take it");
                     let _ = job.reply.send(Err(AsrError::Unavailable {
                         retry_after: Duration::from_secs(1),
                         reason: "the worker is not ready".into(),
@@ -333,10 +383,13 @@ impl Actor for WorkerProxyActor {
                     return Ok(());
                 }
                 let deadline = state.args.config.decode_deadline(job.audio_secs);
-                let out = Outgoing { id: job.id, traceparent: None, payload: job.payload.clone() };
+                let span = crate::telemetry::decode_span(&job, generation, state.hello.as_ref());
+                // The worker may ignore it; it makes the process boundary explicit.
+                let traceparent = crate::telemetry::traceparent(&span);
+                let out = Outgoing { id: job.id, traceparent, payload: job.payload.clone() };
                 let sent = state.to_child.as_ref().map(|tx| tx.send(out).is_ok()).unwrap_or(false);
                 let id = job.id;
-                state.in_flight = Some(InFlight { job, dispatched_at: Instant::now(), deadline });
+                state.in_flight = Some(InFlight { job, dispatched_at: Instant::now(), deadline, span });
                 state.args.shared.worker_busy(true);
                 if !sent {
                     // The writer stopped: the child is dying; Exited follows
@@ -349,8 +402,11 @@ impl Actor for WorkerProxyActor {
                 if state.in_flight.as_ref().is_some_and(|f| f.job.id == id) {
                     let limit = state.in_flight.as_ref().map(|f| f.deadline).unwrap_or_default();
                     tracing::error!(job_id = id, generation, ?limit, "decode deadline passed, killing the worker");
-                    state.fail_in_flight(AsrError::DecodeTimeout { limit });
+                    // Not ready from this instant: the kill is on its way,
+                    // so nobody may read "ready" between the 504 and the exit.
+                    state.args.shared.worker_exited(format!("killed after the decode deadline of {limit:?}"));
                     state.guard.kill();
+                    state.fail_in_flight(AsrError::DecodeTimeout { limit });
                 }
             }
             WorkerProxyMsg::LoadDeadline => {
@@ -373,7 +429,7 @@ impl Actor for WorkerProxyActor {
                 state.to_child = None;
                 tracing::warn!(generation, cause = %desc, "worker exited");
                 state.args.shared.worker_exited(desc.clone());
-                state.fail_in_flight(AsrError::WorkerCrashed { detail: desc.clone() });
+                state.crashed_in_flight(&desc);
                 let loaded = state.hello.is_some();
                 let load_failure = match (&state.load_failure, loaded) {
                     (Some(f), _) => Some(f.clone()),

@@ -46,6 +46,9 @@ pub const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 /// Largest text field (a long `prompt`).
 pub const MAX_TEXT_FIELD_BYTES: usize = 8 * 1024;
 
+/// Largest buffer reserved up front from a declared `Content-Length`.
+const PRESIZE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// Most parts a form may have.
 pub const MAX_FIELDS: usize = 32;
 
@@ -186,7 +189,14 @@ where
                     .with_param("file"));
                 }
                 raw.file_hint = file_hint(&field);
-                let capacity = declared.map_or(0, |n| (n as usize).min(limits.max_file_bytes));
+                // Pre-size from the declared length, but never trust a
+                // client's claim for more than a few MiB up front.
+                let capacity = declared.map_or(0, |n| {
+                    usize::try_from(n)
+                        .unwrap_or(usize::MAX)
+                        .min(limits.max_file_bytes)
+                        .min(PRESIZE_MAX_BYTES)
+                });
                 raw.file = Some(read_file(&mut field, capacity, limits, &map_err).await?);
             }
             "model"

@@ -6,6 +6,7 @@
 //! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` headers; errors as [`ApiError`] |
 //! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
 //! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
+//! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
 //!
 //! Other methods on these routes get a JSON 405. Test-only request header:
 //! `X-Fault-Inject: crash | hang | slow:<ms>`, honoured only when the node
@@ -21,16 +22,21 @@
 //! - [`format`]: `json`, `text`, `srt`, `vtt`, `verbose_json` rendering.
 //! - [`error`]: [`ApiError`] and the status-code table.
 //! - [`language`]: Whisper's languages, codes and names.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format).
 
+pub mod disconnect;
 pub mod error;
 pub mod form;
 pub mod format;
 pub mod language;
+pub mod metrics;
 pub mod routes;
 
+pub use disconnect::on_connect;
 pub use error::ApiError;
 pub use form::{FormLimits, TranscriptionForm};
 pub use format::{Granularities, ResponseFormat};
+pub use metrics::METRICS_ROUTE;
 pub use routes::{
     app_data, configure, FAULT_HEADER, HEALTH_ROUTE, READY_ROUTE, TRANSCRIPTIONS_ROUTE,
 };

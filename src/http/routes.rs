@@ -2,22 +2,29 @@
 //!
 //! A transcription request goes: fault header → multipart form (streamed
 //! under the upload limit) → audio decode on a blocking thread (never on
-//! the actix worker thread) → [`AsrNode::transcribe`] → rendering. Every
+//! the actix worker thread; at most one decode per core at a time, process
+//! wide, others wait for a slot) → [`AsrNode::transcribe`] → rendering. Every
 //! step's failure is an [`ApiError`]. If the client disconnects, actix drops
 //! the handler future and with it the pending `transcribe` future, which
 //! is how the node learns the reply is no longer wanted.
 //!
-//! Each request runs in an `http.request` span (fields `http.method`,
-//! `http.route`, `http.status_code`, `job_id`, `outcome`) that is handed to
-//! the node as [`TranscriptionRequest::parent_span`], so the node's
-//! `queue.wait` and `worker.decode` spans become its children.
+//! Each request runs in an `http.request` server span
+//! ([`crate::telemetry::http_server_span`]: an incoming W3C `traceparent` is
+//! its parent; fields `http.request.method`, `http.route`,
+//! `http.response.status_code`, `job_id`, `outcome`, `trace_id`) that is
+//! handed to the node as [`TranscriptionRequest::parent_span`], so the node's
+//! `asr.job`, `queue.wait` and `worker.decode` spans become its descendants;
+//! the upload's decode runs in an `audio.decode` child span. Every request is
+//! counted in `asr_requests_total{outcome,status}`.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use tokio::sync::Semaphore;
 use tracing::{field, Instrument, Span};
 
 use super::error::ApiError;
@@ -38,16 +45,23 @@ pub const READY_ROUTE: &str = "/ready";
 /// when the node runs with `enable_fault_injection`).
 pub const FAULT_HEADER: &str = "x-fault-inject";
 
+/// Concurrent audio decodes allowed in this process: one per core.
+static DECODE_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
 /// Mounts every route of the node on `cfg`: `POST /v1/audio/transcriptions`,
-/// `GET /health`, `GET /ready` (each also answers `HEAD`; other methods get a
-/// JSON 405).
+/// `GET /health`, `GET /ready`, `GET /metrics` (each also answers `HEAD`;
+/// other methods get a JSON 405).
 ///
 /// The handlers expect a `web::Data<AsrNode>` in the app data (see
-/// [`app_data`]); without it they answer a JSON 500 and log an error. All
-/// limits are read from [`AsrNode::config`] per request and all extractor
-/// settings live on the resources themselves, so a host `App` that calls
+/// [`app_data`]); without it they answer a JSON 500 and log an error.
+/// The transcription handler streams the body itself under the limits of
+/// [`AsrNode::config`] (read per request), so it needs no `PayloadConfig` or
+/// `MultipartConfig` and an oversized upload is a JSON 413, not actix's
+/// generic 400. Nothing app-wide is registered: a host `App` that calls
 /// `.configure(whisper_node::http::configure)` behaves exactly like the
-/// standalone server and none of the host's own app-wide settings change.
+/// standalone server, and its own extractor settings neither change nor
+/// affect these routes.
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer};
@@ -71,6 +85,9 @@ pub const FAULT_HEADER: &str = "x-fault-inject";
 /// # }
 /// ```
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Installs the Prometheus recorder early (once per process; a host's
+    // own recorder installed before stays in place).
+    crate::metrics::install();
     configure_for::<AsrNode>(cfg);
 }
 
@@ -130,6 +147,7 @@ pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(ready::<B>))
             .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
     );
+    super::metrics::configure(cfg);
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {
@@ -165,20 +183,14 @@ impl Drop for SpanGuard {
     fn drop(&mut self) {
         if !self.finished {
             self.span.record("outcome", "client_disconnected");
+            crate::metrics::http_request_abandoned();
             tracing::info!(parent: &self.span, "client disconnected before the answer");
         }
     }
 }
 
 async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let span = tracing::info_span!(
-        "http.request",
-        http.method = %req.method(),
-        http.route = TRANSCRIPTIONS_ROUTE,
-        http.status_code = field::Empty,
-        job_id = field::Empty,
-        outcome = field::Empty,
-    );
+    let span = crate::telemetry::http_server_span(&req, TRANSCRIPTIONS_ROUTE);
     let mut guard = SpanGuard {
         span: span.clone(),
         finished: false,
@@ -194,8 +206,7 @@ async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> Htt
         Err(e) => (e.error_response(), e.code()),
     };
     let status = response.status().as_u16();
-    span.record("http.status_code", status);
-    span.record("outcome", outcome);
+    crate::telemetry::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if response.status().is_server_error() {
         tracing::warn!(parent: &span, status, outcome, elapsed_ms, "transcription request failed");
@@ -227,7 +238,15 @@ async fn transcribe_request<B: Backend>(
     let max_audio_secs = config.max_audio_secs;
     let hint = form.file_hint.clone();
     let file = form.file;
+    // At most one decode per core at a time, so a burst of uploads queues
+    // here instead of oversubscribing the CPU (and memory) all at once. The
+    // slot is held for the decode only, not while the node transcribes.
+    let slot = DECODE_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal())?;
     let decode_span = tracing::info_span!(
+        parent: &span,
         "audio.decode",
         bytes = file.len(),
         audio_secs = field::Empty
@@ -253,17 +272,24 @@ async fn transcribe_request<B: Backend>(
         tracing::info!(code = e.code(), error = %e, "upload refused");
         ApiError::from(e)
     })?;
+    drop(slot);
 
     // Built from `new` so fields added to the request later keep a default.
     let mut request = TranscriptionRequest::new(samples);
     request.options = options;
     request.parent_span = span.clone();
     request.fault = fault;
-    let transcript = node.transcribe(request).await.map_err(|e| {
+    // If the client leaves while the job waits, stop waiting: the job's
+    // reply port closes and the queue drops the job before decode.
+    let answer = tokio::select! {
+        answer = node.transcribe(request) => answer,
+        () = super::disconnect::closed(req) => Err(AsrError::Cancelled),
+    };
+    let transcript = answer.map_err(|e| {
         log_asr_error(&e);
         ApiError::from(e)
     })?;
-    span.record("job_id", transcript.job_id);
+    span.record("job_id", transcript.job_id as i64);
 
     let rendered = render(
         &transcript,

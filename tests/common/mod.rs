@@ -38,7 +38,11 @@ pub fn worker_bin() -> PathBuf {
     let p = std::env::var_os("WHISPER_NODE_WORKER_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| service_bin().with_file_name("worker-proc"));
-    assert!(p.exists(), "worker-proc not found at {}: run `make build`", p.display());
+    assert!(
+        p.exists(),
+        "worker-proc not found at {}: run `make build`",
+        p.display()
+    );
     p
 }
 
@@ -51,8 +55,10 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Duration of a speech fixture in seconds, from `manifest.json`.
 pub fn fixture_secs(name: &str) -> f64 {
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo().join("tests/fixtures/speech/manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/fixtures/speech/manifest.json")).unwrap(),
+    )
+    .unwrap();
     m["files"]
         .as_array()
         .unwrap()
@@ -78,12 +84,16 @@ impl Service {
     }
 
     /// Starts the service; `Err` carries its log if it exited before listening.
-    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Result<Service, (Option<i32>, String)> {
+    pub fn start_with(
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Service, (Option<i32>, String)> {
         let mut cmd = Command::new(service_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--http-workers", "2"])
-            .arg("--model-dir")
-            .arg(model_dir())
-            .arg("--worker-path")
+        cmd.args(["--listen", "127.0.0.1:0", "--http-workers", "2"]);
+        if !extra.contains(&"--model-dir") {
+            cmd.arg("--model-dir").arg(model_dir());
+        }
+        cmd.arg("--worker-path")
             .arg(worker_bin())
             .args(["--threads", "2"])
             .args(extra)
@@ -106,29 +116,50 @@ impl Service {
         {
             let logs = logs.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Lossy and unstoppable: the service's stderr must be drained
+                // for as long as it runs, whatever bytes it writes.
+                let mut reader = BufReader::new(stderr);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
                     eprintln!("[svc] {line}");
                     if let Some(i) = line.find("addr=") {
-                        let addr = line[i + 5..].split_whitespace().next().unwrap_or("").to_string();
+                        let addr = line[i + 5..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
                         if line.contains("listening") {
                             let _ = tx.send(addr);
                         }
                     }
-                    logs.lock().unwrap().push(line);
+                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }
             });
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
-                return Ok(Service { child, base: format!("http://{addr}"), logs });
+                return Ok(Service {
+                    child,
+                    base: format!("http://{addr}"),
+                    logs,
+                });
             }
             if let Some(status) = child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(200));
                 let log = logs.lock().unwrap().join("\n");
                 return Err((status.code(), log));
             }
-            assert!(Instant::now() < deadline, "service did not start listening within 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "service did not start listening within 120 s"
+            );
         }
     }
 
@@ -149,7 +180,11 @@ impl Service {
 
     /// GET a path, returning status and JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = client().get(format!("{}{path}", self.base)).send().await.expect("GET");
+        let r = client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         let body = r.json().await.unwrap_or(serde_json::Value::Null);
         (status, body)
@@ -163,7 +198,10 @@ impl Service {
             if status == 200 {
                 return body;
             }
-            assert!(Instant::now() < deadline, "not ready within {within:?}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {within:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -183,21 +221,84 @@ impl Service {
         fields: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> Answer {
-        let mut form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()))
-            .text("model", "whisper-1");
-        for (k, v) in fields {
-            form = form.text(k.to_string(), v.to_string());
+        post(&self.base, bytes, filename, fields, headers).await
+    }
+
+    /// Starts a transcription of a fixture in the background.
+    pub fn spawn_transcribe(
+        &self,
+        fixture_name: &str,
+        headers: &[(&str, &str)],
+    ) -> tokio::task::JoinHandle<Answer> {
+        let base = self.base.clone();
+        let bytes = std::fs::read(fixture(fixture_name)).unwrap();
+        let name = fixture_name.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::spawn(async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            post(&base, bytes, &name, &[], &h).await
+        })
+    }
+
+    /// Polls `/health` until `pred` holds.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, h) = self.get_json("/health").await;
+            if pred(&h) {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not reached within {within:?}: {h}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut req = client().post(format!("{}/v1/audio/transcriptions", self.base)).multipart(form);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send().await.expect("POST transcription");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap_or_default();
-        Answer { status, headers, text }
+    }
+}
+
+/// POSTs raw bytes as the `file` part of a transcription request.
+pub async fn post(
+    base: &str,
+    bytes: Vec<u8>,
+    filename: &str,
+    fields: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+        )
+        .text("model", "whisper-1");
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let mut req = client()
+        .post(format!("{base}/v1/audio/transcriptions"))
+        .multipart(form);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("POST transcription");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        text,
     }
 }
 
@@ -227,21 +328,37 @@ impl Answer {
 
     /// The `text` field of a JSON answer, lower-cased.
     pub fn transcript(&self) -> String {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text);
-        self.json()["text"].as_str().expect("text field").to_lowercase()
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.text
+        );
+        self.json()["text"]
+            .as_str()
+            .expect("text field")
+            .to_lowercase()
     }
 }
 
 /// A client with a generous timeout (tests never hang forever).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
 }
 
 /// Asserts that every key word appears in the transcript.
 pub fn assert_words(transcript: &str, words: &[&str]) {
     let t = transcript.to_lowercase();
-    let missing: Vec<_> = words.iter().filter(|w| !t.contains(&w.to_lowercase())).collect();
-    assert!(missing.is_empty(), "missing {missing:?} in transcript: {transcript:?}");
+    let missing: Vec<_> = words
+        .iter()
+        .filter(|w| !t.contains(&w.to_lowercase()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} in transcript: {transcript:?}"
+    );
 }
 
 /// Whether a process exists (and is not a zombie).
@@ -249,7 +366,10 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // state is the field after the parenthesised command name
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             state != Some("Z")
         }
         Err(_) => false,
@@ -260,8 +380,12 @@ pub fn alive(pid: u32) -> bool {
 pub fn worker_children(ppid: u32) -> Vec<u32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let after = stat.rsplit(')').next().unwrap_or("");
         let mut f = after.split_whitespace();
         let _state = f.next();
@@ -302,4 +426,30 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe {
         libc::kill(pid as i32, sig);
     }
+}
+
+/// The observability test tools (rotel, prometheus_client) that
+/// `scripts/setup-system.sh` installs (`make setup`); panics, saying so, when
+/// they are missing. `WHISPER_NODE_OTEL_TOOLS` overrides the folder.
+pub fn otel_tools_dir() -> PathBuf {
+    let dir = std::env::var_os("WHISPER_NODE_OTEL_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/otel-test"));
+    for needed in ["rotel/rotel-agent", "prometheus_client/parser.py"] {
+        assert!(
+            dir.join(needed).exists(),
+            "{} is missing: run `make setup` (scripts/setup-system.sh installs rotel and prometheus_client there)",
+            dir.join(needed).display()
+        );
+    }
+    dir
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use asr_ipc::{DecodeOptions, Task};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{effective_threads, Cli, TranscribeArgs};
@@ -42,6 +43,28 @@ pub fn read_wav(path: &Path) -> anyhow::Result<Vec<f32>> {
         }
     };
     samples.map_err(|e| anyhow::anyhow!("cannot decode {}: {e}", path.display()))
+}
+
+/// The `--json` document (serialised directly so f32 values print short).
+#[derive(Serialize)]
+struct Report<'a> {
+    file: String,
+    model: &'a str,
+    multilingual: bool,
+    device: &'a str,
+    compute_type: String,
+    threads: u32,
+    load_ms: u64,
+    runs: u32,
+    duration_secs: f32,
+    language: &'a str,
+    language_probability: f32,
+    text: String,
+    same_text_every_run: bool,
+    segments: &'a [asr_ipc::Segment],
+    timings_ms: serde_json::Value,
+    rtf: f64,
+    phases_last_run: &'a [asr_ipc::Phase],
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -119,7 +142,12 @@ pub fn run(
             log_error!("cannot write {}: {e}", path.display());
             return 1;
         }
-        log_info!("features [{} x {}] written to {}", f.n_mels, f.n_frames, path.display());
+        log_info!(
+            "features [{} x {}] written to {}",
+            f.n_mels,
+            f.n_frames,
+            path.display()
+        );
     }
     let opts = options(args);
     let runs = args.runs.max(1);
@@ -150,22 +178,22 @@ pub fn run(
         .collect();
     let consistent = results.iter().all(|t| t.text() == last.text());
     if args.json {
-        let doc = json!({
-            "file": args.file.display().to_string(),
-            "model": info.name,
-            "multilingual": info.multilingual,
-            "device": device_name,
-            "compute_type": cli.compute_type.name(),
-            "threads": effective_threads(cli.threads),
-            "load_ms": info.load_ms,
-            "runs": runs,
-            "duration_secs": last.duration_secs,
-            "language": last.language,
-            "language_probability": last.language_probability,
-            "text": last.text(),
-            "same_text_every_run": consistent,
-            "segments": last.segments,
-            "timings_ms": {
+        let doc = Report {
+            file: args.file.display().to_string(),
+            model: &info.name,
+            multilingual: info.multilingual,
+            device: device_name,
+            compute_type: cli.compute_type.name(),
+            threads: effective_threads(cli.threads),
+            load_ms: info.load_ms,
+            runs,
+            duration_secs: last.duration_secs,
+            language: &last.language,
+            language_probability: last.language_probability,
+            text: last.text(),
+            same_text_every_run: consistent,
+            segments: &last.segments,
+            timings_ms: json!({
                 "total_median": total_ms,
                 "total_all": all_total,
                 "features_median": features_ms,
@@ -173,16 +201,19 @@ pub fn run(
                 "generate_median": generate_ms,
                 "detect_language_median": detect_ms,
                 "align_median": align_ms,
-            },
-            "rtf": total_ms / 1e3 / (last.duration_secs as f64).max(1e-9),
-            "phases_last_run": last.timings.phases,
-        });
+            }),
+            rtf: total_ms / 1e3 / (last.duration_secs as f64).max(1e-9),
+            phases_last_run: &last.timings.phases,
+        };
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         for s in &last.segments {
             println!("[{:7.2} -> {:7.2}] {}", s.start, s.end, s.text.trim());
             for w in &s.words {
-                println!("      {:7.2} {:7.2} {:.2} {}", w.start, w.end, w.probability, w.word);
+                println!(
+                    "      {:7.2} {:7.2} {:.2} {}",
+                    w.start, w.end, w.probability, w.word
+                );
             }
         }
         println!();

@@ -265,7 +265,9 @@ pub fn run(cli: Cli) -> i32 {
             enable_fault_injection: cli.enable_fault_injection,
             parent_pid: cli.parent_pid,
         }),
-        Some(Command::Transcribe(args)) => bench::run(&model_dir, settings, device_name, &cli, args),
+        Some(Command::Transcribe(args)) => {
+            bench::run(&model_dir, settings, device_name, &cli, args)
+        }
     }
 }
 
@@ -281,7 +283,14 @@ mod tests {
 
     #[test]
     fn parses_server_and_transcribe_modes() {
-        let cli = Cli::try_parse_from(["worker-proc", "--model-dir", "/m", "--compute-type", "int8_float32"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "worker-proc",
+            "--model-dir",
+            "/m",
+            "--compute-type",
+            "int8_float32",
+        ])
+        .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.compute_type.name(), "int8_float32");
         assert_eq!(cli.device, DeviceArg::Cpu);
@@ -303,12 +312,21 @@ mod tests {
             None => panic!("expected transcribe"),
         }
         assert!(Cli::try_parse_from(["worker-proc"]).is_err());
-        assert!(Cli::try_parse_from(["worker-proc", "--model-dir", "/m", "--compute-type", "int4"]).is_err());
+        assert!(Cli::try_parse_from([
+            "worker-proc",
+            "--model-dir",
+            "/m",
+            "--compute-type",
+            "int4"
+        ])
+        .is_err());
     }
 
     #[test]
     fn threads_default_like_ctranslate2() {
         assert_eq!(effective_threads(3), 3);
-        assert!((1..=4).contains(&effective_threads(0)) || std::env::var("OMP_NUM_THREADS").is_ok());
+        assert!(
+            (1..=4).contains(&effective_threads(0)) || std::env::var("OMP_NUM_THREADS").is_ok()
+        );
     }
 }

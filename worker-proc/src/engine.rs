@@ -158,7 +158,10 @@ impl Backend for Engine {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("the engine returned no language"))?;
-        Ok(first.into_iter().map(|d| (d.language, d.probability)).collect())
+        Ok(first
+            .into_iter()
+            .map(|d| (d.language, d.probability))
+            .collect())
     }
 
     fn align(

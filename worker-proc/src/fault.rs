@@ -21,7 +21,9 @@ pub const EXIT_FAULT_ON_LOAD: i32 = 5;
 pub fn before_job(fault: Option<Fault>, enabled: bool, job_id: u64) {
     let Some(fault) = fault else { return };
     if !enabled {
-        log_warn!("job {job_id} asks for fault {fault:?} but fault injection is disabled; ignoring it");
+        log_warn!(
+            "job {job_id} asks for fault {fault:?} but fault injection is disabled; ignoring it"
+        );
         return;
     }
     match fault {

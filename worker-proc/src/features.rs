@@ -443,7 +443,9 @@ mod tests {
             .max_by(|&a, &b| filters.weight(a, 25).total_cmp(&filters.weight(b, 25)))
             .unwrap();
         let t = 50;
-        let peak = (0..80).max_by(|&a, &b| f.at(a, t).total_cmp(&f.at(b, t))).unwrap();
+        let peak = (0..80)
+            .max_by(|&a, &b| f.at(a, t).total_cmp(&f.at(b, t)))
+            .unwrap();
         assert_eq!(peak, expected);
         // The tone is the loudest thing in the clip: the peak is near the max.
         let max = f.data.iter().copied().fold(f32::MIN, f32::max);
@@ -473,7 +475,10 @@ mod tests {
             n_frames: 3,
             data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
         };
-        assert_eq!(f.window(1, 2, 4), vec![2.0, 3.0, 0.0, 0.0, 5.0, 6.0, 0.0, 0.0]);
+        assert_eq!(
+            f.window(1, 2, 4),
+            vec![2.0, 3.0, 0.0, 0.0, 5.0, 6.0, 0.0, 0.0]
+        );
         assert_eq!(f.window(0, 3, 2), vec![1.0, 2.0, 4.0, 5.0]);
         assert_eq!(f.window(5, 3, 1), vec![0.0, 0.0]);
     }
@@ -481,7 +486,9 @@ mod tests {
     #[test]
     fn ten_seconds_are_fast() {
         let mut fx = extractor();
-        let samples: Vec<f32> = (0..160_000).map(|i| ((i % 97) as f32 / 97.0) - 0.5).collect();
+        let samples: Vec<f32> = (0..160_000)
+            .map(|i| ((i % 97) as f32 / 97.0) - 0.5)
+            .collect();
         let t = std::time::Instant::now();
         let f = fx.compute(&samples);
         let ms = t.elapsed().as_secs_f64() * 1e3;

@@ -17,6 +17,35 @@
 //! - [`words`]: word-level timestamps.
 //! - [`bench`]: the `transcribe` subcommand.
 //! - [`log`]: plain-line logging to stderr.
+//!
+//! # Usage
+//! ```text
+//! worker-proc --model-dir DIR [--device cpu|cuda|auto] [--compute-type int8]
+//!             [--threads N] [--enable-fault-injection] [--log-level warning]
+//!             [--parent-pid PID]
+//! worker-proc --model-dir DIR [--threads N …] transcribe FILE.wav
+//!             [--beam-size N] [--runs N] [--json] [--word-timestamps] …
+//! ```
+//!
+//! # Exit codes
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | stdin EOF or `Shutdown` (server); success (`transcribe`) |
+//! | 1 | `transcribe` failed (bad WAV, model, decode) |
+//! | 2 | bad command line (clap) |
+//! | 3 | model load failed, after `LoadFailed` was sent |
+//! | 4 | protocol error: malformed, truncated or oversized frame, or a frame could not be written |
+//! | 5 | injected load failure (`WORKER_PROC_FAULT_ON_LOAD=exit` with `--enable-fault-injection`) |
+//! | 6 | set-up failed: the parent was already gone, or stdout could not be taken |
+//! | SIGABRT | injected crash (`Fault::Crash`) |
+//!
+//! # Accuracy
+//! The pipeline is a port of faster-whisper 1.x (`transcribe` →
+//! `generate_segments` → `generate_with_fallback`, `FeatureExtractor`,
+//! `add_word_timestamps`). With `--compute-type float32` it produces the same
+//! tokens, segment times and word times as faster-whisper on the same model;
+//! with int8 the small differences come from CTranslate2's int8 kernels (ruy
+//! here, oneDNN in the PyPI wheel), not from the pipeline.
 
 #![warn(missing_docs)]
 

@@ -41,7 +41,8 @@ fn need_file(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -65,7 +66,10 @@ pub fn check_files(dir: &Path) -> Result<FeatureConfig> {
         bail!("config.json is not a JSON object");
     }
     if !dir.join("vocabulary.txt").is_file() && !dir.join("vocabulary.json").is_file() {
-        bail!("vocabulary.txt (or vocabulary.json) is missing from {}", dir.display());
+        bail!(
+            "vocabulary.txt (or vocabulary.json) is missing from {}",
+            dir.display()
+        );
     }
     need_file(dir, "tokenizer.json")?;
     let pre = need_file(dir, "preprocessor_config.json")?;
@@ -124,7 +128,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("worker-proc-test-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("worker-proc-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -148,7 +153,11 @@ mod tests {
         assert!(msg(&dir).contains("tokenizer.json is missing"));
         std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
         assert!(msg(&dir).contains("preprocessor_config.json is missing"));
-        std::fs::write(dir.join("preprocessor_config.json"), r#"{"sampling_rate": 8000}"#).unwrap();
+        std::fs::write(
+            dir.join("preprocessor_config.json"),
+            r#"{"sampling_rate": 8000}"#,
+        )
+        .unwrap();
         assert!(msg(&dir).contains("sampling_rate"), "{}", msg(&dir));
         std::fs::write(
             dir.join("preprocessor_config.json"),

@@ -71,9 +71,20 @@ pub struct ServerConfig {
 fn tie_to_parent(expected: Option<u32>) -> Result<(), String> {
     // SAFETY: getppid and prctl(PR_SET_PDEATHSIG) have no memory effects.
     let before = unsafe { libc::getppid() };
-    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     if rc != 0 {
-        return Err(format!("prctl(PR_SET_PDEATHSIG) failed: {}", io::Error::last_os_error()));
+        return Err(format!(
+            "prctl(PR_SET_PDEATHSIG) failed: {}",
+            io::Error::last_os_error()
+        ));
     }
     let after = unsafe { libc::getppid() };
     if after != before {
@@ -81,7 +92,9 @@ fn tie_to_parent(expected: Option<u32>) -> Result<(), String> {
     }
     if let Some(pid) = expected {
         if after as u32 != pid {
-            return Err(format!("the parent (pid {pid}) is gone; now reparented to pid {after}"));
+            return Err(format!(
+                "the parent (pid {pid}) is gone; now reparented to pid {after}"
+            ));
         }
     }
     Ok(())
@@ -183,7 +196,10 @@ pub fn serve(config: &ServerConfig) -> i32 {
         let msg: ToWorker = match decode(&payload) {
             Ok(m) => m,
             Err(e) => {
-                log_error!("malformed frame of {} bytes from the parent: {e}; exiting", payload.len());
+                log_error!(
+                    "malformed frame of {} bytes from the parent: {e}; exiting",
+                    payload.len()
+                );
                 return EXIT_PROTOCOL;
             }
         };
@@ -193,7 +209,8 @@ pub fn serve(config: &ServerConfig) -> i32 {
                 return EXIT_OK;
             }
             ToWorker::Job(job) => {
-                if let Err(e) = run_job(&mut pipeline, job, config.enable_fault_injection, &mut out) {
+                if let Err(e) = run_job(&mut pipeline, job, config.enable_fault_injection, &mut out)
+                {
                     log_error!("cannot write to the parent: {e}; exiting");
                     return EXIT_PROTOCOL;
                 }

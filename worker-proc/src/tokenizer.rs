@@ -61,7 +61,10 @@ impl WhisperTokenizer {
             .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
         let tok = Self::new(vocab, hf)?;
         // The two files must describe the same ids.
-        for (name, id) in [("<|endoftext|>", tok.eot), ("<|startoftranscript|>", tok.sot)] {
+        for (name, id) in [
+            ("<|endoftext|>", tok.eot),
+            ("<|startoftranscript|>", tok.sot),
+        ] {
             if tok.hf.token_to_id(name) != Some(id) {
                 bail!(
                     "tokenizer.json and the vocabulary disagree on the id of {name} ({:?} vs {id})",
@@ -220,9 +223,13 @@ fn read_vocabulary(model_dir: &Path) -> Result<Vec<String>> {
     } else if json.is_file() {
         let text = std::fs::read_to_string(&json)
             .with_context(|| format!("cannot read {}", json.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a JSON array of strings", json.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON array of strings", json.display()))
     } else {
-        bail!("no vocabulary.txt or vocabulary.json in {}", model_dir.display())
+        bail!(
+            "no vocabulary.txt or vocabulary.json in {}",
+            model_dir.display()
+        )
     }
 }
 
@@ -256,7 +263,10 @@ mod tests {
     #[test]
     fn special_ids_come_from_the_vocabulary() {
         let t = toy();
-        assert_eq!((t.eot, t.sot, t.sot_prev, t.no_timestamps, t.timestamp_begin), (3, 4, 9, 11, 12));
+        assert_eq!(
+            (t.eot, t.sot, t.sot_prev, t.no_timestamps, t.timestamp_begin),
+            (3, 4, 9, 11, 12)
+        );
         assert_eq!(t.no_speech, Some(10));
         assert_eq!(t.id_to_token(12), Some("<|0.00|>"));
         assert_eq!(t.language_token("en"), Some(5));

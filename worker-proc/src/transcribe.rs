@@ -137,17 +137,25 @@ pub fn plan(
     if opts.temperatures.is_empty() {
         return Err(invalid("temperatures must not be empty"));
     }
-    if let Some(t) = opts.temperatures.iter().find(|t| !t.is_finite() || **t < 0.0) {
+    if let Some(t) = opts
+        .temperatures
+        .iter()
+        .find(|t| !t.is_finite() || **t < 0.0)
+    {
         return Err(invalid(format!("temperature {t} is not a number >= 0")));
     }
-    if opts.temperatures.iter().any(|t| *t > 0.0) && (opts.best_of == 0 || opts.best_of > MAX_BEAM) {
+    if opts.temperatures.iter().any(|t| *t > 0.0) && (opts.best_of == 0 || opts.best_of > MAX_BEAM)
+    {
         return Err(invalid(format!(
             "best_of must be between 1 and {MAX_BEAM}, got {}",
             opts.best_of
         )));
     }
     if !opts.patience.is_finite() || opts.patience <= 0.0 {
-        return Err(invalid(format!("patience must be > 0, got {}", opts.patience)));
+        return Err(invalid(format!(
+            "patience must be > 0, got {}",
+            opts.patience
+        )));
     }
     if !opts.length_penalty.is_finite() {
         return Err(invalid("length_penalty must be finite"));
@@ -159,7 +167,10 @@ pub fn plan(
         )));
     }
     for (name, v) in [
-        ("compression_ratio_threshold", opts.compression_ratio_threshold),
+        (
+            "compression_ratio_threshold",
+            opts.compression_ratio_threshold,
+        ),
         ("log_prob_threshold", opts.log_prob_threshold),
         ("no_speech_threshold", opts.no_speech_threshold),
     ] {
@@ -172,7 +183,10 @@ pub fn plan(
     if !opts.max_initial_timestamp.is_finite() || opts.max_initial_timestamp < 0.0 {
         return Err(invalid("max_initial_timestamp must be a number >= 0"));
     }
-    let requested = opts.language.as_deref().map(|l| l.trim().to_ascii_lowercase());
+    let requested = opts
+        .language
+        .as_deref()
+        .map(|l| l.trim().to_ascii_lowercase());
     let language = if multilingual {
         match requested {
             None => LanguagePlan::Detect,
@@ -437,7 +451,8 @@ impl<B: Backend> Pipeline<B> {
     fn whisper_options(&self, opts: &DecodeOptions, t: f32) -> WhisperOptions {
         let max_initial_timestamp_index = (decimal(opts.max_initial_timestamp) / TIME_PRECISION)
             .round_ties_even()
-            .min(self.tokenizer.vocab_size() as f64) as usize;
+            .min(self.tokenizer.vocab_size() as f64)
+            as usize;
         let base = WhisperOptions {
             length_penalty: opts.length_penalty,
             repetition_penalty: opts.repetition_penalty,
@@ -479,9 +494,9 @@ impl<B: Backend> Pipeline<B> {
         let prompt_strs: Vec<&str> = prompt
             .iter()
             .map(|&id| {
-                self.tokenizer
-                    .id_to_token(id)
-                    .ok_or_else(|| WorkerError::Engine(format!("token id {id} is not in the vocabulary")))
+                self.tokenizer.id_to_token(id).ok_or_else(|| {
+                    WorkerError::Engine(format!("token id {id} is not in the vocabulary"))
+                })
             })
             .collect::<Result<_, _>>()?;
         let cr_threshold = opts.compression_ratio_threshold.map(decimal);
@@ -500,7 +515,10 @@ impl<B: Backend> Pipeline<B> {
             let seq_len = generation.tokens.len() as f64;
             let cum_logprob = generation.score as f64 * seq_len.powf(opts.length_penalty as f64);
             let avg_logprob = cum_logprob / (seq_len + 1.0);
-            let text = self.tokenizer.decode(&generation.tokens).map_err(engine_err)?;
+            let text = self
+                .tokenizer
+                .decode(&generation.tokens)
+                .map_err(engine_err)?;
             let cr = compression_ratio(text.trim());
             let t64 = decimal(t);
             last_t = t64;
@@ -579,23 +597,26 @@ impl<B: Backend> Pipeline<B> {
                 let width = nb.min(features.n_frames);
                 let mut mel = features.window(0, width, nb);
                 let encoded = clock
-                    .phase("encode", Some(0), None, || self.backend.encode(&mut mel, n_mels, nb))
+                    .phase("encode", Some(0), None, || {
+                        self.backend.encode(&mut mel, n_mels, nb)
+                    })
                     .map_err(engine_err)?;
                 let langs = clock
                     .phase("detect_language", Some(0), None, || {
                         self.backend.detect_language(&encoded)
                     })
                     .map_err(engine_err)?;
-                let (token_str, prob) = langs
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| WorkerError::Engine("language detection returned nothing".into()))?;
+                let (token_str, prob) = langs.into_iter().next().ok_or_else(|| {
+                    WorkerError::Engine("language detection returned nothing".into())
+                })?;
                 let code = token_str
                     .trim_start_matches("<|")
                     .trim_end_matches("|>")
                     .to_string();
                 let token = self.tokenizer.token_to_id(&token_str).ok_or_else(|| {
-                    WorkerError::Engine(format!("detected language {token_str} is not in the vocabulary"))
+                    WorkerError::Engine(format!(
+                        "detected language {token_str} is not in the vocabulary"
+                    ))
                 })?;
                 if width == nb.min(content_frames) {
                     first_window = Some(encoded);
@@ -634,7 +655,8 @@ impl<B: Backend> Pipeline<B> {
                 &sot_sequence,
                 opts.without_timestamps,
             );
-            let decoded = self.generate_with_fallback(&encoded, &prompt, opts, &mut clock, window)?;
+            let decoded =
+                self.generate_with_fallback(&encoded, &prompt, opts, &mut clock, window)?;
 
             if let Some(ns) = opts.no_speech_threshold.map(decimal) {
                 let mut should_skip = decoded.generation.no_speech_prob as f64 > ns;
@@ -646,7 +668,10 @@ impl<B: Backend> Pipeline<B> {
                 if should_skip {
                     seek += segment_size;
                     window += 1;
-                    progress((seek.min(content_frames) as f64 * tpf) as f32, duration as f32);
+                    progress(
+                        (seek.min(content_frames) as f64 * tpf) as f32,
+                        duration as f32,
+                    );
                     continue;
                 }
             }
@@ -662,7 +687,8 @@ impl<B: Backend> Pipeline<B> {
             );
             seek = next_seek;
 
-            let mut words_per_segment: Vec<Vec<words::WordTiming>> = vec![Vec::new(); current.len()];
+            let mut words_per_segment: Vec<Vec<words::WordTiming>> =
+                vec![Vec::new(); current.len()];
             if opts.word_timestamps {
                 let aligned = clock
                     .phase("align", Some(window), None, || {
@@ -716,11 +742,15 @@ impl<B: Backend> Pipeline<B> {
                 });
             }
 
-            if !opts.condition_on_previous_text || decoded.temperature > PROMPT_RESET_ON_TEMPERATURE {
+            if !opts.condition_on_previous_text || decoded.temperature > PROMPT_RESET_ON_TEMPERATURE
+            {
                 prompt_reset_since = all_tokens.len();
             }
             window += 1;
-            progress((seek.min(content_frames) as f64 * tpf) as f32, duration as f32);
+            progress(
+                (seek.min(content_frames) as f64 * tpf) as f32,
+                duration as f32,
+            );
         }
 
         Ok(Transcript {
@@ -776,7 +806,10 @@ pub(crate) mod tests {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
-            .vocab_and_merges(map.into_iter().collect::<tokenizers::models::bpe::Vocab>(), vec![])
+            .vocab_and_merges(
+                map.into_iter().collect::<tokenizers::models::bpe::Vocab>(),
+                vec![],
+            )
             .build()
             .unwrap();
         let mut hf = tokenizers::Tokenizer::new(bpe);
@@ -846,7 +879,10 @@ pub(crate) mod tests {
         let tok = toy_tokenizer();
         assert_eq!(build_prompt(&tok, &[], &[SOT], false), vec![SOT]);
         assert_eq!(build_prompt(&tok, &[], &[SOT], true), vec![SOT, NO_TS]);
-        assert_eq!(build_prompt(&tok, &[0, 1], &[SOT, 5, 7], false), vec![SOT_PREV, 0, 1, SOT, 5, 7]);
+        assert_eq!(
+            build_prompt(&tok, &[0, 1], &[SOT, 5, 7], false),
+            vec![SOT_PREV, 0, 1, SOT, 5, 7]
+        );
         let previous: Vec<u32> = (0..300).map(|i| i % 3).collect();
         let p = build_prompt(&tok, &previous, &[SOT], false);
         assert_eq!(p.len(), 1 + 223 + 1);
@@ -868,7 +904,11 @@ pub(crate) mod tests {
         for (text, compressed) in cases {
             let text = text.trim();
             let want = text.len() as f64 / compressed as f64;
-            assert!((compression_ratio(text) - want).abs() < 1e-12, "{text:?}: {} vs {want}", compression_ratio(text));
+            assert!(
+                (compression_ratio(text) - want).abs() < 1e-12,
+                "{text:?}: {} vs {want}",
+                compression_ratio(text)
+            );
         }
     }
 
@@ -951,7 +991,11 @@ pub(crate) mod tests {
         // window 1 starts at 20 s and covers the rest.
         let samples = vec![0.01f32; 16_000 * 45];
         let gens = vec![
-            gen(vec![ts(0.0), 0, ts(10.0), ts(10.0), 1, ts(20.0), ts(20.0), 2], -0.1, 0.0),
+            gen(
+                vec![ts(0.0), 0, ts(10.0), ts(10.0), 1, ts(20.0), ts(20.0), 2],
+                -0.1,
+                0.0,
+            ),
             gen(vec![ts(0.0), 2, ts(5.0)], -0.2, 0.0),
         ];
         let mut p = pipeline(gens);
@@ -976,7 +1020,10 @@ pub(crate) mod tests {
         assert_eq!(progress.len(), 2);
         assert!((progress[0].0 - 20.0).abs() < 1e-4 && (progress[1].0 - 45.0).abs() < 1e-4);
         let phases: Vec<&str> = t.timings.phases.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(phases, vec!["features", "encode", "generate", "encode", "generate"]);
+        assert_eq!(
+            phases,
+            vec!["features", "encode", "generate", "encode", "generate"]
+        );
     }
 
     #[test]
@@ -988,7 +1035,9 @@ pub(crate) mod tests {
             gen(vec![ts(0.0), 2, ts(1.0)], -0.5, 0.1),
         ];
         let mut p = pipeline(gens);
-        let t = p.transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {}).unwrap();
+        let t = p
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .unwrap();
         assert_eq!(*p.backend.temps.borrow(), vec![0.0, 0.2, 0.4]);
         assert_eq!(t.segments.len(), 1);
         assert_eq!(t.segments[0].text, " c");
@@ -1019,7 +1068,9 @@ pub(crate) mod tests {
         // High no-speech probability and low log-probability: skip.
         let gens = vec![gen(vec![ts(0.0), 0, ts(1.0)], -3.0, 0.9)];
         let mut p = pipeline(gens);
-        let t = p.transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {}).unwrap();
+        let t = p
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .unwrap();
         assert!(t.segments.is_empty());
         // No fallback was tried for silence.
         assert_eq!(p.backend.temps.borrow().len(), 1);
@@ -1052,31 +1103,93 @@ pub(crate) mod tests {
         let tok = toy_tokenizer();
         let bad = |o: DecodeOptions, multi: bool| plan(&o, &tok, multi).unwrap_err();
         let d = DecodeOptions::default;
-        assert!(matches!(bad(DecodeOptions { beam_size: 0, ..d() }, false), WorkerError::InvalidOptions(_)));
         assert!(matches!(
-            bad(DecodeOptions { language: Some("de".into()), ..d() }, false),
+            bad(
+                DecodeOptions {
+                    beam_size: 0,
+                    ..d()
+                },
+                false
+            ),
             WorkerError::InvalidOptions(_)
         ));
         assert!(matches!(
-            bad(DecodeOptions { task: Task::Translate, ..d() }, false),
+            bad(
+                DecodeOptions {
+                    language: Some("de".into()),
+                    ..d()
+                },
+                false
+            ),
             WorkerError::InvalidOptions(_)
         ));
         assert!(matches!(
-            bad(DecodeOptions { language: Some("xx".into()), ..d() }, true),
+            bad(
+                DecodeOptions {
+                    task: Task::Translate,
+                    ..d()
+                },
+                false
+            ),
             WorkerError::InvalidOptions(_)
         ));
-        assert!(matches!(bad(DecodeOptions { temperatures: vec![], ..d() }, false), WorkerError::InvalidOptions(_)));
         assert!(matches!(
-            bad(DecodeOptions { temperatures: vec![f32::NAN], ..d() }, false),
+            bad(
+                DecodeOptions {
+                    language: Some("xx".into()),
+                    ..d()
+                },
+                true
+            ),
             WorkerError::InvalidOptions(_)
         ));
-        let ok = plan(&DecodeOptions { language: Some("EN".into()), ..d() }, &tok, false).unwrap();
-        assert_eq!(ok.language, LanguagePlan::Fixed { code: "en".into(), token: None });
+        assert!(matches!(
+            bad(
+                DecodeOptions {
+                    temperatures: vec![],
+                    ..d()
+                },
+                false
+            ),
+            WorkerError::InvalidOptions(_)
+        ));
+        assert!(matches!(
+            bad(
+                DecodeOptions {
+                    temperatures: vec![f32::NAN],
+                    ..d()
+                },
+                false
+            ),
+            WorkerError::InvalidOptions(_)
+        ));
+        let ok = plan(
+            &DecodeOptions {
+                language: Some("EN".into()),
+                ..d()
+            },
+            &tok,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.language,
+            LanguagePlan::Fixed {
+                code: "en".into(),
+                token: None
+            }
+        );
         let ok = plan(&d(), &tok, true).unwrap();
         assert_eq!(ok.language, LanguagePlan::Detect);
         assert_eq!(ok.task_token, Some(7));
-        assert!(matches!(validate_audio(&[]), Err(WorkerError::InvalidAudio(_))));
-        assert!(matches!(validate_audio(&[0.0, f32::INFINITY]), Err(WorkerError::InvalidAudio(_))));
+        assert!(matches!(
+            validate_audio(&[]),
+            Err(WorkerError::InvalidAudio(_))
+        ));
+        assert!(matches!(
+            validate_audio(&[0.0, f32::INFINITY]),
+            Err(WorkerError::InvalidAudio(_))
+        ));
     }
 
     #[test]
@@ -1084,11 +1197,16 @@ pub(crate) mod tests {
         let samples = vec![0.01f32; 16_000 * 2];
         let mut p = pipeline(vec![gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0)]);
         p.multilingual = true;
-        let t = p.transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {}).unwrap();
+        let t = p
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .unwrap();
         assert_eq!(t.language, "en");
         assert!((t.language_probability - 0.9).abs() < 1e-6);
         let prompts = p.backend.prompts.borrow();
-        assert_eq!(prompts[0], vec!["<|startoftranscript|>", "<|en|>", "<|transcribe|>"]);
+        assert_eq!(
+            prompts[0],
+            vec!["<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
+        );
         // Clip under 30 s: the detection window differs by one frame from
         // the decode window, so both are encoded (as faster-whisper does).
         assert_eq!(*p.backend.encodes.borrow(), 2);

@@ -78,7 +78,10 @@ fn decode_with_timestamps(tok: &WhisperTokenizer, tokens: &[u32]) -> Result<Stri
         if t >= tok.timestamp_begin {
             out.push_str(&tok.decode(&run)?);
             run.clear();
-            out.push_str(&format!("<|{:.2}|>", (t - tok.timestamp_begin) as f64 * 0.02));
+            out.push_str(&format!(
+                "<|{:.2}|>",
+                (t - tok.timestamp_begin) as f64 * 0.02
+            ));
         } else {
             run.push(t);
         }
@@ -184,7 +187,8 @@ pub fn merge_punctuations(alignment: &mut [WordTiming], prepended: &str, appende
     let mut i = 0usize;
     let mut j = 1usize;
     while j < alignment.len() {
-        let merge = !alignment[i].word.ends_with(' ') && appended.contains(alignment[j].word.as_str());
+        let merge =
+            !alignment[i].word.ends_with(' ') && appended.contains(alignment[j].word.as_str());
         if merge {
             let word = std::mem::take(&mut alignment[j].word);
             let tokens = std::mem::take(&mut alignment[j].tokens);
@@ -404,7 +408,13 @@ mod tests {
 
     #[test]
     fn punctuation_merges_into_neighbours() {
-        let mut a = vec![wt(" Hello", 0.0, 0.5), wt(",", 0.5, 0.6), wt(" \"", 0.6, 0.7), wt("world", 0.7, 1.0), wt(".", 1.0, 1.1)];
+        let mut a = vec![
+            wt(" Hello", 0.0, 0.5),
+            wt(",", 0.5, 0.6),
+            wt(" \"", 0.6, 0.7),
+            wt("world", 0.7, 1.0),
+            wt(".", 1.0, 1.1),
+        ];
         merge_punctuations(&mut a, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS);
         let words: Vec<&str> = a.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(words, vec![" Hello,", "", "", " \"world.", ""]);
@@ -414,7 +424,12 @@ mod tests {
 
     #[test]
     fn long_words_after_sentence_ends_are_clamped() {
-        let mut a = vec![wt(" a", 0.0, 0.2), wt(".", 0.2, 0.4), wt(" b", 0.4, 3.0), wt(" c", 3.0, 3.2)];
+        let mut a = vec![
+            wt(" a", 0.0, 0.2),
+            wt(".", 0.2, 0.4),
+            wt(" b", 0.4, 3.0),
+            wt(" c", 3.0, 3.2),
+        ];
         let (median, max) = clamp_and_merge(&mut a);
         assert!((median - 0.2).abs() < 1e-9 && (max - 0.4).abs() < 1e-9);
         // " b" follows a sentence end: its start moves to end - max.
@@ -426,6 +441,6 @@ mod tests {
         assert_eq!(round2(1.005), 1.0); // 1.005 is 1.00499999... in binary
         assert_eq!(round2(2.675), 2.67);
         assert_eq!(round2(0.125), 0.12);
-        assert_eq!(round2(3.14159), 3.14);
+        assert_eq!(round2(1.23456), 1.23);
     }
 }

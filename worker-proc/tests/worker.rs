@@ -120,9 +120,16 @@ impl Worker {
         let mut progress = 0;
         loop {
             match self.next() {
-                FromWorker::Progress { job_id: id, decoded_secs, total_secs } => {
+                FromWorker::Progress {
+                    job_id: id,
+                    decoded_secs,
+                    total_secs,
+                } => {
                     assert_eq!(id, job_id);
-                    assert!(decoded_secs <= total_secs + 1e-3, "{decoded_secs} > {total_secs}");
+                    assert!(
+                        decoded_secs <= total_secs + 1e-3,
+                        "{decoded_secs} > {total_secs}"
+                    );
                     progress += 1;
                 }
                 msg @ (FromWorker::Done(_) | FromWorker::Failed { .. }) => return (progress, msg),
@@ -201,10 +208,18 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
     assert!((result.duration_secs - duration).abs() < 1e-3);
     assert!(!result.segments.is_empty());
     for s in &result.segments {
-        assert!(s.start >= 0.0 && s.start < s.end && s.end <= duration + 0.5, "{s:?}");
+        assert!(
+            s.start >= 0.0 && s.start < s.end && s.end <= duration + 0.5,
+            "{s:?}"
+        );
         assert!(s.avg_logprob < 0.0 && s.avg_logprob > -1.0, "{s:?}");
     }
-    let names: Vec<&str> = result.timings.phases.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = result
+        .timings
+        .phases
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(&names[..3], &["features", "encode", "generate"]);
     assert!(result.timings.total_us > 0);
 
@@ -216,17 +231,26 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
     w.send(&job(2, samples.clone(), de));
     assert!(matches!(
         w.answer(2).1,
-        FromWorker::Failed { job_id: 2, error: WorkerError::InvalidOptions(_) }
+        FromWorker::Failed {
+            job_id: 2,
+            error: WorkerError::InvalidOptions(_)
+        }
     ));
     w.send(&job(3, vec![], DecodeOptions::default()));
     assert!(matches!(
         w.answer(3).1,
-        FromWorker::Failed { job_id: 3, error: WorkerError::InvalidAudio(_) }
+        FromWorker::Failed {
+            job_id: 3,
+            error: WorkerError::InvalidAudio(_)
+        }
     ));
     w.send(&job(4, vec![0.0, f32::NAN], DecodeOptions::default()));
     assert!(matches!(
         w.answer(4).1,
-        FromWorker::Failed { job_id: 4, error: WorkerError::InvalidAudio(_) }
+        FromWorker::Failed {
+            job_id: 4,
+            error: WorkerError::InvalidAudio(_)
+        }
     ));
     let beam0 = DecodeOptions {
         beam_size: 0,
@@ -235,19 +259,26 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
     w.send(&job(5, samples.clone(), beam0));
     assert!(matches!(
         w.answer(5).1,
-        FromWorker::Failed { job_id: 5, error: WorkerError::InvalidOptions(_) }
+        FromWorker::Failed {
+            job_id: 5,
+            error: WorkerError::InvalidOptions(_)
+        }
     ));
 
-    // Still serving: a greedy decode of the same audio.
+    // Still serving; two jobs staged back to back are answered in order.
     let greedy = DecodeOptions {
         beam_size: 1,
         ..DecodeOptions::default()
     };
-    w.send(&job(6, samples, greedy));
-    let FromWorker::Done(again) = w.answer(6).1 else {
-        panic!("expected Done")
-    };
-    assert!(again.text.to_lowercase().contains("hello"));
+    w.send(&job(6, samples.clone(), greedy.clone()));
+    w.send(&job(7, samples, greedy));
+    for id in [6, 7] {
+        let FromWorker::Done(again) = w.answer(id).1 else {
+            panic!("expected Done for job {id}")
+        };
+        assert_eq!(again.job_id, id);
+        assert!(again.text.to_lowercase().contains("hello"));
+    }
 
     w.close_stdin();
     let status = w.wait();
@@ -302,14 +333,22 @@ fn load_failure_is_reported_with_exit_code_3() {
     let broken = std::env::temp_dir().join(format!("worker-proc-broken-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&broken);
     std::fs::create_dir_all(&broken).unwrap();
-    for f in ["model.bin", "config.json", "vocabulary.txt", "tokenizer.json"] {
+    for f in [
+        "model.bin",
+        "config.json",
+        "vocabulary.txt",
+        "tokenizer.json",
+    ] {
         if model.join(f).exists() {
-            std::os::unix::fs::symlink(model.join(f).canonicalize().unwrap(), broken.join(f)).unwrap();
+            std::os::unix::fs::symlink(model.join(f).canonicalize().unwrap(), broken.join(f))
+                .unwrap();
         }
     }
     let mut w = Worker::spawn(&broken, &[], &[]);
     match w.next() {
-        FromWorker::LoadFailed(f) => assert!(f.cause.contains("preprocessor_config.json"), "{}", f.cause),
+        FromWorker::LoadFailed(f) => {
+            assert!(f.cause.contains("preprocessor_config.json"), "{}", f.cause)
+        }
         other => panic!("expected LoadFailed, got {other:?}"),
     }
     assert_eq!(w.wait().code(), Some(3));
@@ -352,9 +391,25 @@ fn faults_are_honoured_only_when_enabled() {
     w.hello();
     j.fault = Some(Fault::SlowMs(300));
     let t = Instant::now();
-    w.send(&ToWorker::Job(j));
+    w.send(&ToWorker::Job(j.clone()));
     assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
     assert!(t.elapsed() >= Duration::from_millis(300));
+
+    // Hang: no answer, the process stays alive until the parent kills it.
+    let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
+    w.hello();
+    j.fault = Some(Fault::Hang);
+    w.send(&ToWorker::Job(j.clone()));
+    assert!(matches!(
+        w.frames.recv_timeout(Duration::from_secs(2)),
+        Err(mpsc::RecvTimeoutError::Timeout)
+    ));
+    assert!(
+        w.child.try_wait().expect("try_wait").is_none(),
+        "a hung worker must stay alive"
+    );
+    w.child.kill().expect("kill");
+    assert_eq!(w.wait().signal(), Some(libc::SIGKILL));
 
     // Injected load failure: exit 5 before any frame.
     let mut w = Worker::spawn(

@@ -53,6 +53,7 @@ impl Backend for Fake {
             in_flight: 0,
             uptime_secs: 12.5,
             shutting_down: false,
+            jobs: Default::default(),
         }
     }
 
