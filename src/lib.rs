@@ -21,6 +21,9 @@
 //! - [`telemetry`]: logging, OTLP trace export, and the spans of a request
 //!   (`http.request` → `asr.job` → `queue.wait`, `worker.decode` → phases).
 //! - [`metrics`]: the Prometheus metrics and their recorder.
+//! - [`jobs`]: async jobs (`/v1/jobs`): [`jobs::JobService`], an in-memory
+//!   job table with a crash-safe SQLite store owned by one writer thread,
+//!   and the runner that feeds the node one async job at a time.
 //! - `asr_ipc` (crate `ipc/`): the framed protocol spoken with the worker.
 
 #![warn(missing_docs)]
@@ -30,6 +33,7 @@ pub mod api;
 pub mod audio;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod node;
 pub mod telemetry;

@@ -112,11 +112,12 @@ pub fn trace_context_enabled() -> bool {
     TRACE_CONTEXT.load(Ordering::Relaxed)
 }
 
-/// For hosts that install their own `tracing-opentelemetry` layer (and a
-/// global tracer provider for the worker's phase spans) instead of calling
-/// [`init`]: makes the node read incoming `traceparent` headers, record
-/// `trace_id` on its spans, fill the worker job's `traceparent` and record
-/// the worker's phases.
+/// For hosts that install their own `tracing-opentelemetry` layer instead of
+/// calling [`init`]: makes the node read incoming trace context headers
+/// (with the global text-map propagator, so install one, e.g.
+/// `TraceContextPropagator`), record `trace_id` on its spans, fill the worker
+/// job's `traceparent` and record the worker's phases (with the global tracer
+/// provider, so set it too).
 pub fn set_trace_context_enabled(enabled: bool) {
     TRACE_CONTEXT.store(enabled, Ordering::Relaxed);
 }

@@ -149,9 +149,9 @@ async fn an_input_that_crashes_the_worker_twice_is_quarantined_with_422() {
 
 #[tokio::test]
 async fn a_hung_worker_is_killed_at_the_decode_deadline_504_and_restarted() {
-    // Deadline = 4 s + 0.5 × audio seconds: a hang is caught in ~6 s, a real
+    // Deadline = 6 s + 1 × audio seconds: a hang is caught in ~10 s, a real
     // decode of the 4 s clip fits easily even on a loaded machine.
-    let svc = Service::start(&[FI, "--decode-timeout-floor-secs", "4", "--decode-timeout-factor", "0.5"]);
+    let svc = Service::start(&[FI, "--decode-timeout-floor-secs", "6", "--decode-timeout-factor", "1"]);
     let t0 = Instant::now();
     let a = svc
         .transcribe_bytes(std::fs::read(fixture("hello.wav")).unwrap(), "hello.wav", &[], &[("x-fault-inject", "hang")])
@@ -159,7 +159,7 @@ async fn a_hung_worker_is_killed_at_the_decode_deadline_504_and_restarted() {
     assert_eq!(a.status, 504, "{}", a.text);
     assert_eq!(a.json()["error"]["code"], "decode_timeout");
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(10), "answered after {took:?}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(15), "answered after {took:?}");
     let h = svc
         .wait_health("restarted worker ready", Duration::from_secs(30), |h| h["ready"] == true && h["worker_generation"] == 1)
         .await;

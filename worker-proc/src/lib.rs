@@ -12,6 +12,7 @@
 //! - [`engine`]: the ct2rs `sys::Whisper` wrapper behind the `Backend` trait.
 //! - [`features`]: log-mel features (faster-whisper's `FeatureExtractor`).
 //! - [`tokenizer`]: special tokens, BPE decode/encode, suppressed tokens.
+//! - [`segments`]: prompt building, timestamp splitting, compression ratio.
 //! - [`transcribe`]: the seek loop and temperature fallback
 //!   (faster-whisper's `generate_segments`).
 //! - [`words`]: word-level timestamps.
@@ -57,6 +58,7 @@ pub mod features;
 pub mod log;
 pub mod model;
 pub mod protocol;
+pub mod segments;
 pub mod tokenizer;
 pub mod transcribe;
 pub mod words;

@@ -14,8 +14,8 @@ use anyhow::Result;
 use asr_ipc::Word;
 
 use crate::engine::Backend;
+use crate::segments::RawSegment;
 use crate::tokenizer::WhisperTokenizer;
-use crate::transcribe::RawSegment;
 
 /// Punctuation merged into the following word.
 pub const PREPEND_PUNCTUATIONS: &str = "\"'“¿([{-";

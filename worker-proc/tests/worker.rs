@@ -440,3 +440,76 @@ fn stray_stdout_prints_cannot_reach_the_protocol() {
     assert_eq!(w.wait().code(), Some(0));
     w.assert_stdout_done();
 }
+
+#[test]
+fn suppressed_tokens_match_the_model_config() {
+    // faster-whisper computes its suppress list from the tokenizer; the
+    // converter stored the same list in config.json for this model.
+    let model = model_dir();
+    let tok = worker_proc::tokenizer::WhisperTokenizer::load(&model).expect("tokenizer");
+    let ours = tok.suppressed_tokens().expect("suppressed tokens");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let mut theirs: Vec<i32> = config["suppress_ids"]
+        .as_array()
+        .expect("suppress_ids")
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    theirs.sort_unstable();
+    assert_eq!(ours, theirs);
+    // Special ids come from the vocabulary.
+    assert_eq!(tok.token_to_id("<|endoftext|>"), Some(tok.eot));
+    assert_eq!(tok.id_to_token(tok.timestamp_begin), Some("<|0.00|>"));
+}
+
+#[test]
+fn transcribe_subcommand_prints_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_worker-proc"))
+        .arg("--model-dir")
+        .arg(model_dir())
+        .args(["--threads", "2", "transcribe"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello.wav"))
+        .args(["--beam-size", "1", "--runs", "2", "--json"])
+        .output()
+        .expect("run transcribe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert!(doc["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("hello"));
+    assert_eq!(doc["runs"], 2);
+    assert_eq!(doc["timings_ms"]["total_all"].as_array().unwrap().len(), 2);
+    assert!(doc["timings_ms"]["encode_median"].as_f64().unwrap() > 0.0);
+    assert!(!doc["segments"].as_array().unwrap().is_empty());
+
+    // A file that is not 16 kHz mono is refused with a hint.
+    let bad = std::env::temp_dir().join(format!("worker-proc-8k-{}.wav", std::process::id()));
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&bad, spec).unwrap();
+    for _ in 0..800 {
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_worker-proc"))
+        .arg("--model-dir")
+        .arg(model_dir())
+        .arg("transcribe")
+        .arg(&bad)
+        .output()
+        .expect("run transcribe");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sox"));
+    let _ = std::fs::remove_file(bad);
+}

@@ -1,0 +1,789 @@
+//! The job store: one SQLite database (`jobs.sqlite3`, WAL journal,
+//! `synchronous=FULL`) and one file per accepted upload (`audio/<id>`),
+//! under the data directory, owned by ONE writer thread.
+//!
+//! # Ownership
+//! A `rusqlite::Connection` is `!Sync` and every call on it blocks, so the
+//! connection lives on a dedicated OS thread (`job-store`), never on a tokio
+//! worker. Everyone else talks to it through a [`StoreHandle`]: an
+//! unbounded channel whose `send` never blocks and never waits. The thread
+//! takes whatever is waiting (up to [`MAX_BATCH`] writes), applies it in one
+//! transaction, commits (an fsync of the WAL with `synchronous=FULL`), then
+//! answers the writes that wanted an acknowledgement and deletes the audio
+//! files of jobs whose final state is now committed.
+//!
+//! # Durability
+//! - [`write_audio`] writes an upload to `audio/<id>.tmp`, fsyncs it,
+//!   renames it to `audio/<id>` and fsyncs the directory: once it returns,
+//!   the audio survives a crash. It is plain blocking I/O; callers run it on
+//!   a blocking thread.
+//! - [`Write::Insert`] is acknowledged only after its transaction committed.
+//!   The service sends `202 Accepted` only after both.
+//! - Every later write is fire-and-forget. If one is lost (the store failed,
+//!   or the process died before the commit), the job is at worst found in
+//!   an earlier state at restart, and run again: at-least-once, never lost.
+//! - An audio file is deleted only after the job's final state committed,
+//!   so a job that still needs its audio always has it.
+//!
+//! # Recovery ([`open`])
+//! The data directory is locked (`flock` on `lock`) so two nodes can never
+//! run the same jobs. Then every row is read back. Leftover `.tmp` files
+//! and audio files without an unfinished job (a crash between the audio
+//! write and the commit, whose client never got a `202`; or between a
+//! final commit and the deletion) are removed.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::types::{JobError, JobId, JobSpec, JobStatus};
+use crate::api::JobResult;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "jobs.sqlite3";
+/// Folder of the uploads inside the data directory.
+pub const AUDIO_DIR: &str = "audio";
+/// Lock file inside the data directory.
+const LOCK_FILE: &str = "lock";
+/// Most writes applied in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Schema version in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq            INTEGER PRIMARY KEY,
+    id             TEXT NOT NULL UNIQUE,
+    status         TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    started_at_ms  INTEGER,
+    finished_at_ms INTEGER,
+    decoded_secs   REAL NOT NULL DEFAULT 0,
+    interruptions  INTEGER NOT NULL DEFAULT 0,
+    spec           TEXT NOT NULL,
+    result         TEXT,
+    error_code     TEXT,
+    error_message  TEXT
+);
+";
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    /// Its id.
+    pub id: JobId,
+    /// Its status when last written.
+    pub status: JobStatus,
+    /// Acceptance time, Unix ms.
+    pub created_at_ms: u64,
+    /// Last hand-over to the node, Unix ms.
+    pub started_at_ms: Option<u64>,
+    /// Finish time, Unix ms.
+    pub finished_at_ms: Option<u64>,
+    /// Audio seconds decoded when last written.
+    pub decoded_secs: f64,
+    /// How often the service died while the job was running.
+    pub interruptions: u32,
+    /// What it asks for.
+    pub spec: JobSpec,
+    /// The transcript (done).
+    pub result: Option<JobResult>,
+    /// Why it failed (failed).
+    pub error: Option<JobError>,
+}
+
+/// One write for the store thread.
+#[derive(Debug)]
+pub enum Write {
+    /// A newly accepted job (its audio is already durable); acknowledged
+    /// after the commit.
+    Insert {
+        /// The job.
+        job: Box<StoredJob>,
+        /// `Ok` once committed.
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    /// The job was handed to the node.
+    Running {
+        /// Which.
+        id: JobId,
+        /// When, Unix ms.
+        started_at_ms: u64,
+    },
+    /// The job went back to the backlog (the node was busy, restarting or
+    /// shutting down).
+    Requeued {
+        /// Which.
+        id: JobId,
+    },
+    /// Decode progress.
+    Progress {
+        /// Which.
+        id: JobId,
+        /// Audio seconds decoded.
+        decoded_secs: f64,
+    },
+    /// Recovery found the job running: count the interruption, re-queue it.
+    Interrupted {
+        /// Which.
+        id: JobId,
+        /// The new count.
+        interruptions: u32,
+    },
+    /// The job finished (done, failed or cancelled); its audio file is
+    /// deleted after the commit.
+    Finished {
+        /// Which.
+        id: JobId,
+        /// Done, failed or cancelled.
+        status: JobStatus,
+        /// When, Unix ms.
+        finished_at_ms: u64,
+        /// The transcript (done).
+        result: Option<Arc<JobResult>>,
+        /// Why (failed).
+        error: Option<JobError>,
+    },
+    /// Forget jobs: their rows and any audio file (deleted by a client, or
+    /// past the retention time).
+    Delete {
+        /// Which.
+        ids: Vec<JobId>,
+    },
+    /// Answered once everything sent before it is committed.
+    Flush {
+        /// Answered after the commit.
+        ack: oneshot::Sender<()>,
+    },
+}
+
+/// Test hooks: make the writer slow or failing (unit tests prove that
+/// neither stalls decoding or polling).
+#[derive(Debug, Default)]
+pub struct StoreHooks {
+    /// Sleep this long before each transaction, ms.
+    pub delay_ms: AtomicU64,
+    /// Fail every transaction.
+    pub fail: AtomicBool,
+    /// Transactions committed so far.
+    pub commits: AtomicU64,
+}
+
+/// The sending side of the store thread. Cheap to clone; `send` never
+/// blocks.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Write>,
+    hooks: Arc<StoreHooks>,
+}
+
+impl StoreHandle {
+    /// Queues a write for the store thread; never blocks. A write to a
+    /// stopped store is logged and dropped.
+    pub fn send(&self, w: Write) {
+        if let Err(mpsc::SendError(w)) = self.tx.send(w) {
+            tracing::error!(write = ?short(&w), "the job store is stopped; write dropped");
+        }
+    }
+
+    /// Waits (without blocking a thread) until everything sent before is
+    /// committed or failed; `false` if the store thread is gone.
+    pub async fn flush(&self) -> bool {
+        let (ack, done) = oneshot::channel();
+        self.send(Write::Flush { ack });
+        done.await.is_ok()
+    }
+
+    /// The test hooks.
+    pub fn hooks(&self) -> &StoreHooks {
+        &self.hooks
+    }
+}
+
+fn short(w: &Write) -> String {
+    match w {
+        Write::Insert { job, .. } => format!("insert {}", job.id),
+        Write::Running { id, .. } => format!("running {id}"),
+        Write::Requeued { id } => format!("requeued {id}"),
+        Write::Progress { id, .. } => format!("progress {id}"),
+        Write::Interrupted { id, .. } => format!("interrupted {id}"),
+        Write::Finished { id, status, .. } => format!("{} {id}", status.as_str()),
+        Write::Delete { ids } => format!("delete {} jobs", ids.len()),
+        Write::Flush { .. } => "flush".into(),
+    }
+}
+
+/// The store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data directory.
+    #[error("the job data directory {0} is in use by another process")]
+    Locked(PathBuf),
+    /// File system trouble.
+    #[error("job data directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite trouble.
+    #[error("job database {path}: {source}")]
+    Db {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer version.
+    #[error("job database {0} has schema version {1}; this build knows {SCHEMA_VERSION}")]
+    Schema(PathBuf, i64),
+    /// The store thread could not start or died during start-up.
+    #[error("the job store thread failed: {0}")]
+    Thread(String),
+}
+
+/// An open store: its handle, the jobs found in it, and the thread.
+pub struct Opened {
+    /// Where to send writes.
+    pub handle: StoreHandle,
+    /// Every job in the database, in acceptance order.
+    pub jobs: Vec<StoredJob>,
+    /// The store thread; ends once every handle is dropped and the last
+    /// writes are committed.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("jobs", &self.jobs.len()).finish()
+    }
+}
+
+/// Opens (creating if needed) the store in `data_dir` on a new `job-store`
+/// thread and reads every job back. Blocking: call it from a blocking
+/// thread (or before the runtime serves anything).
+pub fn open(data_dir: &Path) -> Result<Opened, OpenError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Io { path, source }
+    };
+    let audio_dir = data_dir.join(AUDIO_DIR);
+    fs::create_dir_all(&audio_dir).map_err(io(&audio_dir))?;
+    sync_dir(data_dir).map_err(io(data_dir))?;
+    let lock_path = data_dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    // SAFETY: flock on a valid, open descriptor.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(OpenError::Locked(data_dir.to_path_buf()));
+    }
+
+    let db_path = data_dir.join(DB_FILE);
+    let db = |source| OpenError::Db {
+        path: db_path.clone(),
+        source,
+    };
+    let conn = Connection::open(&db_path).map_err(db)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(db)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "the job database did not switch to WAL");
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::Schema(db_path, version));
+    }
+    conn.execute_batch(SCHEMA).map_err(db)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db)?;
+    let jobs = read_all(&conn).map_err(db)?;
+
+    // Audio without an unfinished job, and half-written uploads, go.
+    let wanted: HashSet<String> = jobs
+        .iter()
+        .filter(|j| !j.status.is_finished())
+        .map(|j| j.id.to_string())
+        .collect();
+    if let Ok(entries) = fs::read_dir(&audio_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !wanted.contains(&name) {
+                tracing::info!(file = %name, "removing an audio file no unfinished job needs");
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    let hooks = Arc::new(StoreHooks::default());
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer {
+        conn,
+        audio_dir,
+        hooks: hooks.clone(),
+        _lock: lock,
+    };
+    let thread = std::thread::Builder::new()
+        .name("job-store".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| OpenError::Thread(e.to_string()))?;
+    Ok(Opened {
+        handle: StoreHandle { tx, hooks },
+        jobs,
+        thread,
+    })
+}
+
+fn read_all(conn: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, status, created_at_ms, started_at_ms, finished_at_ms, decoded_secs,
+                interruptions, spec, result, error_code, error_message
+         FROM jobs ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, f64>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, Option<String>>(8)?,
+            r.get::<_, Option<String>>(9)?,
+            r.get::<_, Option<String>>(10)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, status, created, started, finished, decoded, interruptions, spec, result, code, message) =
+            row?;
+        // A row this build cannot read is skipped (and kept), not fatal.
+        let (Some(id), Some(status)) = (JobId::parse(&id), JobStatus::parse(&status)) else {
+            tracing::error!(%id, %status, "skipping an unreadable job row");
+            continue;
+        };
+        let spec: JobSpec = match serde_json::from_str(&spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "skipping a job row with an unreadable spec");
+                continue;
+            }
+        };
+        let result = match result.map(|r| serde_json::from_str::<JobResult>(&r)) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                tracing::error!(%id, error = %e, "a stored result is unreadable");
+                None
+            }
+        };
+        out.push(StoredJob {
+            id,
+            status,
+            created_at_ms: created.max(0) as u64,
+            started_at_ms: started.map(|t| t.max(0) as u64),
+            finished_at_ms: finished.map(|t| t.max(0) as u64),
+            decoded_secs: decoded,
+            interruptions: interruptions.clamp(0, i64::from(u32::MAX)) as u32,
+            spec,
+            result,
+            error: code.map(|code| JobError {
+                code,
+                message: message.unwrap_or_default(),
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// Path of a job's audio file.
+pub fn audio_path(data_dir: &Path, id: JobId) -> PathBuf {
+    data_dir.join(AUDIO_DIR).join(id.to_string())
+}
+
+/// Writes an upload durably (see the module doc). Blocking.
+pub fn write_audio(data_dir: &Path, id: JobId, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = data_dir.join(AUDIO_DIR);
+    let tmp = dir.join(format!("{id}.tmp"));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, dir.join(id.to_string()))?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a job's upload back. Blocking.
+pub fn read_audio(data_dir: &Path, id: JobId) -> std::io::Result<Vec<u8>> {
+    fs::read(audio_path(data_dir, id))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The store thread's state.
+struct Writer {
+    conn: Connection,
+    audio_dir: PathBuf,
+    hooks: Arc<StoreHooks>,
+    /// Held (with its `flock`) for as long as the thread runs.
+    _lock: File,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Write>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.apply(batch);
+        }
+        // Every handle is gone: checkpoint and close.
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the job database failed");
+        }
+        tracing::debug!("job store stopped");
+    }
+
+    /// Applies a batch in one transaction; then answers acks and deletes
+    /// the audio of jobs whose final state is committed.
+    fn apply(&mut self, batch: Vec<Write>) {
+        let delay = self.hooks.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let mut acks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut delete_audio = Vec::new();
+        let outcome = (|| -> Result<(), String> {
+            if self.hooks.fail.load(Ordering::Relaxed) {
+                return Err("the job store is failing (test hook)".into());
+            }
+            let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+            for w in batch {
+                if let Write::Flush { ack } = w {
+                    flushes.push(ack);
+                    continue;
+                }
+                let what = short(&w);
+                let res = apply_one(&tx, w, &mut acks, &mut delete_audio);
+                if let Err(e) = res {
+                    // One bad write must not lose the others.
+                    tracing::error!(write = %what, error = %e, "job store write failed");
+                }
+            }
+            tx.commit().map_err(|e| e.to_string())
+        })();
+        match &outcome {
+            Ok(()) => {
+                self.hooks.commits.fetch_add(1, Ordering::Relaxed);
+                for (ack, res) in acks {
+                    let _ = ack.send(res);
+                }
+                for id in delete_audio {
+                    let path = self.audio_dir.join(id.to_string());
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete job audio"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "job store transaction failed; its writes are lost");
+                for (ack, _) in acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+type Ack = (oneshot::Sender<Result<(), String>>, Result<(), String>);
+
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    w: Write,
+    acks: &mut Vec<Ack>,
+    delete_audio: &mut Vec<JobId>,
+) -> rusqlite::Result<()> {
+    match w {
+        Write::Insert { job, ack } => {
+            let res = insert(tx, &job);
+            let answer = res.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            acks.push((ack, answer));
+            res
+        }
+        Write::Running { id, started_at_ms } => tx
+            .execute(
+                "UPDATE jobs SET status = 'running', started_at_ms = ?2 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![id.to_string(), started_at_ms as i64],
+            )
+            .map(drop),
+        Write::Requeued { id } => tx
+            .execute(
+                "UPDATE jobs SET status = 'queued', started_at_ms = NULL, decoded_secs = 0 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![id.to_string()],
+            )
+            .map(drop),
+        Write::Progress { id, decoded_secs } => tx
+            .execute(
+                "UPDATE jobs SET decoded_secs = ?2 WHERE id = ?1 AND status = 'running'",
+                params![id.to_string(), decoded_secs],
+            )
+            .map(drop),
+        Write::Interrupted { id, interruptions } => tx
+            .execute(
+                "UPDATE jobs SET status = 'queued', started_at_ms = NULL, decoded_secs = 0, interruptions = ?2 WHERE id = ?1",
+                params![id.to_string(), i64::from(interruptions)],
+            )
+            .map(drop),
+        Write::Finished {
+            id,
+            status,
+            finished_at_ms,
+            result,
+            error,
+        } => {
+            let result = match result.map(|r| serde_json::to_string(&*r)).transpose() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "could not serialise a job result");
+                    None
+                }
+            };
+            tx.execute(
+                "UPDATE jobs SET status = ?2, finished_at_ms = ?3, result = ?4, error_code = ?5, error_message = ?6,
+                        decoded_secs = CASE WHEN ?2 = 'done' THEN json_extract(spec, '$.audio_secs') ELSE decoded_secs END
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    status.as_str(),
+                    finished_at_ms as i64,
+                    result,
+                    error.as_ref().map(|e| e.code.as_str()),
+                    error.as_ref().map(|e| e.message.as_str()),
+                ],
+            )?;
+            delete_audio.push(id);
+            Ok(())
+        }
+        Write::Delete { ids } => {
+            for id in ids {
+                tx.execute("DELETE FROM jobs WHERE id = ?1", params![id.to_string()])?;
+                delete_audio.push(id);
+            }
+            Ok(())
+        }
+        Write::Flush { ack } => {
+            let _ = ack.send(());
+            Ok(())
+        }
+    }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, job: &StoredJob) -> rusqlite::Result<()> {
+    let spec = serde_json::to_string(&job.spec)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.execute(
+        "INSERT INTO jobs (id, status, created_at_ms, decoded_secs, interruptions, spec)
+         VALUES (?1, ?2, ?3, 0, 0, ?4)",
+        params![
+            job.id.to_string(),
+            job.status.as_str(),
+            job.created_at_ms as i64,
+            spec
+        ],
+    )?;
+    Ok(())
+}
+
+/// Reads one job straight from the database file (tests and tools; opens
+/// its own read-only connection, so it never touches the writer).
+pub fn read_job(data_dir: &Path, id: JobId) -> rusqlite::Result<Option<(JobStatus, Option<String>)>> {
+    let conn = Connection::open_with_flags(
+        data_dir.join(DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    conn.query_row(
+        "SELECT status, result FROM jobs WHERE id = ?1",
+        params![id.to_string()],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+    )
+    .optional()
+    .map(|o| o.and_then(|(s, r)| JobStatus::parse(&s).map(|s| (s, r))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DecodeOptions;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            options: DecodeOptions::default(),
+            response_format: "srt".into(),
+            segment_timestamps: true,
+            word_timestamps: false,
+            file_hint: Some("wav".into()),
+            audio_secs: 12.5,
+            upload_bytes: 3,
+            fault: None,
+        }
+    }
+
+    fn new_job(id: JobId, created: u64) -> StoredJob {
+        StoredJob {
+            id,
+            status: JobStatus::Queued,
+            created_at_ms: created,
+            started_at_ms: None,
+            finished_at_ms: None,
+            decoded_secs: 0.0,
+            interruptions: 0,
+            spec: spec(),
+            result: None,
+            error: None,
+        }
+    }
+
+    async fn insert(h: &StoreHandle, job: StoredJob) {
+        let (ack, rx) = oneshot::channel();
+        h.send(Write::Insert {
+            job: Box::new(job),
+            ack,
+        });
+        rx.await.unwrap().unwrap();
+    }
+
+    fn result(text: &str) -> JobResult {
+        JobResult {
+            job_id: 1,
+            text: text.into(),
+            segments: vec![],
+            language: "en".into(),
+            language_probability: 1.0,
+            duration_secs: 12.5,
+            timings: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_survive_a_reopen_in_their_last_committed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (JobId::random(), JobId::random(), JobId::random());
+        {
+            let opened = open(dir.path()).unwrap();
+            assert!(opened.jobs.is_empty());
+            let h = opened.handle;
+            for (i, id) in [a, b, c].into_iter().enumerate() {
+                write_audio(dir.path(), id, b"abc").unwrap();
+                insert(&h, new_job(id, 1000 + i as u64)).await;
+            }
+            h.send(Write::Running {
+                id: b,
+                started_at_ms: 2000,
+            });
+            h.send(Write::Progress {
+                id: b,
+                decoded_secs: 30.0,
+            });
+            h.send(Write::Running {
+                id: c,
+                started_at_ms: 2001,
+            });
+            h.send(Write::Finished {
+                id: c,
+                status: JobStatus::Done,
+                finished_at_ms: 3000,
+                result: Some(Arc::new(result("hello"))),
+                error: None,
+            });
+            assert!(h.flush().await);
+            assert!(audio_path(dir.path(), a).exists());
+            assert!(!audio_path(dir.path(), c).exists(), "a done job's audio is deleted");
+            drop(h);
+            opened.thread.join().unwrap();
+        }
+        // a stray half-written upload and an orphan file are cleaned up
+        std::fs::write(dir.path().join(AUDIO_DIR).join("x.tmp"), b"x").unwrap();
+        let orphan = JobId::random();
+        std::fs::write(audio_path(dir.path(), orphan), b"x").unwrap();
+
+        let opened = open(dir.path()).unwrap();
+        let jobs = &opened.jobs;
+        assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a, b, c]);
+        assert_eq!(jobs[0].status, JobStatus::Queued);
+        assert_eq!(jobs[0].spec, spec());
+        assert_eq!((jobs[1].status, jobs[1].started_at_ms, jobs[1].decoded_secs), (JobStatus::Running, Some(2000), 30.0));
+        assert_eq!(jobs[2].status, JobStatus::Done);
+        assert_eq!(jobs[2].result.as_ref().unwrap().text, "hello");
+        assert_eq!(jobs[2].decoded_secs, 12.5);
+        assert!(!dir.path().join(AUDIO_DIR).join("x.tmp").exists());
+        assert!(!audio_path(dir.path(), orphan).exists());
+        assert!(audio_path(dir.path(), a).exists() && audio_path(dir.path(), b).exists());
+
+        let h = opened.handle.clone();
+        h.send(Write::Delete { ids: vec![a] });
+        assert!(h.flush().await);
+        assert_eq!(read_job(dir.path(), a).unwrap(), None);
+        assert!(!audio_path(dir.path(), a).exists());
+        assert_eq!(read_job(dir.path(), c).unwrap().unwrap().0, JobStatus::Done);
+    }
+
+    #[tokio::test]
+    async fn a_second_opener_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path()).unwrap();
+        assert!(matches!(open(dir.path()), Err(OpenError::Locked(_))));
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_fails_inserts_but_keeps_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = open(dir.path()).unwrap();
+        let h = opened.handle;
+        h.hooks().fail.store(true, Ordering::Relaxed);
+        let (ack, rx) = oneshot::channel();
+        h.send(Write::Insert {
+            job: Box::new(new_job(JobId::random(), 1)),
+            ack,
+        });
+        assert!(rx.await.unwrap().is_err());
+        h.hooks().fail.store(false, Ordering::Relaxed);
+        insert(&h, new_job(JobId::random(), 2)).await;
+    }
+}
