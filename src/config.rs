@@ -133,6 +133,11 @@ impl Default for NodeConfig {
     }
 }
 
+/// A finite number above zero (NaN is not).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -145,7 +150,7 @@ impl NodeConfig {
         if self.queue_capacity == 0 {
             return err("queue capacity must be at least 1");
         }
-        if !(self.max_queue_wait_secs > 0.0) {
+        if !positive(self.max_queue_wait_secs) {
             return err("max queue wait must be positive");
         }
         if !matches!(self.device.as_str(), "cpu" | "cuda" | "auto") {
@@ -154,7 +159,7 @@ impl NodeConfig {
         if self.max_upload_bytes == 0 {
             return err("max upload bytes must be positive");
         }
-        if !(self.decode_timeout_factor > 0.0) || !(self.decode_timeout_floor_secs > 0.0) {
+        if !positive(self.decode_timeout_factor) || !positive(self.decode_timeout_floor_secs) {
             return err("decode timeout factor and floor must be positive");
         }
         if self.beam_size == 0 {
@@ -243,10 +248,10 @@ impl JobsConfig {
         if self.max_pending == 0 {
             return err("jobs max pending must be at least 1");
         }
-        if !(self.retention_secs > 0.0) || !self.retention_secs.is_finite() {
+        if !self.retention_secs.is_finite() || self.retention_secs <= 0.0 {
             return err("jobs retention must be a positive number of seconds");
         }
-        if !(self.max_defer_secs >= 0.0) || !self.max_defer_secs.is_finite() {
+        if !self.max_defer_secs.is_finite() || self.max_defer_secs < 0.0 {
             return err("jobs max defer must be zero or more seconds");
         }
         if self.data_dir.as_os_str().is_empty() {

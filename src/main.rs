@@ -8,6 +8,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::Parser;
 use whisper_node::config::Cli;
+use whisper_node::jobs::JobService;
 use whisper_node::AsrNode;
 
 #[tokio::main]
@@ -18,11 +19,29 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = whisper_node::telemetry::init();
     tracing::info!(model_dir = %cli.node.model_dir.display(), listen = %cli.listen, "starting");
     let node = AsrNode::start(cli.node.clone()).await.context("start-up failed")?;
+    // Async jobs (`/v1/jobs`): their own durable store and runner, beside
+    // the node; unfinished jobs of an earlier run are re-queued here.
+    let jobs = if cli.jobs.disabled {
+        tracing::info!("async jobs are disabled");
+        None
+    } else {
+        match JobService::start(node.clone(), cli.jobs.clone()).await {
+            Ok(jobs) => Some(jobs),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e).context("the async job service failed to start");
+            }
+        }
+    };
+    let jobs_data = jobs.as_ref().map(whisper_node::http::jobs::app_data);
     let data = web::Data::new(node.clone());
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .configure(whisper_node::http::configure)
+        let app = App::new().app_data(data.clone());
+        let app = match &jobs_data {
+            Some(jobs) => app.app_data(jobs.clone()),
+            None => app,
+        };
+        app.configure(whisper_node::http::configure)
     })
     .on_connect(whisper_node::http::on_connect)
     .workers(if cli.http_workers == 0 { num_cpus() } else { cli.http_workers })
@@ -42,7 +61,14 @@ async fn main() -> anyhow::Result<()> {
         // Drain first: refuse new work (503), answer queued jobs 503, let
         // the in-flight one finish and its answer go out; then stop HTTP.
         tracing::info!(signal, "shutting down gracefully");
-        node.shutdown().await;
+        // The job service stops taking jobs and hands back (re-queues) any
+        // async job the draining node does not finish.
+        let jobs_stopped = async {
+            if let Some(jobs) = &jobs {
+                jobs.shutdown().await;
+            }
+        };
+        tokio::join!(node.shutdown(), jobs_stopped);
         http.stop(true).await;
     });
     server.await.context("http server failed")?;

@@ -26,10 +26,12 @@ fn multipart(file: &[u8], filename: &str) -> (String, Vec<u8>) {
 
 #[actix_web::test]
 async fn a_host_app_mounts_the_routes_and_transcribes() {
-    let mut config = NodeConfig::default();
-    config.model_dir = model_dir();
-    config.worker_path = Some(worker_bin());
-    config.threads = 2;
+    let config = NodeConfig {
+        model_dir: model_dir(),
+        worker_path: Some(worker_bin()),
+        threads: 2,
+        ..NodeConfig::default()
+    };
     let node = AsrNode::start(config).await.expect("node starts");
 
     let app = test::init_service(

@@ -32,6 +32,10 @@ pub fn build_command(config: &NodeConfig) -> (PathBuf, Vec<String>) {
         config.compute_type.clone(),
         "--threads".to_string(),
         config.threads.to_string(),
+        // Lets the worker check at start that its parent is still this
+        // process (PDEATHSIG covers the parent dying later).
+        "--parent-pid".to_string(),
+        std::process::id().to_string(),
     ];
     if config.enable_fault_injection {
         args.push("--enable-fault-injection".to_string());
@@ -173,15 +177,21 @@ mod tests {
 
     #[test]
     fn command_carries_the_model_and_engine_settings() {
-        let mut c = NodeConfig::default();
-        c.worker_path = Some("/opt/w/worker-proc".into());
-        c.model_dir = "/m/tiny".into();
-        c.threads = 2;
+        let mut c = NodeConfig {
+            worker_path: Some("/opt/w/worker-proc".into()),
+            model_dir: "/m/tiny".into(),
+            threads: 2,
+            ..NodeConfig::default()
+        };
         let (path, args) = build_command(&c);
         assert_eq!(path, PathBuf::from("/opt/w/worker-proc"));
+        let pid = std::process::id().to_string();
         assert_eq!(
             args,
-            ["--model-dir", "/m/tiny", "--device", "cpu", "--compute-type", "int8", "--threads", "2"]
+            [
+                "--model-dir", "/m/tiny", "--device", "cpu", "--compute-type", "int8", "--threads", "2",
+                "--parent-pid", &pid
+            ]
         );
         c.enable_fault_injection = true;
         assert!(build_command(&c).1.contains(&"--enable-fault-injection".to_string()));

@@ -297,14 +297,14 @@ impl Actor for SupervisorActor {
                     myself.stop(Some("core actor failed".into()));
                 }
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if cell.get_id() == state.queue.get_id() || cell.get_id() == state.ingress.get_id() {
-                    tracing::warn!(?reason, "a core actor stopped; the node stops");
-                    state.shared.set_shutting_down();
-                    myself.stop(Some("core actor stopped".into()));
-                }
-                // Worker proxies stop themselves after WorkerExited, which
-                // carries the cause; nothing to do here.
+            // Worker proxies stop themselves after WorkerExited, which
+            // carries the cause; only the core actors matter here.
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if cell.get_id() == state.queue.get_id() || cell.get_id() == state.ingress.get_id() =>
+            {
+                tracing::warn!(?reason, "a core actor stopped; the node stops");
+                state.shared.set_shutting_down();
+                myself.stop(Some("core actor stopped".into()));
             }
             _ => {}
         }

@@ -7,6 +7,7 @@
 //! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
 //! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
 //! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
+//! | `POST`, `GET`, `DELETE` | `/v1/jobs`, `/v1/jobs/{id}`, `/v1/jobs/{id}/result` | async jobs (see [`jobs`]); live when the app data also holds a `web::Data<JobService>` (from [`jobs::app_data`]) |
 //!
 //! Other methods on these routes get a JSON 405. Test-only request header:
 //! `X-Fault-Inject: crash | hang | slow:<ms>`, honoured only when the node
@@ -28,6 +29,7 @@ pub mod disconnect;
 pub mod error;
 pub mod form;
 pub mod format;
+pub mod jobs;
 pub mod language;
 pub mod metrics;
 pub mod routes;

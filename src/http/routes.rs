@@ -148,6 +148,9 @@ pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
     );
     super::metrics::configure(cfg);
+    // `/v1/jobs…`: live when the app data holds a `web::Data<JobService>`
+    // (see `super::jobs::app_data`), 404 `jobs_disabled` otherwise.
+    super::jobs::configure(cfg);
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {

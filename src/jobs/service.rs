@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{self, StoreHandle, StoredJob, Write};
 use super::types::{now_ms, JobError, JobId, JobProgress, JobSpec, JobStatus, JobView};
-use crate::api::{AsrError, DecodeOptions, Fault, JobResult, Progress, Transcript, TranscriptionRequest};
+use crate::api::{
+    AsrError, DecodeOptions, Fault, JobResult, Progress, Transcript, TranscriptionRequest,
+};
 use crate::audio::{self, AudioError};
 use crate::config::JobsConfig;
 use crate::http::format::{Granularities, ResponseFormat};
@@ -38,7 +40,10 @@ const INITIAL_RTF: f64 = 0.2;
 /// fake in unit tests.
 pub(crate) trait Engine: Send + Sync + 'static {
     /// Submits a job and waits for its answer.
-    fn transcribe(&self, req: TranscriptionRequest) -> BoxFuture<'static, Result<Transcript, AsrError>>;
+    fn transcribe(
+        &self,
+        req: TranscriptionRequest,
+    ) -> BoxFuture<'static, Result<Transcript, AsrError>>;
     /// What the node is doing now; never waits.
     fn load(&self) -> EngineLoad;
     /// The node's limits for uploads.
@@ -72,7 +77,10 @@ pub struct EngineLimits {
 }
 
 impl Engine for AsrNode {
-    fn transcribe(&self, req: TranscriptionRequest) -> BoxFuture<'static, Result<Transcript, AsrError>> {
+    fn transcribe(
+        &self,
+        req: TranscriptionRequest,
+    ) -> BoxFuture<'static, Result<Transcript, AsrError>> {
         let node = self.clone();
         Box::pin(async move { node.transcribe(req).await })
     }
@@ -345,7 +353,10 @@ impl JobService {
         Self::start_with(Arc::new(node), config).await
     }
 
-    pub(crate) async fn start_with(engine: Arc<dyn Engine>, config: JobsConfig) -> Result<JobService, JobsError> {
+    pub(crate) async fn start_with(
+        engine: Arc<dyn Engine>,
+        config: JobsConfig,
+    ) -> Result<JobService, JobsError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         let opened = {
@@ -387,7 +398,9 @@ impl JobService {
                     } else {
                         JobError {
                             code: "interrupted".into(),
-                            message: format!("the service stopped {interruptions} times while decoding this job"),
+                            message: format!(
+                                "the service stopped {interruptions} times while decoding this job"
+                            ),
                         }
                     };
                     tracing::error!(job = %id, code = %e.code, "failing an unfinished job at start-up");
@@ -420,7 +433,11 @@ impl JobService {
                     started_at_ms,
                     finished_at_ms,
                     spec: Arc::new(spec),
-                    decoded_secs: if status.is_finished() { decoded_secs } else { 0.0 },
+                    decoded_secs: if status.is_finished() {
+                        decoded_secs
+                    } else {
+                        0.0
+                    },
                     live: None,
                     cancel: None,
                     result: result.map(Arc::new),
@@ -446,7 +463,9 @@ impl JobService {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             accepting: AtomicBool::new(true),
-            decode_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            decode_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             tasks: Mutex::new(Vec::new()),
             store_thread: Mutex::new(Some(opened.thread)),
         });
@@ -600,7 +619,8 @@ impl JobService {
         self.inner.accepting.store(false, Ordering::Release);
         self.inner.stop.cancel();
         self.inner.wake.notify_waiters();
-        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         let limit = self.inner.limits.shutdown_grace + Duration::from_secs(15);
         for task in tasks {
             let abort = task.abort_handle();
@@ -630,18 +650,36 @@ impl JobService {
         self.inner.store.hooks()
     }
 
-    /// Joins the store thread once every handle is gone (tests that reopen
-    /// a data directory in the same process).
-    #[cfg(test)]
-    pub(crate) async fn close_store_for_test(self) {
+    /// [`JobService::shutdown`], then, if this is the last handle, waits
+    /// until the store thread has committed everything and closed the
+    /// database, which releases the data directory (so a new service may
+    /// open it in the same process). With other handles alive, the store
+    /// closes when the last one is dropped.
+    pub async fn close(self) {
         self.shutdown().await;
-        let thread = self.inner.store_thread.lock().unwrap().take();
-        let inner = self.inner;
-        // The runner and janitor are gone; dropping the last Inner drops
-        // the last StoreHandle and ends the thread.
-        drop(inner);
-        if let Some(t) = thread {
-            tokio::task::spawn_blocking(move || t.join()).await.unwrap().unwrap();
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let thread = inner
+                    .store_thread
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                // Drops the last store handle: the thread finishes and exits.
+                drop(inner);
+                if let Some(thread) = thread {
+                    if tokio::task::spawn_blocking(move || thread.join())
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        tracing::error!("the job store thread panicked");
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::debug!(
+                    "other job service handles remain; the store closes with the last one"
+                )
+            }
         }
     }
 
@@ -658,7 +696,11 @@ impl Inner {
 }
 
 /// The acceptance path after the backlog check (runs in its own task).
-async fn accept(inner: Arc<Inner>, sub: JobSubmission, reservation: Reservation) -> Result<JobView, SubmitError> {
+async fn accept(
+    inner: Arc<Inner>,
+    sub: JobSubmission,
+    reservation: Reservation,
+) -> Result<JobView, SubmitError> {
     let JobSubmission {
         upload,
         file_hint,
@@ -681,7 +723,11 @@ async fn accept(inner: Arc<Inner>, sub: JobSubmission, reservation: Reservation)
             .acquire()
             .await
             .map_err(|e| SubmitError::Internal(e.to_string()))?;
-        let (bytes, hint, max) = (upload.clone(), file_hint.clone(), inner.limits.max_audio_secs);
+        let (bytes, hint, max) = (
+            upload.clone(),
+            file_hint.clone(),
+            inner.limits.max_audio_secs,
+        );
         tokio::task::spawn_blocking(move || {
             audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max)
                 .map(|pcm| pcm.len() as f64 / f64::from(audio::TARGET_SAMPLE_RATE))
@@ -873,10 +919,16 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
 
     // Its audio, read back and decoded on a blocking thread.
     let samples = {
-        let (dir, hint, max) = (inner.data_dir.clone(), spec.file_hint.clone(), inner.limits.max_audio_secs);
+        let (dir, hint, max) = (
+            inner.data_dir.clone(),
+            spec.file_hint.clone(),
+            inner.limits.max_audio_secs,
+        );
         tokio::task::spawn_blocking(move || {
-            let bytes = store::read_audio(&dir, id).map_err(|e| format!("reading the stored audio: {e}"))?;
-            audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max).map_err(|e| e.to_string())
+            let bytes = store::read_audio(&dir, id)
+                .map_err(|e| format!("reading the stored audio: {e}"))?;
+            audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())
@@ -948,7 +1000,9 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
                 AsrError::Busy { retry_after, .. } | AsrError::Unavailable { retry_after, .. } => {
                     Some((*retry_after).clamp(Duration::from_millis(100), MAX_RETRY_WAIT))
                 }
-                AsrError::QueueTimeout { .. } | AsrError::Cancelled | AsrError::ShuttingDown => Some(Duration::ZERO),
+                AsrError::QueueTimeout { .. } | AsrError::Cancelled | AsrError::ShuttingDown => {
+                    Some(Duration::ZERO)
+                }
                 _ => None,
             };
             match retry {
@@ -1049,7 +1103,11 @@ async fn janitor(inner: Arc<Inner>) {
             let ids: Vec<JobId> = t
                 .jobs
                 .iter()
-                .filter(|(_, e)| e.status.is_finished() && e.finished_at_ms.is_some_and(|f| f.saturating_add(retention_ms) <= now))
+                .filter(|(_, e)| {
+                    e.status.is_finished()
+                        && e.finished_at_ms
+                            .is_some_and(|f| f.saturating_add(retention_ms) <= now)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in &ids {

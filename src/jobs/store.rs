@@ -264,7 +264,9 @@ pub struct Opened {
 
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opened").field("jobs", &self.jobs.len()).finish()
+        f.debug_struct("Opened")
+            .field("jobs", &self.jobs.len())
+            .finish()
     }
 }
 
@@ -303,7 +305,8 @@ pub fn open(data_dir: &Path) -> Result<Opened, OpenError> {
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(%mode, "the job database did not switch to WAL");
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -374,8 +377,19 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, status, created, started, finished, decoded, interruptions, spec, result, code, message) =
-            row?;
+        let (
+            id,
+            status,
+            created,
+            started,
+            finished,
+            decoded,
+            interruptions,
+            spec,
+            result,
+            code,
+            message,
+        ) = row?;
         // A row this build cannot read is skipped (and kept), not fatal.
         let (Some(id), Some(status)) = (JobId::parse(&id), JobStatus::parse(&status)) else {
             tracing::error!(%id, %status, "skipping an unreadable job row");
@@ -485,12 +499,13 @@ impl Writer {
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut delete_audio = Vec::new();
+        let mut pending = batch;
         let outcome = (|| -> Result<(), String> {
             if self.hooks.fail.load(Ordering::Relaxed) {
                 return Err("the job store is failing (test hook)".into());
             }
             let tx = self.conn.transaction().map_err(|e| e.to_string())?;
-            for w in batch {
+            for w in pending.drain(..) {
                 if let Write::Flush { ack } = w {
                     flushes.push(ack);
                     continue;
@@ -515,7 +530,9 @@ impl Writer {
                     match fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete job audio"),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "could not delete job audio")
+                        }
                     }
                 }
             }
@@ -523,6 +540,16 @@ impl Writer {
                 tracing::error!(error = %e, "job store transaction failed; its writes are lost");
                 for (ack, _) in acks {
                     let _ = ack.send(Err(e.clone()));
+                }
+                // Writes never reached (the transaction could not start).
+                for w in pending {
+                    match w {
+                        Write::Insert { ack, .. } => {
+                            let _ = ack.send(Err(e.clone()));
+                        }
+                        Write::Flush { ack } => flushes.push(ack),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -633,7 +660,10 @@ fn insert(tx: &rusqlite::Transaction<'_>, job: &StoredJob) -> rusqlite::Result<(
 
 /// Reads one job straight from the database file (tests and tools; opens
 /// its own read-only connection, so it never touches the writer).
-pub fn read_job(data_dir: &Path, id: JobId) -> rusqlite::Result<Option<(JobStatus, Option<String>)>> {
+pub fn read_job(
+    data_dir: &Path,
+    id: JobId,
+) -> rusqlite::Result<Option<(JobStatus, Option<String>)>> {
     let conn = Connection::open_with_flags(
         data_dir.join(DB_FILE),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -734,7 +764,10 @@ mod tests {
             });
             assert!(h.flush().await);
             assert!(audio_path(dir.path(), a).exists());
-            assert!(!audio_path(dir.path(), c).exists(), "a done job's audio is deleted");
+            assert!(
+                !audio_path(dir.path(), c).exists(),
+                "a done job's audio is deleted"
+            );
             drop(h);
             opened.thread.join().unwrap();
         }
@@ -748,7 +781,10 @@ mod tests {
         assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a, b, c]);
         assert_eq!(jobs[0].status, JobStatus::Queued);
         assert_eq!(jobs[0].spec, spec());
-        assert_eq!((jobs[1].status, jobs[1].started_at_ms, jobs[1].decoded_secs), (JobStatus::Running, Some(2000), 30.0));
+        assert_eq!(
+            (jobs[1].status, jobs[1].started_at_ms, jobs[1].decoded_secs),
+            (JobStatus::Running, Some(2000), 30.0)
+        );
         assert_eq!(jobs[2].status, JobStatus::Done);
         assert_eq!(jobs[2].result.as_ref().unwrap().text, "hello");
         assert_eq!(jobs[2].decoded_secs, 12.5);

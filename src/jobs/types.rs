@@ -204,7 +204,13 @@ mod tests {
         let id = JobId::random();
         assert_eq!(JobId::parse(&id.to_string()), Some(id));
         assert_eq!(id.to_string().len(), 36);
-        for bad in ["", "42", "not-a-uuid", "../../etc/passwd", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"] {
+        for bad in [
+            "",
+            "42",
+            "not-a-uuid",
+            "../../etc/passwd",
+            "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+        ] {
             assert_eq!(JobId::parse(bad), None, "{bad}");
         }
         assert_eq!(

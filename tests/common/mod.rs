@@ -74,6 +74,9 @@ pub struct Service {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The async job store's folder, unless the test chose one: the store
+    /// locks its folder, so services started in parallel need their own.
+    _jobs_dir: Option<tempfile::TempDir>,
 }
 
 impl Service {
@@ -92,6 +95,12 @@ impl Service {
         cmd.args(["--listen", "127.0.0.1:0", "--http-workers", "2"]);
         if !extra.contains(&"--model-dir") {
             cmd.arg("--model-dir").arg(model_dir());
+        }
+        let jobs_dir = (!extra.contains(&"--jobs-data-dir")
+            && !env.iter().any(|(k, _)| *k == "WHISPER_NODE_JOBS_DATA_DIR"))
+        .then(|| tempfile::tempdir().expect("a temporary jobs data dir"));
+        if let Some(dir) = &jobs_dir {
+            cmd.arg("--jobs-data-dir").arg(dir.path());
         }
         cmd.arg("--worker-path")
             .arg(worker_bin())
@@ -149,6 +158,7 @@ impl Service {
                     child,
                     base: format!("http://{addr}"),
                     logs,
+                    _jobs_dir: jobs_dir,
                 });
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -452,4 +462,73 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// POSTs raw bytes as the `file` part of an async job (`POST /v1/jobs`).
+pub async fn post_job(
+    base: &str,
+    bytes: Vec<u8>,
+    filename: &str,
+    fields: &[(&str, &str)],
+) -> Answer {
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+    );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let r = client()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST job");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+impl Service {
+    /// Submits a fixture as an async job; asserts the 202 and returns the id.
+    pub async fn submit_job(&self, fixture_name: &str, fields: &[(&str, &str)]) -> String {
+        let bytes = std::fs::read(fixture(fixture_name)).unwrap();
+        let a = post_job(&self.base, bytes, fixture_name, fields).await;
+        assert_eq!(a.status, 202, "job not accepted: {}", a.text);
+        let id = a.json()["id"].as_str().expect("job id").to_string();
+        assert_eq!(
+            a.headers.get("location").and_then(|l| l.to_str().ok()),
+            Some(format!("/v1/jobs/{id}").as_str()),
+            "Location header"
+        );
+        id
+    }
+
+    /// Polls `GET /v1/jobs/{id}` until `pred` holds; returns the job.
+    pub async fn wait_job(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, job) = self.get_json(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, 200, "GET job {id}: {job}");
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {what} not reached within {within:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

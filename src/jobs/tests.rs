@@ -1,0 +1,422 @@
+//! Unit tests of the job service against a fake node and a real store in a
+//! temporary directory: durability before acceptance, the runner, cancel,
+//! the backlog limit, recovery, retention, and a slow or failing store
+//! that must stall neither polling nor decoding.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use super::service::{Engine, EngineLimits, EngineLoad};
+use super::store;
+use super::*;
+use crate::api::{
+    AsrError, DecodeOptions, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
+};
+use crate::config::JobsConfig;
+use crate::http::format::{Granularities, ResponseFormat};
+
+/// A node that "decodes" in `decode` time and answers scripted results.
+struct Fake {
+    calls: AtomicUsize,
+    decode: Duration,
+    idle: AtomicBool,
+    answers: Mutex<VecDeque<Result<(), AsrError>>>,
+}
+
+impl Fake {
+    fn new(decode: Duration) -> Arc<Fake> {
+        Arc::new(Fake {
+            calls: AtomicUsize::new(0),
+            decode,
+            idle: AtomicBool::new(true),
+            answers: Mutex::new(VecDeque::new()),
+        })
+    }
+}
+
+impl Engine for Fake {
+    fn transcribe(
+        &self,
+        req: TranscriptionRequest,
+    ) -> BoxFuture<'static, Result<Transcript, AsrError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let scripted = self.answers.lock().unwrap().pop_front();
+        let decode = self.decode;
+        Box::pin(async move {
+            let total = req.audio_secs() as f32;
+            if let Some(p) = &req.progress {
+                let _ = p.send(Progress {
+                    decoded_secs: total / 2.0,
+                    total_secs: total,
+                });
+            }
+            tokio::time::sleep(decode).await;
+            scripted.unwrap_or(Ok(()))?;
+            Ok(Transcript {
+                job_id: 1,
+                result: JobResult {
+                    job_id: 1,
+                    text: " the lazy dog".into(),
+                    segments: vec![Segment {
+                        id: 0,
+                        seek: 0,
+                        start: 0.0,
+                        end: total,
+                        text: " the lazy dog".into(),
+                        tokens: vec![1, 2],
+                        temperature: 0.0,
+                        avg_logprob: -0.1,
+                        compression_ratio: 1.0,
+                        no_speech_prob: 0.0,
+                        words: vec![],
+                    }],
+                    language: "en".into(),
+                    language_probability: 1.0,
+                    duration_secs: total,
+                    timings: Default::default(),
+                },
+                queue_wait: Duration::ZERO,
+                decode_time: decode,
+                worker_generation: 0,
+            })
+        })
+    }
+
+    fn load(&self) -> EngineLoad {
+        EngineLoad {
+            ready: true,
+            idle: self.idle.load(Ordering::SeqCst),
+            shutting_down: false,
+        }
+    }
+
+    fn limits(&self) -> EngineLimits {
+        EngineLimits {
+            max_upload_bytes: 10 << 20,
+            max_audio_secs: 600.0,
+            beam_size: 5,
+            fault_injection: false,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `secs` of a 440 Hz tone as a 16 kHz mono 16-bit WAV.
+fn wav(secs: f32) -> Vec<u8> {
+    let n = (secs * 16_000.0) as u32;
+    let mut out = Vec::with_capacity(44 + 2 * n as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(2 * n).to_le_bytes());
+    for i in 0..n {
+        let v = (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 8000.0;
+        out.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    out
+}
+
+fn submission(secs: f32) -> JobSubmission {
+    JobSubmission {
+        upload: wav(secs),
+        file_hint: Some("wav".into()),
+        options: DecodeOptions::default(),
+        response_format: ResponseFormat::Srt,
+        granularities: Granularities::default(),
+        fault: None,
+    }
+}
+
+fn config(dir: &std::path::Path) -> JobsConfig {
+    JobsConfig {
+        data_dir: dir.to_path_buf(),
+        max_defer_secs: 600.0,
+        ..JobsConfig::default()
+    }
+}
+
+async fn start(fake: &Arc<Fake>, config: JobsConfig) -> JobService {
+    JobService::start_with(fake.clone(), config)
+        .await
+        .expect("job service starts")
+}
+
+async fn wait_status(jobs: &JobService, id: JobId, status: JobStatus, within: Duration) -> JobView {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = jobs.get(id).expect("job exists");
+        if v.status == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} still {:?} after {within:?}",
+            v.status
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_durable_when_accepted_then_runs_to_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Duration::from_millis(20));
+    fake.idle.store(false, Ordering::SeqCst);
+    let jobs = start(&fake, config(dir.path())).await;
+
+    let view = jobs.submit(submission(1.5)).await.unwrap();
+    assert_eq!(view.status, JobStatus::Queued);
+    assert_eq!(view.queue_position, Some(1));
+    assert!((view.progress.total_secs - 1.5).abs() < 0.01);
+    assert_eq!(view.response_format, "srt");
+    // Durable before `submit` returned: the upload and the committed row,
+    // read through a separate connection.
+    assert_eq!(
+        std::fs::read(store::audio_path(dir.path(), view.id)).unwrap(),
+        wav(1.5)
+    );
+    assert_eq!(
+        store::read_job(dir.path(), view.id).unwrap().unwrap().0,
+        JobStatus::Queued
+    );
+
+    fake.idle.store(true, Ordering::SeqCst);
+    let done = wait_status(&jobs, view.id, JobStatus::Done, Duration::from_secs(5)).await;
+    assert_eq!(done.result.as_ref().unwrap().text, " the lazy dog");
+    assert_eq!(done.progress.decoded_secs, done.progress.total_secs);
+    assert!(done.started_at.is_some() && done.finished_at.is_some() && done.expires_at.is_some());
+    assert!(done.error.is_none());
+
+    assert!(jobs.flush().await);
+    let (status, result) = store::read_job(dir.path(), view.id).unwrap().unwrap();
+    assert_eq!(status, JobStatus::Done);
+    assert!(result.unwrap().contains("lazy dog"));
+    assert!(
+        !store::audio_path(dir.path(), view.id).exists(),
+        "audio deleted once done is committed"
+    );
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    jobs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_never_stalls_polls_or_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Duration::from_millis(30));
+    fake.idle.store(false, Ordering::SeqCst);
+    let jobs = start(&fake, config(dir.path())).await;
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(jobs.submit(submission(1.0)).await.unwrap().id);
+    }
+
+    // From now on every store transaction takes 3 s.
+    let commits_before = jobs.store_hooks().commits.load(Ordering::SeqCst);
+    jobs.store_hooks().delay_ms.store(3000, Ordering::SeqCst);
+    let t0 = Instant::now();
+    fake.idle.store(true, Ordering::SeqCst);
+
+    // All three decode back to back, and every poll answers at once.
+    let mut slowest_poll = Duration::ZERO;
+    loop {
+        let mut done = 0;
+        for id in &ids {
+            let p = Instant::now();
+            let v = jobs.get(*id).unwrap();
+            slowest_poll = slowest_poll.max(p.elapsed());
+            done += usize::from(v.status == JobStatus::Done);
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "jobs stalled behind the slow store"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let all_done = t0.elapsed();
+    assert!(
+        all_done < Duration::from_secs(2),
+        "three 30 ms decodes took {all_done:?}"
+    );
+    assert!(
+        slowest_poll < Duration::from_millis(50),
+        "a poll took {slowest_poll:?}"
+    );
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    // The store had not caught up while all that happened.
+    assert!(jobs.store_hooks().commits.load(Ordering::SeqCst) <= commits_before + 1);
+    assert_eq!(jobs.list(Some(JobStatus::Done), 10).len(), 3);
+
+    // A failing store: new submissions are refused (they cannot be made
+    // durable), but what was accepted still finishes and polls still work.
+    jobs.store_hooks().delay_ms.store(0, Ordering::SeqCst);
+    assert!(jobs.flush().await);
+    for id in &ids {
+        assert_eq!(
+            store::read_job(dir.path(), *id).unwrap().unwrap().0,
+            JobStatus::Done
+        );
+    }
+    fake.idle.store(false, Ordering::SeqCst);
+    let queued = jobs.submit(submission(1.0)).await.unwrap().id;
+    jobs.store_hooks().fail.store(true, Ordering::SeqCst);
+    let refused = jobs.submit(submission(1.0)).await;
+    assert!(matches!(refused, Err(SubmitError::Store(_))), "{refused:?}");
+    fake.idle.store(true, Ordering::SeqCst);
+    wait_status(&jobs, queued, JobStatus::Done, Duration::from_secs(5)).await;
+    assert_eq!(jobs.counts().done, 4);
+    jobs.store_hooks().fail.store(false, Ordering::SeqCst);
+    jobs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_and_the_backlog_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Duration::from_millis(400));
+    fake.idle.store(false, Ordering::SeqCst);
+    let mut c = config(dir.path());
+    c.max_pending = 2;
+    let jobs = start(&fake, c).await;
+
+    // Queued and cancelled: never reaches the node.
+    let a = jobs.submit(submission(1.0)).await.unwrap().id;
+    let b = jobs.submit(submission(1.0)).await.unwrap().id;
+    match jobs.submit(submission(1.0)).await {
+        Err(SubmitError::BacklogFull {
+            pending,
+            retry_after,
+        }) => {
+            assert_eq!(pending, 2);
+            assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+        }
+        other => panic!("expected a full backlog, got {other:?}"),
+    }
+    match jobs.cancel(a) {
+        CancelOutcome::Cancelled(v) => assert_eq!(v.status, JobStatus::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(jobs.get(b).unwrap().queue_position, Some(1));
+
+    // Running and cancelled: the runner stops waiting at once.
+    fake.idle.store(true, Ordering::SeqCst);
+    wait_status(&jobs, b, JobStatus::Running, Duration::from_secs(2)).await;
+    assert!(matches!(jobs.cancel(b), CancelOutcome::Cancelled(_)));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        jobs.get(b).unwrap().status,
+        JobStatus::Cancelled,
+        "a late result does not resurrect it"
+    );
+    assert_eq!(jobs.get(a).unwrap().status, JobStatus::Cancelled);
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        1,
+        "the queued job never reached the node"
+    );
+
+    // Finished jobs are deleted; unknown ones are not found.
+    assert!(matches!(jobs.cancel(a), CancelOutcome::Deleted));
+    assert!(jobs.get(a).is_none());
+    assert!(matches!(jobs.cancel(a), CancelOutcome::NotFound));
+    assert!(jobs.flush().await);
+    assert_eq!(store::read_job(dir.path(), a).unwrap(), None);
+    assert_eq!(
+        store::read_job(dir.path(), b).unwrap().unwrap().0,
+        JobStatus::Cancelled
+    );
+    assert!(!store::audio_path(dir.path(), b).exists());
+    jobs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_refusals_requeue_and_node_errors_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Duration::from_millis(10));
+    fake.answers.lock().unwrap().extend([
+        Err(AsrError::Busy {
+            retry_after: Duration::from_millis(50),
+            queued: 3,
+        }),
+        Err(AsrError::QueueTimeout {
+            waited: Duration::from_secs(8),
+        }),
+        Ok(()),
+        Err(AsrError::DecodeTimeout {
+            limit: Duration::from_secs(30),
+        }),
+    ]);
+    let jobs = start(&fake, config(dir.path())).await;
+    let ok = jobs.submit(submission(1.0)).await.unwrap().id;
+    let done = wait_status(&jobs, ok, JobStatus::Done, Duration::from_secs(5)).await;
+    assert!(done.result.is_some());
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        3,
+        "busy and queue timeout were retried"
+    );
+
+    let bad = jobs.submit(submission(1.0)).await.unwrap().id;
+    let failed = wait_status(&jobs, bad, JobStatus::Failed, Duration::from_secs(5)).await;
+    let e = failed.error.unwrap();
+    assert_eq!(e.code, "decode_timeout");
+    assert!(failed.result.is_none());
+
+    // Bad audio never becomes a job.
+    let mut garbage = submission(1.0);
+    garbage.upload = b"definitely not audio".to_vec();
+    assert!(matches!(
+        jobs.submit(garbage).await,
+        Err(SubmitError::Audio(_))
+    ));
+    assert_eq!(jobs.counts().queued, 0);
+    jobs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_jobs_are_requeued_after_a_restart_and_expired_ones_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Duration::from_millis(10));
+    let jobs = start(&fake, config(dir.path())).await;
+    let done = jobs.submit(submission(1.0)).await.unwrap().id;
+    wait_status(&jobs, done, JobStatus::Done, Duration::from_secs(5)).await;
+    fake.idle.store(false, Ordering::SeqCst);
+    let waiting = jobs.submit(submission(2.0)).await.unwrap().id;
+    jobs.close().await;
+
+    // Restart: the finished job is still there, the waiting one runs.
+    let fake = Fake::new(Duration::from_millis(10));
+    let jobs = start(&fake, config(dir.path())).await;
+    assert_eq!(jobs.get(done).unwrap().status, JobStatus::Done);
+    assert!(jobs.get(done).unwrap().result.is_some());
+    let v = wait_status(&jobs, waiting, JobStatus::Done, Duration::from_secs(5)).await;
+    assert!((v.progress.total_secs - 2.0).abs() < 0.01);
+    jobs.close().await;
+
+    // A short retention purges both, records and all.
+    let mut c = config(dir.path());
+    c.retention_secs = 0.2;
+    let jobs = start(&fake, c).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while jobs.get(done).is_some() || jobs.get(waiting).is_some() {
+        assert!(Instant::now() < deadline, "expired jobs were not purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(jobs.flush().await);
+    assert_eq!(store::read_job(dir.path(), done).unwrap(), None);
+    assert_eq!(store::read_job(dir.path(), waiting).unwrap(), None);
+    jobs.shutdown().await;
+}
