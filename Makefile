@@ -92,3 +92,18 @@ jaeger: ## Start Jaeger (Docker) for traces; then: OTEL_EXPORTER_OTLP_ENDPOINT=h
 
 jaeger-down: ## Stop Jaeger
 	docker compose -f otel/docker-compose.yml down
+
+# ---------------------------------------------------------------------------
+# Benchmarks (bench/README.md). Not part of CI.
+#   make bench                      full table -> stdout and BENCHMARKS.md (< 20 min on 2 cores)
+#   make bench BENCH_ARGS=--quick   1 clip, 1 setting, 2 runs (development)
+#   make soak                       wrk at 10x capacity for 10 min, worker SIGKILLed every 30-60 s
+#   SOAK_SECS=60 make soak          short check
+BENCH_ARGS ?=
+.PHONY: bench soak
+
+bench: setup build ## faster-whisper vs worker-proc vs service: times, ratios, RTF, WER, RSS (BENCH_ARGS=--quick)
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/run-bench.sh --model-dir "$(MODEL_PATH)" $(BENCH_ARGS)
+
+soak: setup build ## Soak: wrk at 10x capacity for SOAK_SECS (600) while the worker is SIGKILLed every 30-60 s
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" MODEL_DIR="$(MODEL_PATH)" bash bench/soak.sh
