@@ -79,11 +79,19 @@ pub struct NodeConfig {
 
     /// Decode deadline = floor + factor × audio seconds; past it the worker is
     /// killed and restarted and the job answered 504.
-    #[arg(long, env = "WHISPER_NODE_DECODE_TIMEOUT_FACTOR", default_value_t = 2.0)]
+    #[arg(
+        long,
+        env = "WHISPER_NODE_DECODE_TIMEOUT_FACTOR",
+        default_value_t = 2.0
+    )]
     pub decode_timeout_factor: f64,
 
     /// Floor of the decode deadline, seconds.
-    #[arg(long, env = "WHISPER_NODE_DECODE_TIMEOUT_FLOOR_SECS", default_value_t = 30.0)]
+    #[arg(
+        long,
+        env = "WHISPER_NODE_DECODE_TIMEOUT_FLOOR_SECS",
+        default_value_t = 30.0
+    )]
     pub decode_timeout_floor_secs: f64,
 
     /// Longest the worker may take to load the model, seconds.
@@ -116,7 +124,12 @@ pub struct NodeConfig {
     pub beam_size: u32,
 
     /// Let requests inject worker faults (crash, hang, slow). Tests only.
-    #[arg(long, env = "WHISPER_NODE_ENABLE_FAULT_INJECTION", default_value_t = false, hide = true)]
+    #[arg(
+        long,
+        env = "WHISPER_NODE_ENABLE_FAULT_INJECTION",
+        default_value_t = false,
+        hide = true
+    )]
     pub enable_fault_injection: bool,
 }
 
@@ -180,7 +193,9 @@ impl NodeConfig {
 
     /// Decode deadline for a job of `audio_secs`.
     pub fn decode_deadline(&self, audio_secs: f64) -> Duration {
-        Duration::from_secs_f64(self.decode_timeout_floor_secs + self.decode_timeout_factor * audio_secs)
+        Duration::from_secs_f64(
+            self.decode_timeout_floor_secs + self.decode_timeout_factor * audio_secs,
+        )
     }
 
     /// Where to find `worker-proc`.
@@ -195,7 +210,9 @@ impl NodeConfig {
             return beside;
         }
         // test binaries live in target/<profile>/deps
-        dir.parent().map(|p| p.join("worker-proc")).unwrap_or(beside)
+        dir.parent()
+            .map(|p| p.join("worker-proc"))
+            .unwrap_or(beside)
     }
 }
 
@@ -205,27 +222,52 @@ impl NodeConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobsConfig {
     /// Turn the async job endpoints (`/v1/jobs`) off; nothing is stored.
-    #[arg(id = "jobs_disabled", long = "disable-jobs", env = "WHISPER_NODE_DISABLE_JOBS", default_value_t = false)]
+    #[arg(
+        id = "jobs_disabled",
+        long = "disable-jobs",
+        env = "WHISPER_NODE_DISABLE_JOBS",
+        default_value_t = false
+    )]
     pub disabled: bool,
 
     /// Folder of the job store (SQLite database `jobs.sqlite3` and the
     /// uploads in `audio/`); created if missing. One node per folder.
-    #[arg(id = "jobs_data_dir", long = "jobs-data-dir", env = "WHISPER_NODE_JOBS_DATA_DIR", default_value = "data")]
+    #[arg(
+        id = "jobs_data_dir",
+        long = "jobs-data-dir",
+        env = "WHISPER_NODE_JOBS_DATA_DIR",
+        default_value = "data"
+    )]
     pub data_dir: PathBuf,
 
     /// Async jobs allowed to be queued or running at once; more are
     /// answered 429 with `Retry-After`.
-    #[arg(id = "jobs_max_pending", long = "jobs-max-pending", env = "WHISPER_NODE_JOBS_MAX_PENDING", default_value_t = 100)]
+    #[arg(
+        id = "jobs_max_pending",
+        long = "jobs-max-pending",
+        env = "WHISPER_NODE_JOBS_MAX_PENDING",
+        default_value_t = 100
+    )]
     pub max_pending: usize,
 
     /// How long a finished job (result or error) stays retrievable, seconds;
     /// then its record is purged.
-    #[arg(id = "jobs_retention_secs", long = "jobs-retention-secs", env = "WHISPER_NODE_JOBS_RETENTION_SECS", default_value_t = 86_400.0)]
+    #[arg(
+        id = "jobs_retention_secs",
+        long = "jobs-retention-secs",
+        env = "WHISPER_NODE_JOBS_RETENTION_SECS",
+        default_value_t = 86_400.0
+    )]
     pub retention_secs: f64,
 
     /// Longest an async job waits for an idle worker before it is queued
     /// behind interactive requests anyway, seconds.
-    #[arg(id = "jobs_max_defer_secs", long = "jobs-max-defer-secs", env = "WHISPER_NODE_JOBS_MAX_DEFER_SECS", default_value_t = 30.0)]
+    #[arg(
+        id = "jobs_max_defer_secs",
+        long = "jobs-max-defer-secs",
+        env = "WHISPER_NODE_JOBS_MAX_DEFER_SECS",
+        default_value_t = 30.0
+    )]
     pub max_defer_secs: f64,
 }
 

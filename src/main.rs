@@ -18,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
     // the Prometheus recorder; the guard flushes spans when dropped.
     let telemetry = whisper_node::telemetry::init();
     tracing::info!(model_dir = %cli.node.model_dir.display(), listen = %cli.listen, "starting");
-    let node = AsrNode::start(cli.node.clone()).await.context("start-up failed")?;
+    let node = AsrNode::start(cli.node.clone())
+        .await
+        .context("start-up failed")?;
     // Async jobs (`/v1/jobs`): their own durable store and runner, beside
     // the node; unfinished jobs of an earlier run are re-queued here.
     let jobs = if cli.jobs.disabled {
@@ -44,7 +46,11 @@ async fn main() -> anyhow::Result<()> {
         app.configure(whisper_node::http::configure)
     })
     .on_connect(whisper_node::http::on_connect)
-    .workers(if cli.http_workers == 0 { num_cpus() } else { cli.http_workers })
+    .workers(if cli.http_workers == 0 {
+        num_cpus()
+    } else {
+        cli.http_workers
+    })
     .bind(cli.listen)
     .with_context(|| format!("cannot listen on {}", cli.listen))?;
     for addr in server.addrs() {
@@ -89,5 +95,7 @@ async fn shutdown_signal() -> &'static str {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }

@@ -41,7 +41,9 @@ struct Inner {
 
 impl std::fmt::Debug for AsrNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsrNode").field("status", &self.status()).finish()
+        f.debug_struct("AsrNode")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -84,16 +86,31 @@ impl AsrNode {
         let (supervisor, _) = Actor::spawn(
             None,
             SupervisorActor,
-            SupervisorArgs { config: config.clone(), shared: shared.clone(), startup },
+            SupervisorArgs {
+                config: config.clone(),
+                shared: shared.clone(),
+                startup,
+            },
         )
         .await
         .map_err(|e| StartError::Actor(e.to_string()))?;
         let handles = match started.await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(StartError::Actor("the supervisor stopped during start-up".into())),
+            Err(_) => {
+                return Err(StartError::Actor(
+                    "the supervisor stopped during start-up".into(),
+                ))
+            }
         };
-        Ok(AsrNode { inner: Arc::new(Inner { config, shared, supervisor, handles }) })
+        Ok(AsrNode {
+            inner: Arc::new(Inner {
+                config,
+                shared,
+                supervisor,
+                handles,
+            }),
+        })
     }
 
     /// Submits a job and waits for its answer. Every path through the tree
@@ -109,13 +126,15 @@ impl AsrNode {
         let answer = match res {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(ractor::rpc::CallResult::Timeout) => Err(AsrError::Internal("timed out".into())),
-            Ok(ractor::rpc::CallResult::SenderError) => {
-                Err(AsrError::Internal("the job was dropped without an answer".into()))
-            }
+            Ok(ractor::rpc::CallResult::SenderError) => Err(AsrError::Internal(
+                "the job was dropped without an answer".into(),
+            )),
             Err(_) => Err(AsrError::ShuttingDown),
         };
         // Counted in `NodeStatus::jobs` and `asr_jobs_total{outcome}`.
-        self.inner.shared.job_finished(crate::metrics::outcome(&answer));
+        self.inner
+            .shared
+            .job_finished(crate::metrics::outcome(&answer));
         answer
     }
 
@@ -162,12 +181,18 @@ impl AsrNode {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if shared.status().in_flight > 0 {
-            tracing::warn!(?grace, "in-flight job did not finish within the grace period");
+            tracing::warn!(
+                ?grace,
+                "in-flight job did not finish within the grace period"
+            );
         }
         let _ = self
             .inner
             .supervisor
-            .stop_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(10)))
+            .stop_and_wait(
+                Some("shutdown".into()),
+                Some(std::time::Duration::from_secs(10)),
+            )
             .await;
     }
 }

@@ -25,9 +25,17 @@ fn retry_after(a: &Answer) -> u64 {
 async fn a_full_queue_answers_429_at_once_with_a_retry_after_from_the_queued_audio() {
     let svc = Service::start(&[FI, "--queue-capacity", "3"]);
     let first = svc.spawn_transcribe("hello.wav", &[SLOW]);
-    svc.wait_health("worker busy", Duration::from_secs(10), |h| h["worker_state"] == "busy").await;
-    let waiting: Vec<_> = (0..3).map(|_| svc.spawn_transcribe("long60.wav", &[])).collect();
-    svc.wait_health("three waiting", Duration::from_secs(10), |h| h["queue_depth"] == 3).await;
+    svc.wait_health("worker busy", Duration::from_secs(10), |h| {
+        h["worker_state"] == "busy"
+    })
+    .await;
+    let waiting: Vec<_> = (0..3)
+        .map(|_| svc.spawn_transcribe("long60.wav", &[]))
+        .collect();
+    svc.wait_health("three waiting", Duration::from_secs(10), |h| {
+        h["queue_depth"] == 3
+    })
+    .await;
 
     let t0 = Instant::now();
     let refused = svc.transcribe(&fixture("hello.wav"), &[]).await;
@@ -37,8 +45,14 @@ async fn a_full_queue_answers_429_at_once_with_a_retry_after_from_the_queued_aud
     // 3 × 62 s of audio queued: the estimate must reflect it (well above the
     // 1 s floor) yet stay sane.
     let ra = retry_after(&refused);
-    assert!((2..=120).contains(&ra), "Retry-After {ra} s for ~190 s of queued audio");
-    assert!(busy_latency < Duration::from_millis(500), "busy answer took {busy_latency:?}");
+    assert!(
+        (2..=120).contains(&ra),
+        "Retry-After {ra} s for ~190 s of queued audio"
+    );
+    assert!(
+        busy_latency < Duration::from_millis(500),
+        "busy answer took {busy_latency:?}"
+    );
 
     assert_eq!(first.await.unwrap().status, 200);
     for w in waiting {
@@ -50,13 +64,19 @@ async fn a_full_queue_answers_429_at_once_with_a_retry_after_from_the_queued_aud
 async fn a_job_that_waits_past_its_deadline_gets_504_and_is_never_decoded() {
     let svc = Service::start(&[FI, "--max-queue-wait-secs", "1"]);
     let first = svc.spawn_transcribe("hello.wav", &[SLOW]);
-    svc.wait_health("worker busy", Duration::from_secs(10), |h| h["worker_state"] == "busy").await;
+    svc.wait_health("worker busy", Duration::from_secs(10), |h| {
+        h["worker_state"] == "busy"
+    })
+    .await;
     let t0 = Instant::now();
     let late = svc.transcribe(&fixture("clip10.wav"), &[]).await;
     assert_eq!(late.status, 504, "{}", late.text);
     assert_eq!(late.json()["error"]["code"], "queue_timeout");
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "answered after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "answered after {waited:?}"
+    );
     assert_eq!(first.await.unwrap().status, 200);
     let done = svc.logs().matches("job done").count();
     assert_eq!(done, 1, "only the first job was decoded");
@@ -66,21 +86,47 @@ async fn a_job_that_waits_past_its_deadline_gets_504_and_is_never_decoded() {
 async fn a_job_whose_client_disconnected_is_dropped_before_decode() {
     let svc = Service::start(&[FI]);
     let first = svc.spawn_transcribe("hello.wav", &[("x-fault-inject", "slow:6000")]);
-    svc.wait_health("worker busy", Duration::from_secs(10), |h| h["worker_state"] == "busy").await;
+    svc.wait_health("worker busy", Duration::from_secs(10), |h| {
+        h["worker_state"] == "busy"
+    })
+    .await;
     // A client that gives up after 1.5 s (time enough to upload and be
     // admitted, even on a loaded machine) while its job waits.
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(std::fs::read(fixture("clip10.wav")).unwrap()).file_name("clip10.wav"));
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
-    let r = impatient.post(format!("{}/v1/audio/transcriptions", svc.base)).multipart(form).send().await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(std::fs::read(fixture("clip10.wav")).unwrap())
+            .file_name("clip10.wav"),
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(format!("{}/v1/audio/transcriptions", svc.base))
+        .multipart(form)
+        .send()
+        .await;
     assert!(r.is_err(), "the impatient client timed out");
-    svc.wait_health("queued job", Duration::from_secs(5), |h| h["queue_depth"] == 1 || h["queue_depth"] == 0).await;
+    svc.wait_health("queued job", Duration::from_secs(5), |h| {
+        h["queue_depth"] == 1 || h["queue_depth"] == 0
+    })
+    .await;
     assert_eq!(first.await.unwrap().status, 200);
-    svc.wait_health("queue empty", Duration::from_secs(10), |h| h["queue_depth"] == 0 && h["worker_state"] == "ready").await;
+    svc.wait_health("queue empty", Duration::from_secs(10), |h| {
+        h["queue_depth"] == 0 && h["worker_state"] == "ready"
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = svc.logs();
-    assert!(logs.contains("client gone, dropping job before decode"), "no drop logged:\n{logs}");
-    assert_eq!(logs.matches("job done").count(), 1, "the abandoned job was not decoded");
+    assert!(
+        logs.contains("client gone, dropping job before decode"),
+        "no drop logged:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("job done").count(),
+        1,
+        "the abandoned job was not decoded"
+    );
 }
 
 #[tokio::test]
@@ -90,16 +136,30 @@ async fn a_crash_mid_decode_restarts_the_worker_retries_the_job_and_serves_the_q
     let (_, h) = svc.get_json("/health").await;
     let pid = h["worker_pid"].as_u64().unwrap() as u32;
     let in_flight = svc.spawn_transcribe("clip10.wav", &[]);
-    svc.wait_health("worker busy", Duration::from_secs(10), |h| h["worker_state"] == "busy").await;
-    let queued: Vec<_> = (0..2).map(|_| svc.spawn_transcribe("hello.wav", &[])).collect();
-    svc.wait_health("two waiting", Duration::from_secs(10), |h| h["queue_depth"] == 2).await;
+    svc.wait_health("worker busy", Duration::from_secs(10), |h| {
+        h["worker_state"] == "busy"
+    })
+    .await;
+    let queued: Vec<_> = (0..2)
+        .map(|_| svc.spawn_transcribe("hello.wav", &[]))
+        .collect();
+    svc.wait_health("two waiting", Duration::from_secs(10), |h| {
+        h["queue_depth"] == 2
+    })
+    .await;
 
     let t0 = Instant::now();
     signal(pid, libc::SIGKILL);
     // Detected at once (not by polling): readiness drops right away.
-    svc.wait_health("worker restarting", Duration::from_secs(1), |h| h["worker_pid"].as_u64() != Some(pid as u64)).await;
+    svc.wait_health("worker restarting", Duration::from_secs(1), |h| {
+        h["worker_pid"].as_u64() != Some(pid as u64)
+    })
+    .await;
     let detect = t0.elapsed();
-    assert!(detect < Duration::from_millis(500), "crash noticed after {detect:?}");
+    assert!(
+        detect < Duration::from_millis(500),
+        "crash noticed after {detect:?}"
+    );
 
     for q in queued {
         let a = q.await.unwrap();
@@ -107,18 +167,33 @@ async fn a_crash_mid_decode_restarts_the_worker_retries_the_job_and_serves_the_q
         assert_eq!(a.headers["x-worker-generation"], "1");
     }
     let retried = in_flight.await.unwrap();
-    assert_eq!(retried.status, 200, "the crashed job is retried once: {}", retried.text);
+    assert_eq!(
+        retried.status, 200,
+        "the crashed job is retried once: {}",
+        retried.text
+    );
     let (_, h) = svc.get_json("/health").await;
     assert_eq!(h["worker_restarts"], 1, "{h}");
-    assert!(h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"), "{h}");
-    assert!(svc.logs().contains("restarting worker"), "restart logged with its cause");
+    assert!(
+        h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"),
+        "{h}"
+    );
+    assert!(
+        svc.logs().contains("restarting worker"),
+        "restart logged with its cause"
+    );
 }
 
 #[tokio::test]
 async fn with_retries_off_the_in_flight_job_of_a_crashed_worker_gets_a_5xx() {
     let svc = Service::start(&[FI, "--max-crash-retries", "0"]);
     let a = svc
-        .transcribe_bytes(std::fs::read(fixture("hello.wav")).unwrap(), "hello.wav", &[], &[("x-fault-inject", "crash")])
+        .transcribe_bytes(
+            std::fs::read(fixture("hello.wav")).unwrap(),
+            "hello.wav",
+            &[],
+            &[("x-fault-inject", "crash")],
+        )
         .await;
     assert_eq!(a.status, 500, "{}", a.text);
     assert_eq!(a.json()["error"]["code"], "worker_crashed");
@@ -129,11 +204,20 @@ async fn with_retries_off_the_in_flight_job_of_a_crashed_worker_gets_a_5xx() {
 async fn an_input_that_crashes_the_worker_twice_is_quarantined_with_422() {
     let svc = Service::start(&[FI]);
     let bytes = std::fs::read(fixture("hello.wav")).unwrap();
-    let a = svc.transcribe_bytes(bytes.clone(), "poison.wav", &[], &[("x-fault-inject", "crash")]).await;
+    let a = svc
+        .transcribe_bytes(
+            bytes.clone(),
+            "poison.wav",
+            &[],
+            &[("x-fault-inject", "crash")],
+        )
+        .await;
     assert_eq!(a.status, 422, "{}", a.text);
     assert_eq!(a.json()["error"]["code"], "input_quarantined");
     let h = svc
-        .wait_health("restarted worker ready", Duration::from_secs(30), |h| h["ready"] == true && h["worker_generation"] == 2)
+        .wait_health("restarted worker ready", Duration::from_secs(30), |h| {
+            h["ready"] == true && h["worker_generation"] == 2
+        })
         .await;
     assert_eq!(h["worker_restarts"], 2, "one crash, one retry crash: {h}");
 
@@ -144,27 +228,56 @@ async fn an_input_that_crashes_the_worker_twice_is_quarantined_with_422() {
     assert_eq!(h["worker_restarts"], 2, "no third crash: {h}");
 
     // Other input is served normally.
-    assert_words(&svc.transcribe(&fixture("clip10.wav"), &[]).await.transcript(), &["lazy dog"]);
+    assert_words(
+        &svc.transcribe(&fixture("clip10.wav"), &[])
+            .await
+            .transcript(),
+        &["lazy dog"],
+    );
 }
 
 #[tokio::test]
 async fn a_hung_worker_is_killed_at_the_decode_deadline_504_and_restarted() {
     // Deadline = 6 s + 1 × audio seconds: a hang is caught in ~10 s, a real
     // decode of the 4 s clip fits easily even on a loaded machine.
-    let svc = Service::start(&[FI, "--decode-timeout-floor-secs", "6", "--decode-timeout-factor", "1"]);
+    let svc = Service::start(&[
+        FI,
+        "--decode-timeout-floor-secs",
+        "6",
+        "--decode-timeout-factor",
+        "1",
+    ]);
     let t0 = Instant::now();
     let a = svc
-        .transcribe_bytes(std::fs::read(fixture("hello.wav")).unwrap(), "hello.wav", &[], &[("x-fault-inject", "hang")])
+        .transcribe_bytes(
+            std::fs::read(fixture("hello.wav")).unwrap(),
+            "hello.wav",
+            &[],
+            &[("x-fault-inject", "hang")],
+        )
         .await;
     assert_eq!(a.status, 504, "{}", a.text);
     assert_eq!(a.json()["error"]["code"], "decode_timeout");
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(15), "answered after {took:?}");
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(15),
+        "answered after {took:?}"
+    );
     let h = svc
-        .wait_health("restarted worker ready", Duration::from_secs(30), |h| h["ready"] == true && h["worker_generation"] == 1)
+        .wait_health("restarted worker ready", Duration::from_secs(30), |h| {
+            h["ready"] == true && h["worker_generation"] == 1
+        })
         .await;
-    assert!(h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"), "{h}");
-    assert_words(&svc.transcribe(&fixture("hello.wav"), &[]).await.transcript(), &["hello"]);
+    assert!(
+        h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"),
+        "{h}"
+    );
+    assert_words(
+        &svc.transcribe(&fixture("hello.wav"), &[])
+            .await
+            .transcript(),
+        &["hello"],
+    );
 }
 
 #[tokio::test]
@@ -174,10 +287,19 @@ async fn a_missing_or_corrupt_model_is_a_clean_start_up_failure() {
     };
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("/nonexistent/tiny"), "path named: {log}");
-    assert_eq!(log.matches("worker spawned").count(), 1, "no restart loop: {log}");
+    assert_eq!(
+        log.matches("worker spawned").count(),
+        1,
+        "no restart loop: {log}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    for f in ["config.json", "tokenizer.json", "vocabulary.txt", "preprocessor_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "vocabulary.txt",
+        "preprocessor_config.json",
+    ] {
         std::fs::copy(model_dir().join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("model.bin"), b"not a model").unwrap();
@@ -187,7 +309,11 @@ async fn a_missing_or_corrupt_model_is_a_clean_start_up_failure() {
     };
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains(path), "path named: {log}");
-    assert_eq!(log.matches("worker spawned").count(), 1, "no restart loop: {log}");
+    assert_eq!(
+        log.matches("worker spawned").count(),
+        1,
+        "no restart loop: {log}"
+    );
 }
 
 #[tokio::test]
@@ -196,13 +322,23 @@ async fn sigterm_drains_finishes_the_in_flight_job_answers_the_queue_503_and_exi
     let (_, h) = svc.get_json("/health").await;
     let worker = h["worker_pid"].as_u64().unwrap() as u32;
     let in_flight = svc.spawn_transcribe("hello.wav", &[SLOW]);
-    svc.wait_health("worker busy", Duration::from_secs(10), |h| h["worker_state"] == "busy").await;
+    svc.wait_health("worker busy", Duration::from_secs(10), |h| {
+        h["worker_state"] == "busy"
+    })
+    .await;
     let queued = svc.spawn_transcribe("clip10.wav", &[]);
-    svc.wait_health("one waiting", Duration::from_secs(10), |h| h["queue_depth"] == 1).await;
+    svc.wait_health("one waiting", Duration::from_secs(10), |h| {
+        h["queue_depth"] == 1
+    })
+    .await;
 
     signal(svc.pid(), libc::SIGTERM);
     let q = queued.await.unwrap();
-    assert_eq!(q.status, 503, "queued job answered 503 at shutdown: {}", q.text);
+    assert_eq!(
+        q.status, 503,
+        "queued job answered 503 at shutdown: {}",
+        q.text
+    );
     assert!(q.headers.contains_key("retry-after"));
     let f = in_flight.await.unwrap();
     assert_words(&f.transcript(), &["hello"]);
@@ -212,7 +348,10 @@ async fn sigterm_drains_finishes_the_in_flight_job_answers_the_queue_503_and_exi
         if let Some(s) = svc.child().try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "service did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "service did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(0), "clean exit");

@@ -37,7 +37,10 @@ async fn worker_killed_mid_decode_answers_5xx_restarts_and_serves_again() {
     signal(first_pid, libc::SIGKILL);
 
     let (status, body) = request.await.unwrap();
-    assert!((500..600).contains(&status), "in-flight request must get a 5xx, got {status}: {body}");
+    assert!(
+        (500..600).contains(&status),
+        "in-flight request must get a 5xx, got {status}: {body}"
+    );
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
     assert_eq!(v["error"]["code"], "worker_crashed", "{body}");
 
@@ -48,7 +51,10 @@ async fn worker_killed_mid_decode_answers_5xx_restarts_and_serves_again() {
     assert_ne!(ready["worker_pid"].as_u64().unwrap() as u32, first_pid);
     assert!(!alive(first_pid), "the killed worker is gone");
     let (_, h) = svc.get_json("/health").await;
-    assert!(h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"), "{h}");
+    assert!(
+        h["last_worker_exit"].as_str().unwrap().contains("SIGKILL"),
+        "{h}"
+    );
 
     // The next request succeeds on the new worker.
     let a = svc.transcribe(&fixture("hello.wav"), &[]).await;
@@ -62,8 +68,10 @@ struct Target {
 
 impl Target {
     async fn post(&self, file: &std::path::Path) -> (u16, String) {
-        let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name("long60.wav"));
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name("long60.wav"),
+        );
         let r = client()
             .post(format!("{}/v1/audio/transcriptions", self.base))
             .multipart(form)
@@ -80,13 +88,20 @@ async fn killing_the_service_with_sigkill_leaves_no_worker_behind() {
     let (_, h) = svc.get_json("/health").await;
     let worker = h["worker_pid"].as_u64().expect("worker pid") as u32;
     assert!(alive(worker));
-    assert_eq!(worker_children(svc.pid()), vec![worker], "the worker is the service's child");
+    assert_eq!(
+        worker_children(svc.pid()),
+        vec![worker],
+        "the worker is the service's child"
+    );
 
     signal(svc.pid(), libc::SIGKILL);
     let _ = svc.child().wait();
     let deadline = Instant::now() + Duration::from_secs(2);
     while alive(worker) {
-        assert!(Instant::now() < deadline, "worker {worker} outlived its parent by more than 2 s");
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} outlived its parent by more than 2 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -37,15 +37,26 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(node.clone()))
-            .route("/host/hello", web::get().to(|| async { "the host's own route" }))
+            .route(
+                "/host/hello",
+                web::get().to(|| async { "the host's own route" }),
+            )
             .service(web::scope("/asr").configure(whisper_node::http::configure)),
     )
     .await;
 
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/host/hello").to_request()).await;
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get().uri("/host/hello").to_request(),
+    )
+    .await;
     assert!(resp.status().is_success());
 
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/asr/ready").to_request()).await;
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get().uri("/asr/ready").to_request(),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 
     let (ctype, body) = multipart(&std::fs::read(fixture("hello.wav")).unwrap(), "hello.wav");
@@ -60,9 +71,15 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     assert_words(json["text"].as_str().unwrap(), &["hello", "world"]);
 
     // The library API, without HTTP: PCM in, transcript out.
-    let pcm = whisper_node::audio::decode_to_mono_16k(&std::fs::read(fixture("hello.wav")).unwrap(), Some("wav"))
-        .expect("decode fixture");
-    let t = node.transcribe(TranscriptionRequest::new(pcm)).await.expect("transcribes");
+    let pcm = whisper_node::audio::decode_to_mono_16k(
+        &std::fs::read(fixture("hello.wav")).unwrap(),
+        Some("wav"),
+    )
+    .expect("decode fixture");
+    let t = node
+        .transcribe(TranscriptionRequest::new(pcm))
+        .await
+        .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);
     assert_eq!(t.worker_generation, 0);
 

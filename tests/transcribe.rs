@@ -16,7 +16,13 @@ const CLIP10_WORDS: &[&str] = &["fox", "lazy dog", "speech recognition", "writte
 
 #[tokio::test]
 async fn wav_flac_mp3_and_ogg_uploads_come_back_with_the_spoken_words() {
-    for name in ["clip10.wav", "clip10_44k_stereo.wav", "clip10.flac", "clip10.mp3", "clip10.ogg"] {
+    for name in [
+        "clip10.wav",
+        "clip10_44k_stereo.wav",
+        "clip10.flac",
+        "clip10.mp3",
+        "clip10.ogg",
+    ] {
         let a = SVC.transcribe(&fixture(name), &[]).await;
         let text = a.transcript();
         assert_words(&text, CLIP10_WORDS);
@@ -25,7 +31,9 @@ async fn wav_flac_mp3_and_ogg_uploads_come_back_with_the_spoken_words() {
 }
 
 fn parse_ts(ts: &str, frac_sep: char) -> f64 {
-    let (hms, ms) = ts.split_once(frac_sep).unwrap_or_else(|| panic!("bad timestamp {ts:?}"));
+    let (hms, ms) = ts
+        .split_once(frac_sep)
+        .unwrap_or_else(|| panic!("bad timestamp {ts:?}"));
     let p: Vec<f64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
     assert_eq!(p.len(), 3, "HH:MM:SS in {ts:?}");
     assert_eq!(ms.len(), 3, "milliseconds in {ts:?}");
@@ -43,11 +51,16 @@ fn cues(body: &str, frac_sep: char, numbered: bool) -> Vec<(f64, f64, String)> {
             assert_eq!(n, out.len() + 1, "cues numbered from 1 in order");
         }
         let timing = lines.next().expect("timing line");
-        let (a, b) = timing.split_once(" --> ").unwrap_or_else(|| panic!("bad timing line {timing:?}"));
+        let (a, b) = timing
+            .split_once(" --> ")
+            .unwrap_or_else(|| panic!("bad timing line {timing:?}"));
         let (start, end) = (parse_ts(a.trim(), frac_sep), parse_ts(b.trim(), frac_sep));
         assert!(start <= end, "cue starts before it ends: {timing}");
         let text: Vec<_> = lines.collect();
-        assert!(!text.is_empty() && !text.join(" ").trim().is_empty(), "cue has text");
+        assert!(
+            !text.is_empty() && !text.join(" ").trim().is_empty(),
+            "cue has text"
+        );
         out.push((start, end, text.join(" ")));
     }
     out
@@ -59,37 +72,63 @@ async fn text_srt_vtt_and_verbose_json_are_well_formed() {
 
     let a = SVC.transcribe(&clip, &[("response_format", "text")]).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert!(a.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(a.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     assert_words(&a.text, CLIP10_WORDS);
 
     let a = SVC.transcribe(&clip, &[("response_format", "srt")]).await;
     assert_eq!(a.status, 200, "{}", a.text);
     let srt = cues(&a.text, ',', true);
     assert!(!srt.is_empty(), "srt has cues: {}", a.text);
-    assert!(srt.windows(2).all(|w| w[0].0 <= w[1].0), "srt cues in time order");
+    assert!(
+        srt.windows(2).all(|w| w[0].0 <= w[1].0),
+        "srt cues in time order"
+    );
     let clip_secs = fixture_secs("clip10.wav");
-    assert!(srt.last().unwrap().1 <= clip_secs + 0.5, "cues end within the {clip_secs} s clip: {srt:?}");
-    assert_words(&srt.iter().map(|c| c.2.as_str()).collect::<Vec<_>>().join(" "), CLIP10_WORDS);
+    assert!(
+        srt.last().unwrap().1 <= clip_secs + 0.5,
+        "cues end within the {clip_secs} s clip: {srt:?}"
+    );
+    assert_words(
+        &srt.iter()
+            .map(|c| c.2.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        CLIP10_WORDS,
+    );
 
     let a = SVC.transcribe(&clip, &[("response_format", "vtt")]).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    let body = a.text.strip_prefix("WEBVTT").unwrap_or_else(|| panic!("vtt starts with WEBVTT: {}", a.text));
+    let body = a
+        .text
+        .strip_prefix("WEBVTT")
+        .unwrap_or_else(|| panic!("vtt starts with WEBVTT: {}", a.text));
     let vtt = cues(body, '.', false);
     assert_eq!(vtt.len(), srt.len(), "same cues in srt and vtt");
 
-    let a = SVC.transcribe(&clip, &[("response_format", "verbose_json")]).await;
+    let a = SVC
+        .transcribe(&clip, &[("response_format", "verbose_json")])
+        .await;
     assert_eq!(a.status, 200, "{}", a.text);
     let v = a.json();
     assert_eq!(v["task"], "transcribe");
     assert_eq!(v["language"], "english");
     let duration = v["duration"].as_f64().unwrap();
-    assert!((duration - clip_secs).abs() < 0.1, "duration {duration} vs {clip_secs}");
+    assert!(
+        (duration - clip_secs).abs() < 0.1,
+        "duration {duration} vs {clip_secs}"
+    );
     let segs = v["segments"].as_array().unwrap();
     assert!(!segs.is_empty());
     let mut prev_end = 0.0;
     for s in segs {
         let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
-        assert!(start >= prev_end - 0.01 && start <= end && end <= duration + 0.5, "segment times {s}");
+        assert!(
+            start >= prev_end - 0.01 && start <= end && end <= duration + 0.5,
+            "segment times {s}"
+        );
         prev_end = end;
     }
 }
@@ -101,33 +140,59 @@ fn truncated_wav() -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     for (what, bytes, name) in [
         ("garbage", garbage, "noise.wav"),
         ("truncated wav", truncated_wav(), "cut.wav"),
         ("zero-length", vec![], "empty.wav"),
     ] {
         let a = SVC.transcribe_bytes(bytes, name, &[], &[]).await;
-        assert!((400..500).contains(&a.status), "{what}: expected 4xx, got {} {}", a.status, a.text);
+        assert!(
+            (400..500).contains(&a.status),
+            "{what}: expected 4xx, got {} {}",
+            a.status,
+            a.text
+        );
         let err = &a.json()["error"];
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: error message in {}", a.text);
-        assert!(err["code"].as_str().is_some(), "{what}: error code in {}", a.text);
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: error message in {}",
+            a.text
+        );
+        assert!(
+            err["code"].as_str().is_some(),
+            "{what}: error code in {}",
+            a.text
+        );
     }
 
     // Silence is valid audio: an empty (or near-empty) transcript, not an error.
     let a = SVC.transcribe(&fixture("silence.wav"), &[]).await;
     assert_eq!(a.status, 200, "{}", a.text);
     let text = a.json()["text"].as_str().unwrap().trim().to_string();
-    assert!(text.split_whitespace().count() <= 2, "silence transcribed as {text:?}");
+    assert!(
+        text.split_whitespace().count() <= 2,
+        "silence transcribed as {text:?}"
+    );
 
     // Missing file part and bad parameters are 400s too.
-    let a = SVC.transcribe(&fixture("hello.wav"), &[("response_format", "yaml")]).await;
+    let a = SVC
+        .transcribe(&fixture("hello.wav"), &[("response_format", "yaml")])
+        .await;
     assert_eq!(a.status, 400, "{}", a.text);
 
     // And the next real request still works.
-    let text = SVC.transcribe(&fixture("hello.wav"), &[]).await.transcript();
+    let text = SVC
+        .transcribe(&fixture("hello.wav"), &[])
+        .await
+        .transcript();
     assert_words(&text, &["hello", "world"]);
     let (status, health) = SVC.get_json("/health").await;
     assert_eq!(status, 200);
-    assert_eq!(health["worker_restarts"], 0, "bad input never crashed the worker: {health}");
+    assert_eq!(
+        health["worker_restarts"], 0,
+        "bad input never crashed the worker: {health}"
+    );
 }

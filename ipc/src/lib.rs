@@ -41,6 +41,8 @@ pub const MAX_FRAME_LEN: usize = 512 * 1024 * 1024;
 pub const SAMPLE_RATE: u32 = 16_000;
 
 /// Messages from the parent to the worker.
+// A job is much larger than `Shutdown`; it is decoded once and moved once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Decode this job.
@@ -50,6 +52,9 @@ pub enum ToWorker {
 }
 
 /// Messages from the worker to the parent.
+// A result is much larger than the other variants, but every frame is decoded
+// once and moved once; boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The model is loaded; the worker accepts jobs.
@@ -431,7 +436,10 @@ mod tests {
         let b: ToWorker = decode(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         assert_eq!(a, ToWorker::Job(job()));
         assert_eq!(b, ToWorker::Shutdown);
-        assert!(read_frame(&mut r).unwrap().is_none(), "clean EOF is Ok(None)");
+        assert!(
+            read_frame(&mut r).unwrap().is_none(),
+            "clean EOF is Ok(None)"
+        );
     }
 
     #[test]

@@ -107,7 +107,9 @@ pub async fn spawn_worker(config: &NodeConfig) -> std::io::Result<(Child, ChildG
     let child = rx
         .await
         .map_err(|_| std::io::Error::other("worker-spawner dropped the request"))??;
-    let pid = child.id().ok_or_else(|| std::io::Error::other("child exited at once"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("child exited at once"))?;
     let guard = ChildGuard {
         pgid: pid as libc::pid_t,
         reaped: Arc::new(AtomicBool::new(false)),
@@ -189,19 +191,35 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--model-dir", "/m/tiny", "--device", "cpu", "--compute-type", "int8", "--threads", "2",
-                "--parent-pid", &pid
+                "--model-dir",
+                "/m/tiny",
+                "--device",
+                "cpu",
+                "--compute-type",
+                "int8",
+                "--threads",
+                "2",
+                "--parent-pid",
+                &pid
             ]
         );
         c.enable_fault_injection = true;
-        assert!(build_command(&c).1.contains(&"--enable-fault-injection".to_string()));
+        assert!(build_command(&c)
+            .1
+            .contains(&"--enable-fault-injection".to_string()));
     }
 
     #[test]
     fn exits_are_described_by_code_or_signal() {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(describe_exit(&std::process::ExitStatus::from_raw(9)), "killed by SIGKILL (9)");
-        assert_eq!(describe_exit(&std::process::ExitStatus::from_raw(3 << 8)), "exited with code 3");
+        assert_eq!(
+            describe_exit(&std::process::ExitStatus::from_raw(9)),
+            "killed by SIGKILL (9)"
+        );
+        assert_eq!(
+            describe_exit(&std::process::ExitStatus::from_raw(3 << 8)),
+            "exited with code 3"
+        );
     }
 
     #[tokio::test]
@@ -210,13 +228,24 @@ mod tests {
         command.args(["-c", "sleep 30"]).process_group(0);
         let (reply, rx) = tokio::sync::oneshot::channel();
         spawner()
-            .send(SpawnRequest { command, runtime: tokio::runtime::Handle::current(), reply })
+            .send(SpawnRequest {
+                command,
+                runtime: tokio::runtime::Handle::current(),
+                reply,
+            })
             .unwrap();
         let mut child = rx.await.unwrap().unwrap();
         let pid = child.id().unwrap() as libc::pid_t;
         // SAFETY: getpgid on our child.
-        assert_eq!(unsafe { libc::getpgid(pid) }, pid, "child leads its own process group");
-        let guard = ChildGuard { pgid: pid, reaped: Arc::new(AtomicBool::new(false)) };
+        assert_eq!(
+            unsafe { libc::getpgid(pid) },
+            pid,
+            "child leads its own process group"
+        );
+        let guard = ChildGuard {
+            pgid: pid,
+            reaped: Arc::new(AtomicBool::new(false)),
+        };
         drop(guard);
         let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
             .await

@@ -82,12 +82,12 @@ impl Actor for IngressActor {
                 }
                 let audio_secs = req.audio_secs();
                 if audio_secs > state.config.max_audio_secs {
-                    let _ = reply.send(Err(AsrError::Rejected(asr_ipc::WorkerError::InvalidAudio(
-                        format!(
+                    let _ = reply.send(Err(AsrError::Rejected(
+                        asr_ipc::WorkerError::InvalidAudio(format!(
                             "audio is {audio_secs:.0} s long; the limit is {:.0} s",
                             state.config.max_audio_secs
-                        ),
-                    ))));
+                        )),
+                    )));
                     return Ok(());
                 }
                 let id = state.next_id.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +120,9 @@ impl Actor for IngressActor {
                 match state.queue.cast(QueueMsg::Submit(job)) {
                     Ok(()) => {}
                     Err(MessagingErr::SendErr(QueueMsg::Submit(job))) => {
-                        let _ = job.reply.send(Err(AsrError::Internal("the queue is not running".into())));
+                        let _ = job
+                            .reply
+                            .send(Err(AsrError::Internal("the queue is not running".into())));
                     }
                     Err(e) => tracing::error!(error = %e, "could not submit job"),
                 }

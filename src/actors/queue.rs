@@ -115,7 +115,12 @@ pub fn fingerprint(samples: &[f32]) -> u64 {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // SAFETY: f32 has no padding or invalid bit patterns as bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(samples.as_ptr().cast::<u8>(), std::mem::size_of_val(samples)) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            samples.as_ptr().cast::<u8>(),
+            std::mem::size_of_val(samples),
+        )
+    };
     h.write(bytes);
     h.finish()
 }
@@ -208,7 +213,10 @@ impl QueueState {
             let retry_after = self.busy_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, queued = self.jobs.len(), ?retry_after, "queue full, refusing job");
             crate::metrics::busy_rejection();
-            let _ = job.reply.send(Err(AsrError::Busy { retry_after, queued: self.jobs.len() }));
+            let _ = job.reply.send(Err(AsrError::Busy {
+                retry_after,
+                queued: self.jobs.len(),
+            }));
             return;
         }
         self.arm_deadline(myself, &job);
@@ -317,7 +325,11 @@ impl QueueState {
 
     fn expire(&mut self, id: u64, attempt: u32) {
         self.sweep_gone();
-        if let Some(pos) = self.jobs.iter().position(|j| j.id == id && j.attempts == attempt) {
+        if let Some(pos) = self
+            .jobs
+            .iter()
+            .position(|j| j.id == id && j.attempts == attempt)
+        {
             if let Some(mut job) = self.jobs.remove(pos) {
                 self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
                 let waited = job.admitted_at.elapsed();

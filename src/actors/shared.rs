@@ -69,7 +69,8 @@ impl Shared {
             in_flight: g.in_flight,
             queue_depth: g.queue_depth,
             queue_capacity: self.queue_capacity,
-            ready: matches!(g.worker_state, WorkerState::Ready | WorkerState::Busy) && !g.shutting_down,
+            ready: matches!(g.worker_state, WorkerState::Ready | WorkerState::Busy)
+                && !g.shutting_down,
         });
         r
     }
@@ -98,7 +99,11 @@ impl Shared {
     pub fn worker_busy(&self, busy: bool) {
         self.with(|s| {
             if matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy) {
-                s.worker_state = if busy { WorkerState::Busy } else { WorkerState::Ready };
+                s.worker_state = if busy {
+                    WorkerState::Busy
+                } else {
+                    WorkerState::Ready
+                };
             }
             s.in_flight = usize::from(busy);
         });
@@ -154,7 +159,8 @@ impl Shared {
     pub fn status(&self) -> NodeStatus {
         let s = self.with(|s| s.clone());
         NodeStatus {
-            ready: matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy) && !s.shutting_down,
+            ready: matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy)
+                && !s.shutting_down,
             worker_state: s.worker_state,
             worker_pid: s.worker_pid,
             worker_generation: s.worker_generation,

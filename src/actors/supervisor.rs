@@ -96,7 +96,11 @@ pub struct SupervisorActor;
 
 /// Delay before the next restart, given how many restarts happened inside the
 /// intensity window (this one included).
-pub fn restart_delay(restarts_in_window: usize, max_restarts: u32, max_backoff: Duration) -> Duration {
+pub fn restart_delay(
+    restarts_in_window: usize,
+    max_restarts: u32,
+    max_backoff: Duration,
+) -> Duration {
     let max = max_restarts as usize;
     if restarts_in_window <= max {
         return Duration::ZERO;
@@ -126,7 +130,11 @@ impl SupervisorState {
     fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, cause: &str) {
         let now = Instant::now();
         let window = Duration::from_secs_f64(self.config.restart_window_secs);
-        while self.recent_restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
             self.recent_restarts.pop_front();
         }
         self.recent_restarts.push_back(now);
@@ -143,7 +151,9 @@ impl SupervisorState {
             delay_ms = delay.as_millis() as u64,
             "restarting worker"
         );
-        let _ = self.queue.cast(QueueMsg::WorkerDown { retry_after: delay + load });
+        let _ = self.queue.cast(QueueMsg::WorkerDown {
+            retry_after: delay + load,
+        });
         myself.send_after(delay, || SupervisorMsg::RestartWorker);
     }
 }
@@ -166,14 +176,20 @@ impl Actor for SupervisorActor {
         let (queue, _) = Actor::spawn_linked(
             None,
             BoundedQueueActor,
-            QueueArgs { limits, shared: args.shared.clone() },
+            QueueArgs {
+                limits,
+                shared: args.shared.clone(),
+            },
             myself.get_cell(),
         )
         .await?;
         let (ingress, _) = Actor::spawn_linked(
             None,
             IngressActor,
-            IngressArgs { config: args.config.clone(), queue: queue.clone() },
+            IngressArgs {
+                config: args.config.clone(),
+                queue: queue.clone(),
+            },
             myself.get_cell(),
         )
         .await?;
@@ -213,7 +229,10 @@ impl Actor for SupervisorActor {
         // Wait for the worker proxy to close the worker's stdin and see it
         // exit, so a shutdown leaves nothing behind.
         myself
-            .stop_children_and_wait(Some("supervisor stopping".into()), Some(Duration::from_secs(5)))
+            .stop_children_and_wait(
+                Some("supervisor stopping".into()),
+                Some(Duration::from_secs(5)),
+            )
             .await;
         state.shared.worker_stopped();
         Ok(())
@@ -236,7 +255,11 @@ impl Actor for SupervisorActor {
                     }
                 }
             }
-            SupervisorMsg::WorkerExited { generation, cause, load_failure } => {
+            SupervisorMsg::WorkerExited {
+                generation,
+                cause,
+                load_failure,
+            } => {
                 if generation != state.generation {
                     return Ok(());
                 }
@@ -282,7 +305,10 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let is_worker = state.worker.as_ref().is_some_and(|w| w.get_id() == cell.get_id());
+                let is_worker = state
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.get_id() == cell.get_id());
                 if is_worker {
                     // The proxy panicked; its ChildGuard already killed the
                     // child. Treat it like a worker exit.
@@ -291,7 +317,9 @@ impl Actor for SupervisorActor {
                     state.worker = None;
                     state.shared.worker_exited(cause.clone());
                     state.schedule_restart(&myself, &cause);
-                } else if cell.get_id() == state.queue.get_id() || cell.get_id() == state.ingress.get_id() {
+                } else if cell.get_id() == state.queue.get_id()
+                    || cell.get_id() == state.ingress.get_id()
+                {
                     tracing::error!(error = %err, "a core actor failed; the node stops");
                     state.shared.set_shutting_down();
                     myself.stop(Some("core actor failed".into()));
@@ -300,7 +328,8 @@ impl Actor for SupervisorActor {
             // Worker proxies stop themselves after WorkerExited, which
             // carries the cause; only the core actors matter here.
             SupervisionEvent::ActorTerminated(cell, _, reason)
-                if cell.get_id() == state.queue.get_id() || cell.get_id() == state.ingress.get_id() =>
+                if cell.get_id() == state.queue.get_id()
+                    || cell.get_id() == state.ingress.get_id() =>
             {
                 tracing::warn!(?reason, "a core actor stopped; the node stops");
                 state.shared.set_shutting_down();

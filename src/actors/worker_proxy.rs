@@ -127,12 +127,16 @@ impl WorkerProxyState {
     /// The child died with a job in flight: retry it, quarantine it, or fail
     /// it, per `max_crash_retries`.
     fn crashed_in_flight(&mut self, cause: &str) {
-        let Some(f) = self.in_flight.take() else { return };
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
         crate::telemetry::decode_failed(&f.span, "worker_crashed", &cause);
         let max = self.args.config.max_crash_retries;
         let mut job = f.job;
         if max == 0 {
-            let _ = job.reply.send(Err(AsrError::WorkerCrashed { detail: cause.to_string() }));
+            let _ = job.reply.send(Err(AsrError::WorkerCrashed {
+                detail: cause.to_string(),
+            }));
         } else if job.attempts < max {
             job.attempts += 1;
             let _ = self.args.queue.cast(QueueMsg::Retry(job));
@@ -145,7 +149,10 @@ impl WorkerProxyState {
 
     fn report_idle(&self, myself: &ActorRef<WorkerProxyMsg>, rtf: Option<f64>) {
         self.args.shared.worker_busy(false);
-        let _ = self.args.queue.cast(QueueMsg::WorkerIdle { worker: myself.clone(), rtf });
+        let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
+            worker: myself.clone(),
+            rtf,
+        });
     }
 }
 
@@ -249,9 +256,10 @@ impl Actor for WorkerProxyActor {
             let _ = me.cast(WorkerProxyMsg::Exited(desc));
         }));
 
-        myself.send_after(Duration::from_secs_f64(args.config.load_timeout_secs), || {
-            WorkerProxyMsg::LoadDeadline
-        });
+        myself.send_after(
+            Duration::from_secs_f64(args.config.load_timeout_secs),
+            || WorkerProxyMsg::LoadDeadline,
+        );
 
         Ok(WorkerProxyState {
             args,
@@ -271,7 +279,11 @@ impl Actor for WorkerProxyActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(f) = state.in_flight.take() {
-            crate::telemetry::decode_failed(&f.span, "shutting_down", &"the node stopped before the answer");
+            crate::telemetry::decode_failed(
+                &f.span,
+                "shutting_down",
+                &"the node stopped before the answer",
+            );
             let _ = f.job.reply.send(Err(AsrError::ShuttingDown));
         }
         if !state.exited {
@@ -317,10 +329,10 @@ impl Actor for WorkerProxyActor {
                     "worker ready"
                 );
                 state.args.shared.worker_loaded(&hello);
-                let _ = state
-                    .args
-                    .supervisor
-                    .cast(SupervisorMsg::WorkerLoaded { generation, hello: hello.clone() });
+                let _ = state.args.supervisor.cast(SupervisorMsg::WorkerLoaded {
+                    generation,
+                    hello: hello.clone(),
+                });
                 state.hello = Some(hello);
                 state.report_idle(&myself, None);
             }
@@ -328,22 +340,42 @@ impl Actor for WorkerProxyActor {
                 tracing::error!(generation, model_path = %f.model_path, cause = %f.cause, "worker could not load the model");
                 state.load_failure = Some(format!("{}: {}", f.model_path, f.cause));
             }
-            WorkerProxyMsg::Frame(FromWorker::Progress { job_id, decoded_secs, total_secs }) => {
+            WorkerProxyMsg::Frame(FromWorker::Progress {
+                job_id,
+                decoded_secs,
+                total_secs,
+            }) => {
                 tracing::debug!(job_id, decoded_secs, total_secs, "decode progress");
-                if let Some(sink) = state.in_flight.as_ref().filter(|f| f.job.id == job_id).and_then(|f| f.job.progress.as_ref()) {
-                    let _ = sink.send(crate::api::Progress { decoded_secs, total_secs });
+                if let Some(sink) = state
+                    .in_flight
+                    .as_ref()
+                    .filter(|f| f.job.id == job_id)
+                    .and_then(|f| f.job.progress.as_ref())
+                {
+                    let _ = sink.send(crate::api::Progress {
+                        decoded_secs,
+                        total_secs,
+                    });
                 }
             }
             WorkerProxyMsg::Frame(FromWorker::Done(result)) => {
                 let Some(f) = state.in_flight.take() else {
-                    tracing::warn!(job_id = result.job_id, "result for a job that is no longer in flight");
+                    tracing::warn!(
+                        job_id = result.job_id,
+                        "result for a job that is no longer in flight"
+                    );
                     return Ok(());
                 };
                 if f.job.id != result.job_id {
-                    tracing::error!(expected = f.job.id, got = result.job_id, "worker answered the wrong job");
+                    tracing::error!(
+                        expected = f.job.id,
+                        got = result.job_id,
+                        "worker answered the wrong job"
+                    );
                 }
                 let decode_time = f.dispatched_at.elapsed();
-                let rtf = (f.job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / f.job.audio_secs);
+                let rtf =
+                    (f.job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / f.job.audio_secs);
                 crate::telemetry::decode_succeeded(&f.span, f.job.audio_secs, &result, decode_time);
                 tracing::info!(
                     parent: &f.job.span,
@@ -386,10 +418,23 @@ impl Actor for WorkerProxyActor {
                 let span = crate::telemetry::decode_span(&job, generation, state.hello.as_ref());
                 // The worker may ignore it; it makes the process boundary explicit.
                 let traceparent = crate::telemetry::traceparent(&span);
-                let out = Outgoing { id: job.id, traceparent, payload: job.payload.clone() };
-                let sent = state.to_child.as_ref().map(|tx| tx.send(out).is_ok()).unwrap_or(false);
+                let out = Outgoing {
+                    id: job.id,
+                    traceparent,
+                    payload: job.payload.clone(),
+                };
+                let sent = state
+                    .to_child
+                    .as_ref()
+                    .map(|tx| tx.send(out).is_ok())
+                    .unwrap_or(false);
                 let id = job.id;
-                state.in_flight = Some(InFlight { job, dispatched_at: Instant::now(), deadline, span });
+                state.in_flight = Some(InFlight {
+                    job,
+                    dispatched_at: Instant::now(),
+                    deadline,
+                    span,
+                });
                 state.args.shared.worker_busy(true);
                 if !sent {
                     // The writer stopped: the child is dying; Exited follows
@@ -400,11 +445,23 @@ impl Actor for WorkerProxyActor {
             }
             WorkerProxyMsg::DecodeDeadline(id) => {
                 if state.in_flight.as_ref().is_some_and(|f| f.job.id == id) {
-                    let limit = state.in_flight.as_ref().map(|f| f.deadline).unwrap_or_default();
-                    tracing::error!(job_id = id, generation, ?limit, "decode deadline passed, killing the worker");
+                    let limit = state
+                        .in_flight
+                        .as_ref()
+                        .map(|f| f.deadline)
+                        .unwrap_or_default();
+                    tracing::error!(
+                        job_id = id,
+                        generation,
+                        ?limit,
+                        "decode deadline passed, killing the worker"
+                    );
                     // Not ready from this instant: the kill is on its way,
                     // so nobody may read "ready" between the 504 and the exit.
-                    state.args.shared.worker_exited(format!("killed after the decode deadline of {limit:?}"));
+                    state
+                        .args
+                        .shared
+                        .worker_exited(format!("killed after the decode deadline of {limit:?}"));
                     state.guard.kill();
                     state.fail_in_flight(AsrError::DecodeTimeout { limit });
                 }

@@ -35,7 +35,11 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
 
 /// Whether the peer has closed the socket (non-blocking check).
 fn peer_closed(fd: RawFd) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && (p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)) != 0
@@ -67,7 +71,10 @@ mod tests {
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(!peer_closed(server.as_raw_fd()), "open connection with unread data is not closed");
+        assert!(
+            !peer_closed(server.as_raw_fd()),
+            "open connection with unread data is not closed"
+        );
         drop(client);
         std::thread::sleep(Duration::from_millis(20));
         assert!(peer_closed(server.as_raw_fd()), "closed peer is noticed");
