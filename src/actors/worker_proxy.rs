@@ -385,6 +385,10 @@ impl Actor for WorkerProxyActor {
                     decode_ms = decode_time.as_millis() as u64,
                     "job done"
                 );
+                // Publish "idle" (and hand the worker the next job) before the
+                // client can see its answer, so a status read right after the
+                // answer never shows this job still in flight.
+                state.report_idle(&myself, rtf);
                 let _ = f.job.reply.send(Ok(Transcript {
                     job_id: f.job.id,
                     queue_wait: f.dispatched_at - f.job.admitted_at,
@@ -392,10 +396,11 @@ impl Actor for WorkerProxyActor {
                     worker_generation: generation,
                     result,
                 }));
-                state.report_idle(&myself, rtf);
             }
             WorkerProxyMsg::Frame(FromWorker::Failed { job_id, error }) => {
-                match state.in_flight.take() {
+                let in_flight = state.in_flight.take();
+                state.report_idle(&myself, None);
+                match in_flight {
                     Some(f) => {
                         crate::telemetry::decode_failed(&f.span, "rejected", &error);
                         tracing::info!(parent: &f.job.span, job_id, generation, error = %error, "worker refused job");
@@ -403,7 +408,6 @@ impl Actor for WorkerProxyActor {
                     }
                     None => tracing::warn!(job_id, "failure for a job that is no longer in flight"),
                 }
-                state.report_idle(&myself, None);
             }
             WorkerProxyMsg::Run(job) => {
                 if state.in_flight.is_some() || state.hello.is_none() || state.exited {
