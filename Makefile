@@ -66,7 +66,7 @@ run: setup build ## Set up, build, then serve on LISTEN with the model in MODEL_
 test: setup build ## Set up, build, then run every test (release) against the real model
 	WHISPER_NODE_TEST_MODEL_DIR="$(MODEL_PATH)" \
 	WHISPER_NODE_WORKER_PATH="$(RELEASE_DIR)/worker-proc" \
-	$(CARGO) test --release --workspace $(FEATURE_FLAGS) $(TEST_ARGS)
+	$(CARGO) test --release --workspace --no-fail-fast $(FEATURE_FLAGS) $(TEST_ARGS)
 
 lint: system ## cargo fmt --check, then clippy (release profile, warnings are errors)
 	$(CARGO) fmt --all -- --check

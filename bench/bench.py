@@ -427,6 +427,15 @@ def analyse_load(done, decode_sum_s, single_ms, engine_ms):
         out["decode_source"] = "X-Decode-Ms (+0.5 ms truncation)"
     out["parent_gap_ms"] = (span_s * 1e3 - dec_rest) / (n - 1)
     out["decode_ms_mean"] = dec_rest / (n - 1)
+    # The engine's own wait before each job, measured inside the worker
+    # (X-Engine-Idle-Us); the first answer's includes the pause before the
+    # phase, so it is left out.
+    idles = sorted(float(d[3]["x-engine-idle-us"]) / 1e3 for d in ok[1:] if "x-engine-idle-us" in d[3])
+    if idles:
+        out["engine_idle_ms_median"] = med(idles)
+        out["engine_idle_ms_p95"] = idles[min(len(idles) - 1, int(0.95 * len(idles)))]
+        out["engine_idle_ms_max"] = idles[-1]
+        out["engine_idle_n"] = len(idles)
     if engine_ms:
         out["worker_alone_ms"] = engine_ms
         out["engine_idle_est_ms"] = per_job_ms - engine_ms
@@ -580,34 +589,47 @@ def main():
             lb = 5 if 5 in beams else beams[0]
             phases = [(c, b, n) for c, b, n in (("clip10", lb, args.load_requests), ("hello", 1, args.mem_requests))
                       if c in manifest and n >= 3]
-            for c, b, n in phases:
+            # The same phases with job staging off, on a second service, to
+            # show what staging the next job in the worker buys.
+            svc_off = Service(bin_dir, args.model_dir, ct, threads, out / f"service-{ct}-nostage.log",
+                              extra=("--stage-next-job", "false"))
+            svc_off.post(*bodies[(wc, beams[0])])
+            runs = [(svc, c, b, n, "") for c, b, n in phases] + \
+                   [(svc_off, c, b, max(3, n // 2), " (staging off)") for c, b, n in phases]
+            refs = {}
+            for target, c, b, n, label in runs:
                 # Single-request reference: alternate service and worker alone.
-                svc_ms, eng_ms = [], []
-                for _ in range(3 if not args.quick else 2):
-                    svc_ms.append(svc.post(*bodies[(c, b)])[1])
-                    n_service_requests += 1
-                    eng_ms.append(worker_alone(bin_dir, args.model_dir, ct, threads, CLIPS / f"{c}.wav", b)["ms"])
-                log(f"bench: [{ct}] sustained load: {n} requests of {c}.wav, beam {b}, 3 clients back to back ...")
-                s0 = svc.metric("asr_decode_seconds_sum")
+                if (c, b) not in refs:
+                    svc_ms, eng_ms = [], []
+                    for _ in range(3 if not args.quick else 2):
+                        svc_ms.append(svc.post(*bodies[(c, b)])[1])
+                        n_service_requests += 1
+                        eng_ms.append(worker_alone(bin_dir, args.model_dir, ct, threads, CLIPS / f"{c}.wav", b)["ms"])
+                    refs[(c, b)] = (svc_ms, eng_ms)
+                svc_ms, eng_ms = refs[(c, b)]
+                log(f"bench: [{ct}] sustained load{label}: {n} requests of {c}.wav, beam {b}, 3 clients back to back ...")
+                s0 = target.metric("asr_decode_seconds_sum")
                 rss_series = []
                 stop = threading.Event()
 
-                def sample():
+                def sample(target=target):
                     while not stop.wait(2.0):
-                        rss_series.append(svc.parent_rss_kib())
+                        rss_series.append(target.parent_rss_kib())
 
                 th = threading.Thread(target=sample, daemon=True)
                 th.start()
-                done, wall = sustained_load(svc, *bodies[(c, b)], n=n, concurrency=3)
+                done, wall = sustained_load(target, *bodies[(c, b)], n=n, concurrency=3)
                 stop.set()
                 th.join()
-                s1 = svc.metric("asr_decode_seconds_sum")
-                n_service_requests += len(done)
+                s1 = target.metric("asr_decode_seconds_sum")
+                if target is svc:
+                    n_service_requests += len(done)
                 dsum = (s1 - s0) if (s0 is not None and s1 is not None) else None
                 res = analyse_load(done, dsum, med(svc_ms), med(eng_ms))
-                res.update({"clip": c, "beam": b, "compute_type": ct, "concurrency": 3, "wall_s": wall,
+                res.update({"clip": c, "beam": b, "compute_type": ct, "concurrency": 3, "wall_s": wall, "label": label,
                             "parent_rss_kib_series": rss_series[:: max(1, len(rss_series) // 12)]})
-                load[c] = res
+                load[c + label] = res
+            svc_off.stop()
             h2 = svc.health()
             mem[ct] = {"restarts": h2.get("worker_restarts")}
         time.sleep(0.5)
@@ -683,19 +705,24 @@ def render(rep, args):
                  f"| {fmt_mib(v.get('parent_idle_kib'))} → {fmt_mib(v.get('parent_end_kib'))} (N = {v.get('service_requests')}) |")
     if rep["load"]:
         L.append("")
-        L.append("| sustained load (3 clients back to back) | answers by status | single request ms | per job under load ms | throughput × single time | parent gap between jobs ms | per job − worker alone ms | parent RSS MiB during run |")
+        L.append("| sustained load (3 clients back to back) | answers by status | single request ms | per job under load ms | throughput × single time | engine idle between jobs ms: median / p95 / max | per job − worker alone ms | parent RSS MiB during run |")
         L.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for c, v in rep["load"].items():
             series = v.get("parent_rss_kib_series") or []
             s = " → ".join(fmt_mib(x) for x in series[:1] + series[-1:]) if series else "–"
             st = ", ".join(f"{k}: {n}" for k, n in sorted(v.get("statuses", {}).items()))
-            L.append(f"| {c}.wav {v['compute_type']} beam {v['beam']} | {st} | {fmt_ms(v.get('single_request_ms'))} "
+            idle = "–"
+            if "engine_idle_ms_median" in v:
+                idle = f"{v['engine_idle_ms_median']:.3f} / {v['engine_idle_ms_p95']:.3f} / {v['engine_idle_ms_max']:.3f}"
+            L.append(f"| {v['clip']}.wav {v['compute_type']} beam {v['beam']}{v.get('label', '')} | {st} | {fmt_ms(v.get('single_request_ms'))} "
                      f"| {fmt_ms(v.get('per_job_ms'))} | {v.get('throughput_x_single', float('nan')):.3f} "
-                     f"| {v.get('parent_gap_ms', float('nan')):.2f} | {v.get('engine_idle_est_ms', float('nan')):.0f} | {s} |")
+                     f"| {idle} | {v.get('engine_idle_est_ms', float('nan')):.0f} | {s} |")
         L.append("")
         L.append("*throughput × single time*: (jobs/s under load) × (median single-request time); 1.0 means throughput = 1 ÷ single-request time. "
-                 "*parent gap*: (time between the first and last answer − the decode times of jobs 2..N, from `asr_decode_seconds_sum`) ÷ (N − 1): "
-                 "how long the worker proxy held no job between back-to-back jobs, seen from the parent (the worker's IPC read/write is inside the decode time, so the engine's own idle time is this plus the IPC transfer). "
+                 "*engine idle between jobs*: measured inside the worker for every job but the first of the phase (`X-Engine-Idle-Us`): "
+                 "from the end of its previous job to the start of this one, i.e. the hand-over gap the engine sees. "
+                 "With staging (the default) the next job's audio is already in the worker's memory; *staging off* rows run the same load on a "
+                 "service started with `--stage-next-job false`, where each job crosses the pipe only after the previous answer. "
                  "*per job − worker alone*: per-job time under load − the worker-alone time of the same clip, an upper bound of the engine's idle time per job "
                  "(it also holds the PCM transfer over IPC and the difference between two processes; noisy on a shared machine).")
     return "\n".join(L)

@@ -119,6 +119,17 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,
 
+    /// Stage the next job in the worker while one decodes: its audio is
+    /// sent ahead, so back-to-back jobs leave the engine no idle gap. The
+    /// staged job still counts as waiting (capacity, deadline, client gone).
+    #[arg(
+        long,
+        env = "WHISPER_NODE_STAGE_NEXT_JOB",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub stage_next_job: bool,
+
     /// Default beam size.
     #[arg(long, env = "WHISPER_NODE_BEAM_SIZE", default_value_t = 5)]
     pub beam_size: u32,

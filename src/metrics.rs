@@ -17,7 +17,7 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `asr_queue_depth` | gauge | jobs waiting in the queue |
+//! | `asr_queue_depth` | gauge | jobs waiting: in the queue, plus the one staged in the worker |
 //! | `asr_queue_capacity` | gauge | jobs the queue admits |
 //! | `asr_queue_wait_seconds` | histogram | admission → dispatch, per dispatched job (avg = `_sum/_count`, p95 with `histogram_quantile`) |
 //! | `asr_queue_timeouts_total` | counter | jobs that waited past their deadline |
@@ -25,6 +25,7 @@
 //! | `asr_in_flight_jobs` | gauge | jobs being decoded (0 or 1) |
 //! | `asr_decode_seconds` | histogram | dispatch → answer, per successful decode |
 //! | `asr_real_time_factor` | histogram | decode seconds per audio second, per successful decode |
+//! | `asr_engine_idle_seconds` | histogram | measured inside the worker: how long the engine sat without work before each job (end of its previous job to the start of this one); under sustained load, the hand-over gap between jobs |
 //! | `asr_audio_seconds_total` | counter | audio seconds transcribed successfully (whole seconds; the remainder carries over) |
 //! | `asr_decode_failures_total{reason}` | counter | decodes that failed: `worker_crashed`, `decode_timeout`, `rejected`, `shutting_down` (rate with `rate()`) |
 //! | `asr_jobs_total{outcome}` | counter | jobs answered by the node, by outcome (`ok`, `busy`, `worker_crashed`, …) |
@@ -62,6 +63,9 @@ pub const IN_FLIGHT_JOBS: &str = "asr_in_flight_jobs";
 pub const DECODE_SECONDS: &str = "asr_decode_seconds";
 /// Decode seconds per audio second (histogram).
 pub const REAL_TIME_FACTOR: &str = "asr_real_time_factor";
+/// Engine idle time before each job, measured in the worker (histogram,
+/// seconds).
+pub const ENGINE_IDLE_SECONDS: &str = "asr_engine_idle_seconds";
 /// Audio seconds transcribed (counter).
 pub const AUDIO_SECONDS_TOTAL: &str = "asr_audio_seconds_total";
 /// Failed decodes by reason (counter).
@@ -88,6 +92,11 @@ pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
 /// Bucket bounds (seconds) of the decode and request histograms.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Bucket bounds (seconds) of the engine-idle histogram: fine below 1 ms,
+/// where the hand-over gap of back-to-back jobs lies.
+pub const ENGINE_IDLE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 10.0, 60.0,
 ];
 /// Bucket bounds of the real-time-factor histogram.
 pub const RTF_BUCKETS: &[f64] = &[
@@ -119,6 +128,7 @@ fn builder() -> PrometheusBuilder {
     let b = with(b, QUEUE_WAIT_SECONDS, QUEUE_WAIT_BUCKETS);
     let b = with(b, DECODE_SECONDS, DURATION_BUCKETS);
     let b = with(b, REQUEST_DURATION_SECONDS, DURATION_BUCKETS);
+    let b = with(b, ENGINE_IDLE_SECONDS, ENGINE_IDLE_BUCKETS);
     with(b, REAL_TIME_FACTOR, RTF_BUCKETS)
 }
 
@@ -190,6 +200,11 @@ fn describe() {
         REAL_TIME_FACTOR,
         "Decode seconds per audio second, successful decodes."
     );
+    describe_histogram!(
+        ENGINE_IDLE_SECONDS,
+        Unit::Seconds,
+        "Time the engine sat without work before each job, measured in the worker."
+    );
     describe_counter!(
         AUDIO_SECONDS_TOTAL,
         Unit::Seconds,
@@ -230,6 +245,7 @@ fn describe() {
         DECODE_SECONDS,
         REAL_TIME_FACTOR,
         REQUEST_DURATION_SECONDS,
+        ENGINE_IDLE_SECONDS,
     ] {
         let _ = histogram!(name);
     }
@@ -292,6 +308,11 @@ pub fn decode_succeeded(audio_secs: f64, decode_time: Duration, rtf: Option<f64>
     if let Some(rtf) = rtf.filter(|r| r.is_finite()) {
         histogram!(REAL_TIME_FACTOR).record(rtf);
     }
+}
+
+/// The worker reported how long its engine waited before a job.
+pub fn engine_idle(idle: Duration) {
+    histogram!(ENGINE_IDLE_SECONDS).record(idle.as_secs_f64());
 }
 
 /// A decode failed for `reason`.

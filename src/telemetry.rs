@@ -685,6 +685,7 @@ mod tests {
                 &asr_ipc::Timings {
                     started_unix_ns: t0,
                     total_us: 3_000,
+                    idle_before_us: None,
                     phases: vec![
                         asr_ipc::Phase {
                             name: "features".into(),

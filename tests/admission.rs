@@ -68,8 +68,32 @@ async fn a_job_that_waits_past_its_deadline_gets_504_and_is_never_decoded() {
         h["worker_state"] == "busy"
     })
     .await;
+    // A client may ask for a shorter deadline than the node's.
     let t0 = Instant::now();
-    let late = svc.transcribe(&fixture("clip10.wav"), &[]).await;
+    let hurried = svc
+        .transcribe_bytes(
+            std::fs::read(fixture("clip10.wav")).unwrap(),
+            "clip10.wav",
+            &[],
+            &[("x-max-queue-wait-ms", "300")],
+        )
+        .await;
+    assert_eq!(hurried.status, 504, "{}", hurried.text);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+    // A longer one than the node's is capped to it.
+    let t0 = Instant::now();
+    let late = svc
+        .transcribe_bytes(
+            std::fs::read(fixture("clip10.wav")).unwrap(),
+            "clip10.wav",
+            &[],
+            &[("x-max-queue-wait-ms", "60000")],
+        )
+        .await;
     assert_eq!(late.status, 504, "{}", late.text);
     assert_eq!(late.json()["error"]["code"], "queue_timeout");
     let waited = t0.elapsed();

@@ -28,7 +28,10 @@ async fn wav_flac_mp3_and_ogg_uploads_come_back_with_the_spoken_words() {
         // A window may fall back to temperature sampling (random), so one key
         // word may be misheard on a lossy format: require 3 of the 4.
         let heard = CLIP10_WORDS.iter().filter(|w| text.contains(*w)).count();
-        assert!(heard >= 3, "{name}: only {heard} of {CLIP10_WORDS:?} in {text:?}");
+        assert!(
+            heard >= 3,
+            "{name}: only {heard} of {CLIP10_WORDS:?} in {text:?}"
+        );
         assert!(a.headers.contains_key("x-job-id"), "{name}: job id header");
     }
 }

@@ -17,10 +17,18 @@
 //!    means the parent must not send anything.
 //! 3. The parent sends [`ToWorker::Job`]; the child decodes it on its main
 //!    thread and answers with zero or more [`FromWorker::Progress`] frames
-//!    and exactly one [`FromWorker::Done`] or [`FromWorker::Failed`].
-//!    The parent may stage the next job before the answer arrives; the child
-//!    reads it only after it has answered the current one.
-//! 4. The child exits when its stdin reaches EOF or on [`ToWorker::Shutdown`].
+//!    and exactly one [`FromWorker::Done`] or [`FromWorker::Failed`], in the
+//!    order the jobs were sent.
+//!    The parent may stage the next job before the answer arrives: the
+//!    child reads (and deserialises) frames on a thread of its own while it
+//!    decodes, so the next job's audio is already in memory when the current
+//!    one ends, and the engine does not wait for it.
+//! 4. [`ToWorker::Cancel`] may come at any time: a staged job it names is
+//!    answered [`WorkerError::Cancelled`] without being decoded, a running
+//!    one stops at its next 30 s window and is answered the same; a job
+//!    already answered is not affected.
+//! 5. The child exits when its stdin reaches EOF or on [`ToWorker::Shutdown`]
+//!    (after the jobs sent before it).
 //!
 //! Decoding never panics on malformed input: [`decode`] returns an error.
 
@@ -31,7 +39,10 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. Bump on any change of the frame types.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: `DecodeOptions::vad_filter` and `DecodeOptions::vad`;
+/// `ToWorker::Cancel` and `WorkerError::Cancelled`; `Timings::idle_before_us`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts: 512 MiB, about 2.3 hours of 16 kHz
 /// mono f32 PCM in one job.
@@ -49,6 +60,11 @@ pub enum ToWorker {
     Job(Job),
     /// Finish and exit cleanly (closing stdin has the same effect).
     Shutdown,
+    /// Do not decode this job, or stop decoding it (see the protocol).
+    Cancel {
+        /// The job to cancel.
+        job_id: u64,
+    },
 }
 
 /// Messages from the worker to the parent.
@@ -214,6 +230,48 @@ pub struct DecodeOptions {
     pub word_timestamps: bool,
     /// Suppress blank outputs at the start of sampling.
     pub suppress_blank: bool,
+    /// Voice-activity detection first (faster-whisper's `vad_filter`): only
+    /// the speech is decoded, and timestamps are mapped back to the
+    /// original timeline. Off by default, as in faster-whisper.
+    #[serde(default)]
+    pub vad_filter: bool,
+    /// Parameters of the voice-activity detection (used with `vad_filter`).
+    #[serde(default)]
+    pub vad: VadOptions,
+}
+
+/// Voice-activity detection parameters; the defaults and meanings are
+/// faster-whisper's `VadOptions` (for `WhisperModel.transcribe`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VadOptions {
+    /// A frame whose speech probability is at least this is speech.
+    pub threshold: f32,
+    /// Below this a frame ends speech; between it and `threshold` a frame
+    /// keeps the current state. `None`: `max(threshold - 0.15, 0.01)`.
+    pub neg_threshold: Option<f32>,
+    /// Speech chunks this short or shorter are dropped.
+    pub min_speech_duration_ms: u32,
+    /// Longer speech chunks are split (at the last silence of at least
+    /// 98 ms if any); `None` = unlimited (faster-whisper's default).
+    pub max_speech_duration_s: Option<f32>,
+    /// Silence must last this long to end a speech chunk.
+    pub min_silence_duration_ms: u32,
+    /// Padding added on each side of every speech chunk.
+    pub speech_pad_ms: u32,
+}
+
+impl Default for VadOptions {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            neg_threshold: None,
+            min_speech_duration_ms: 0,
+            max_speech_duration_s: None,
+            min_silence_duration_ms: 2000,
+            speech_pad_ms: 400,
+        }
+    }
 }
 
 impl Default for DecodeOptions {
@@ -237,6 +295,8 @@ impl Default for DecodeOptions {
             max_initial_timestamp: 1.0,
             word_timestamps: false,
             suppress_blank: true,
+            vad_filter: false,
+            vad: VadOptions::default(),
         }
     }
 }
@@ -309,6 +369,11 @@ pub struct Timings {
     pub total_us: u64,
     /// Each phase in order, with wall-clock start and end.
     pub phases: Vec<Phase>,
+    /// How long the engine sat without work before this job, microseconds:
+    /// from the end of the worker's previous job to the start of this one
+    /// (`None` for the first job). Under sustained load this is the hand-over
+    /// gap between jobs; otherwise it is simply idle time.
+    pub idle_before_us: Option<u64>,
 }
 
 /// One timed phase of a decode.
@@ -338,6 +403,9 @@ pub enum WorkerError {
     /// The engine returned an error.
     #[error("engine error: {0}")]
     Engine(String),
+    /// The parent cancelled the job ([`ToWorker::Cancel`]).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// A frame that could not be encoded or decoded.
@@ -430,11 +498,14 @@ mod tests {
     fn frames_round_trip_through_a_byte_stream() {
         let mut wire = Vec::new();
         write_frame(&mut wire, &ToWorker::Job(job())).unwrap();
+        write_frame(&mut wire, &ToWorker::Cancel { job_id: 7 }).unwrap();
         write_frame(&mut wire, &ToWorker::Shutdown).unwrap();
         let mut r = io::Cursor::new(wire);
         let a: ToWorker = decode(&read_frame(&mut r).unwrap().unwrap()).unwrap();
+        let c: ToWorker = decode(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         let b: ToWorker = decode(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         assert_eq!(a, ToWorker::Job(job()));
+        assert_eq!(c, ToWorker::Cancel { job_id: 7 });
         assert_eq!(b, ToWorker::Shutdown);
         assert!(
             read_frame(&mut r).unwrap().is_none(),

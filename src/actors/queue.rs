@@ -19,7 +19,10 @@
 //! - A job that waits past its deadline is answered
 //!   [`AsrError::QueueTimeout`] and never sent to the worker; a job whose
 //!   client has gone (reply port closed) is dropped before decode.
-//! - The worker is handed the next job the moment it reports idle.
+//! - The worker is handed the next job the moment it reports idle; with
+//!   staging it asks again while it decodes, and the job it then gets waits
+//!   in the worker ([`super::worker_proxy`] checks its client and deadline
+//!   there) and still counts against the capacity.
 //! - A job whose decode crashed the worker comes back as
 //!   [`QueueMsg::Retry`] and goes first in line (capacity does not apply: it
 //!   was admitted already); an input that crashed the worker too often is
@@ -87,13 +90,24 @@ pub struct QueuedJob {
 pub enum QueueMsg {
     /// Admit (or refuse) a job.
     Submit(QueuedJob),
-    /// The worker can take a job now.
+    /// The worker can take a job now. Sent only while the proxy holds no
+    /// staged job.
     WorkerIdle {
         /// The proxy to send it to.
         worker: ActorRef<WorkerProxyMsg>,
         /// Real-time factor (decode seconds per audio second) of the job it
         /// just finished, if any.
         rtf: Option<f64>,
+        /// The job would be staged behind the one in flight (it still waits,
+        /// so it keeps counting against the queue's capacity), rather than
+        /// decoded at once.
+        stage: bool,
+    },
+    /// This worker proxy's child exited: never dispatch to it again (sent
+    /// before the jobs it gives back).
+    WorkerGone {
+        /// The proxy.
+        worker: ActorRef<WorkerProxyMsg>,
     },
     /// The worker died; new jobs are refused with 503 until it is back.
     WorkerDown {
@@ -104,6 +118,10 @@ pub enum QueueMsg {
     Expire(u64, u32),
     /// A job that was in flight when the worker crashed: run it again first.
     Retry(QueuedJob),
+    /// A job the worker proxy took but did not decode (staged in a worker
+    /// that died, or sent to a proxy that could not take it): first in line
+    /// again, its attempts unchanged.
+    Requeue(QueuedJob),
     /// This audio crashed the worker too often: refuse it from now on.
     Quarantine(u64),
     /// Shutdown: answer everything waiting with 503 and admit nothing more.
@@ -157,7 +175,11 @@ pub struct QueueState {
     shared: Arc<Shared>,
     jobs: VecDeque<QueuedJob>,
     queued_audio_secs: f64,
-    idle_worker: Option<ActorRef<WorkerProxyMsg>>,
+    /// The proxy that asked for a job, and whether it would stage it.
+    idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
+    /// Audio seconds of the job staged in the worker (0 when none): it has
+    /// left this queue but still waits, so it counts as queued.
+    staged_audio_secs: Option<f64>,
     worker_up: bool,
     down_until: Option<Instant>,
     /// Moving average of decode seconds per audio second.
@@ -167,14 +189,20 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    fn publish(&self) {
-        self.shared.set_queue_depth(self.jobs.len());
+    /// Jobs waiting: in this queue, plus the one staged in the worker.
+    fn waiting(&self) -> usize {
+        self.jobs.len() + usize::from(self.staged_audio_secs.is_some())
     }
 
-    /// How long until a refused client should retry: the queued audio times
-    /// the measured real-time factor, at least a second.
+    fn publish(&self) {
+        self.shared.set_queue_depth(self.waiting());
+    }
+
+    /// How long until a refused client should retry: the waiting audio
+    /// times the measured real-time factor, at least a second.
     fn busy_retry_after(&self) -> Duration {
-        let secs = (self.queued_audio_secs * self.rtf).clamp(1.0, 120.0);
+        let waiting = self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0);
+        let secs = (waiting * self.rtf).clamp(1.0, 120.0);
         Duration::from_secs_f64(secs.ceil())
     }
 
@@ -206,16 +234,17 @@ impl QueueState {
             return;
         }
         self.sweep_gone();
+        let waiting_audio = self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0);
         let over_audio = self.limits.max_audio_secs > 0.0
-            && !self.jobs.is_empty()
-            && self.queued_audio_secs + job.audio_secs > self.limits.max_audio_secs;
-        if self.jobs.len() >= self.limits.capacity || over_audio {
+            && self.waiting() > 0
+            && waiting_audio + job.audio_secs > self.limits.max_audio_secs;
+        if self.waiting() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
-            tracing::info!(parent: &job.span, job_id = job.id, queued = self.jobs.len(), ?retry_after, "queue full, refusing job");
+            tracing::info!(parent: &job.span, job_id = job.id, queued = self.waiting(), ?retry_after, "queue full, refusing job");
             crate::metrics::busy_rejection();
             let _ = job.reply.send(Err(AsrError::Busy {
                 retry_after,
-                queued: self.jobs.len(),
+                queued: self.waiting(),
             }));
             return;
         }
@@ -232,14 +261,24 @@ impl QueueState {
         myself.send_after(until_deadline, move || QueueMsg::Expire(id, attempt));
     }
 
-    /// A crashed job goes first in line with a fresh deadline that allows
-    /// for the worker's restart.
-    fn retry(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob, max_wait: Duration) {
+    /// A crashed (or requeued) job goes first in line with a fresh deadline
+    /// that allows for the worker's restart.
+    fn retry(
+        &mut self,
+        myself: &ActorRef<QueueMsg>,
+        mut job: QueuedJob,
+        max_wait: Duration,
+        crashed: bool,
+    ) {
         if self.draining {
             let _ = job.reply.send(Err(AsrError::ShuttingDown));
             return;
         }
-        tracing::warn!(parent: &job.span, job_id = job.id, attempt = job.attempts, "retrying job after a worker crash");
+        if crashed {
+            tracing::warn!(parent: &job.span, job_id = job.id, attempt = job.attempts, "retrying job after a worker crash");
+        } else {
+            tracing::info!(parent: &job.span, job_id = job.id, "job back in the queue before decode");
+        }
         job.deadline = Instant::now() + max_wait + self.down_retry_after();
         self.arm_deadline(myself, &job);
         self.queued_audio_secs += job.audio_secs;
@@ -265,15 +304,15 @@ impl QueueState {
     /// Hands the front job to the idle worker, skipping jobs whose client
     /// left or whose deadline passed.
     fn dispatch(&mut self) {
-        while let Some(worker) = self.idle_worker.take() {
+        while let Some((worker, stage)) = self.idle_worker.take() {
             let Some(mut job) = self.take_front() else {
-                self.idle_worker = Some(worker);
+                self.idle_worker = Some((worker, stage));
                 break;
             };
             if job.reply.is_closed() {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
                 crate::telemetry::queue_wait_end(&mut job, "client_gone");
-                self.idle_worker = Some(worker);
+                self.idle_worker = Some((worker, stage));
                 continue;
             }
             let now = Instant::now();
@@ -282,12 +321,17 @@ impl QueueState {
                 crate::metrics::queue_timeout();
                 crate::telemetry::queue_wait_end(&mut job, "expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
-                self.idle_worker = Some(worker);
+                self.idle_worker = Some((worker, stage));
                 continue;
             }
-            crate::telemetry::queue_wait_end(&mut job, "dispatched");
+            crate::telemetry::queue_wait_end(&mut job, if stage { "staged" } else { "dispatched" });
+            let audio_secs = job.audio_secs;
             match worker.cast(WorkerProxyMsg::Run(job)) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if stage {
+                        self.staged_audio_secs = Some(audio_secs);
+                    }
+                }
                 Err(MessagingErr::SendErr(WorkerProxyMsg::Run(job))) => {
                     // The proxy stopped between reporting idle and now: keep
                     // the job first in line for the next worker.
@@ -360,6 +404,7 @@ impl Actor for BoundedQueueActor {
             jobs: VecDeque::new(),
             queued_audio_secs: 0.0,
             idle_worker: None,
+            staged_audio_secs: None,
             // The node only admits work after the first worker loaded.
             worker_up: true,
             down_until: None,
@@ -377,22 +422,36 @@ impl Actor for BoundedQueueActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QueueMsg::Submit(job) => state.admit(&myself, job),
-            QueueMsg::WorkerIdle { worker, rtf } => {
+            QueueMsg::WorkerIdle { worker, rtf, stage } => {
                 if let Some(rtf) = rtf.filter(|r| r.is_finite() && *r > 0.0) {
                     state.rtf = 0.8 * state.rtf + 0.2 * rtf;
                 }
                 state.worker_up = true;
                 state.down_until = None;
-                state.idle_worker = Some(worker);
+                // The proxy asks only while it holds no staged job.
+                state.staged_audio_secs = None;
+                state.idle_worker = Some((worker, stage));
                 state.dispatch();
+            }
+            QueueMsg::WorkerGone { worker } => {
+                if state
+                    .idle_worker
+                    .as_ref()
+                    .is_some_and(|(w, _)| w.get_id() == worker.get_id())
+                {
+                    state.idle_worker = None;
+                }
             }
             QueueMsg::WorkerDown { retry_after } => {
                 state.worker_up = false;
                 state.idle_worker = None;
+                state.staged_audio_secs = None;
                 state.down_until = Some(Instant::now() + retry_after);
+                state.publish();
             }
             QueueMsg::Expire(id, attempt) => state.expire(id, attempt),
-            QueueMsg::Retry(job) => state.retry(&myself, job, state.max_wait),
+            QueueMsg::Retry(job) => state.retry(&myself, job, state.max_wait, true),
+            QueueMsg::Requeue(job) => state.retry(&myself, job, state.max_wait, false),
             QueueMsg::Quarantine(fp) => {
                 if !state.quarantine.contains(&fp) {
                     if state.quarantine.len() >= QUARANTINE_CAPACITY {

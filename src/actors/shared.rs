@@ -150,6 +150,13 @@ impl Shared {
         self.with(|s| s.shutting_down = true);
     }
 
+    /// Whether the node stopped admitting work.
+    pub fn is_shutting_down(&self) -> bool {
+        // A read only: no gauges to publish.
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.shutting_down
+    }
+
     /// The last model load time, if any worker loaded.
     pub fn load_time(&self) -> Option<Duration> {
         self.with(|s| s.load_time)

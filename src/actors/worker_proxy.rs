@@ -9,15 +9,30 @@
 //!   dies (no polling, seed lesson 3).
 //! - When the child's `Hello` arrives it tells the supervisor
 //!   ([`SupervisorMsg::WorkerLoaded`]) and the queue ([`QueueMsg::WorkerIdle`]).
-//! - It holds exactly one job in flight ([`WorkerProxyMsg::Run`]); the answer
-//!   goes straight to the job's reply port, then it reports idle again.
-//! - Each job has a decode deadline from its audio length; past it the
-//!   child's process group is killed and the job answered
-//!   [`AsrError::DecodeTimeout`].
+//! - It holds one job in flight and, with `stage_next_job` (the default),
+//!   one more *staged*: sent to the child while the first decodes, so the
+//!   child has the next job's audio in memory when the engine finishes and
+//!   the engine does not wait for the hand-over (one decode at a time all
+//!   the same: the child runs jobs strictly in order). It asks the queue
+//!   for a job ([`QueueMsg::WorkerIdle`]) whenever a slot is free; an answer
+//!   goes straight to the job's reply port and the staged job becomes the
+//!   one in flight.
+//! - A staged job is still waiting: every [`TICK`] the proxy checks it
+//!   like the queue would, and cancels it in the child
+//!   ([`asr_ipc::ToWorker::Cancel`]) if its client has gone (no answer),
+//!   its queue deadline passed ([`AsrError::QueueTimeout`]) or the node is
+//!   shutting down ([`AsrError::ShuttingDown`]). A job in flight whose
+//!   client has gone (a closed connection, a cancelled async job) is
+//!   cancelled in the child too, which stops it before its next 30 s window.
+//! - Each job has a decode deadline from its audio length, counted from the
+//!   moment it is in flight; past it the child's process group is killed and
+//!   the job answered [`AsrError::DecodeTimeout`].
 //!
 //! # Failure
-//! When the child exits, the in-flight job (if not answered yet) goes back to
-//! the queue as [`QueueMsg::Retry`] while it has crash retries left
+//! When the child exits, a staged job goes back to the front of the queue
+//! ([`QueueMsg::Requeue`]: it never reached the engine), and the in-flight
+//! job (if not answered yet) goes back too as [`QueueMsg::Retry`], ahead of
+//! it, while it has crash retries left
 //! (`max_crash_retries`, default 1); past that its input is quarantined and it
 //! is answered [`AsrError::Quarantined`] (with retries set to 0 it is answered
 //! [`AsrError::WorkerCrashed`]). The supervisor gets
@@ -25,11 +40,12 @@
 //! decides about the restart. The child is killed by [`ChildGuard`]'s `Drop`
 //! however this actor ends, panics included.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asr_ipc::{FromWorker, JobRef, ToWorkerRef};
+use asr_ipc::{FromWorker, JobRef, ToWorker, ToWorkerRef};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -59,7 +75,18 @@ pub enum WorkerProxyMsg {
     DecodeDeadline(u64),
     /// The model-load deadline passed.
     LoadDeadline,
+    /// Periodic check of the staged and in-flight jobs' clients and
+    /// deadlines (every [`TICK`]).
+    Tick,
+    /// Stop now (sent to itself after the child exited, behind any job the
+    /// queue had already dispatched, so that job is requeued, not lost).
+    Stop(String),
 }
+
+/// How often staged and in-flight jobs are checked for a vanished client, a
+/// passed queue deadline or a shutdown (the HTTP layer notices a closed
+/// connection within 50 ms too).
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// Arguments of the [`WorkerProxyActor`].
 pub struct WorkerProxyArgs {
@@ -80,16 +107,29 @@ pub struct WorkerProxyActor;
 
 struct InFlight {
     job: QueuedJob,
+    /// When it became the job in flight (its decode began).
     dispatched_at: Instant,
     deadline: Duration,
     /// The `worker.decode` span (see [`crate::telemetry::decode_span`]).
     span: tracing::Span,
+    /// A `Cancel` was sent for it (its client left).
+    cancel_sent: bool,
 }
 
-struct Outgoing {
-    id: u64,
-    traceparent: Option<String>,
-    payload: Arc<JobPayload>,
+/// A job sent to the child ahead of time, waiting for the one in flight.
+struct Staged {
+    job: QueuedJob,
+    span: tracing::Span,
+}
+
+/// What the writer task sends to the child.
+enum Outgoing {
+    Job {
+        id: u64,
+        traceparent: Option<String>,
+        payload: Arc<JobPayload>,
+    },
+    Cancel(u64),
 }
 
 /// State of the [`WorkerProxyActor`].
@@ -99,8 +139,15 @@ pub struct WorkerProxyState {
     to_child: Option<mpsc::UnboundedSender<Outgoing>>,
     hello: Option<asr_ipc::Hello>,
     in_flight: Option<InFlight>,
+    staged: Option<Staged>,
+    /// Staged jobs cancelled in the child, oldest first: their answers
+    /// (`Cancelled`, or a result if the child had started) are dropped.
+    skipped: VecDeque<u64>,
     load_failure: Option<String>,
     exited: bool,
+    /// The child was killed (deadline, protocol error): it takes no more
+    /// jobs while its exit is on the way.
+    dying: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -147,12 +194,143 @@ impl WorkerProxyState {
         }
     }
 
+    /// Tells the queue it may send a job, if a slot is free: none in flight,
+    /// or (staging on) one in flight and none staged. `rtf` is that of the job
+    /// just finished, if any.
     fn report_idle(&self, myself: &ActorRef<WorkerProxyMsg>, rtf: Option<f64>) {
-        self.args.shared.worker_busy(false);
+        if !self.can_take_jobs() {
+            return;
+        }
+        let stage = match (&self.in_flight, &self.staged) {
+            (None, _) => false,
+            (Some(_), None) if self.args.config.stage_next_job && !self.stopping() => true,
+            _ => return,
+        };
         let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
             worker: myself.clone(),
             rtf,
+            stage,
         });
+    }
+
+    fn can_take_jobs(&self) -> bool {
+        self.hello.is_some() && !self.exited && !self.dying
+    }
+
+    /// Kills the child's process group; its exit (and the restart) follow.
+    fn kill(&mut self) {
+        self.dying = true;
+        self.guard.kill();
+    }
+
+    fn stopping(&self) -> bool {
+        self.args.shared.is_shutting_down()
+    }
+
+    /// True (and forgotten) if `job_id` is a staged job cancelled earlier,
+    /// whose answer nobody waits for.
+    fn skip_answer(&mut self, job_id: u64) -> bool {
+        match self.skipped.iter().position(|&id| id == job_id) {
+            Some(i) => {
+                self.skipped.remove(i);
+                tracing::debug!(job_id, "answer of a cancelled staged job dropped");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn send(&self, out: Outgoing) -> bool {
+        self.to_child
+            .as_ref()
+            .map(|tx| tx.send(out).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Sends `job` to the child; returns its `worker.decode` span.
+    fn send_job(&self, job: &QueuedJob) -> tracing::Span {
+        let span = crate::telemetry::decode_span(job, self.args.generation, self.hello.as_ref());
+        // The worker may ignore it; it makes the process boundary explicit.
+        let traceparent = crate::telemetry::traceparent(&span);
+        let sent = self.send(Outgoing::Job {
+            id: job.id,
+            traceparent,
+            payload: job.payload.clone(),
+        });
+        if !sent {
+            // The writer stopped: the child is dying; Exited follows and
+            // answers (or requeues) the job.
+            tracing::warn!(job_id = job.id, "worker stdin closed at dispatch");
+        }
+        span
+    }
+
+    /// `job` is now the one the engine decodes: start its decode deadline.
+    fn start(&mut self, myself: &ActorRef<WorkerProxyMsg>, job: QueuedJob, span: tracing::Span) {
+        let deadline = self.args.config.decode_deadline(job.audio_secs);
+        let id = job.id;
+        self.in_flight = Some(InFlight {
+            job,
+            dispatched_at: Instant::now(),
+            deadline,
+            span,
+            cancel_sent: false,
+        });
+        self.args.shared.worker_busy(true);
+        myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+    }
+
+    /// The in-flight job was answered: the staged job (if any) takes its place.
+    fn promote(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
+        match self.staged.take() {
+            Some(s) => {
+                tracing::debug!(parent: &s.job.span, job_id = s.job.id, "staged job in flight");
+                self.start(myself, s.job, s.span);
+            }
+            None => self.args.shared.worker_busy(false),
+        }
+    }
+
+    /// Takes the staged job back from the child (it may not decode it).
+    fn unstage(&mut self, why: &'static str) -> Option<QueuedJob> {
+        let s = self.staged.take()?;
+        self.send(Outgoing::Cancel(s.job.id));
+        self.skipped.push_back(s.job.id);
+        crate::telemetry::decode_failed(&s.span, why, &"cancelled before it started");
+        Some(s.job)
+    }
+
+    /// The periodic check ([`WorkerProxyMsg::Tick`]).
+    fn tick(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
+        if let Some(s) = &self.staged {
+            let now = Instant::now();
+            if s.job.reply.is_closed() {
+                if let Some(job) = self.unstage("client_gone") {
+                    tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
+                }
+                self.report_idle(myself, None);
+            } else if now >= s.job.deadline {
+                if let Some(job) = self.unstage("expired") {
+                    let waited = now - job.admitted_at;
+                    tracing::info!(parent: &job.span, job_id = job.id, ?waited, "job waited past its deadline");
+                    crate::metrics::queue_timeout();
+                    let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+                }
+                self.report_idle(myself, None);
+            } else if self.stopping() {
+                if let Some(job) = self.unstage("shutting_down") {
+                    let _ = job.reply.send(Err(AsrError::ShuttingDown));
+                }
+            }
+        }
+        if let Some(f) = self.in_flight.as_mut() {
+            if !f.cancel_sent && f.job.reply.is_closed() {
+                f.cancel_sent = true;
+                let id = f.job.id;
+                tracing::info!(parent: &f.job.span, job_id = id, "client gone, cancelling the job in the worker");
+                self.send(Outgoing::Cancel(id));
+            }
+        }
     }
 }
 
@@ -187,17 +365,29 @@ impl Actor for WorkerProxyActor {
         tasks.push(tokio::spawn(async move {
             let mut stdin = stdin;
             while let Some(out) = rx.recv().await {
-                let frame = asr_ipc::encode(&ToWorkerRef::Job(JobRef {
-                    id: out.id,
-                    traceparent: out.traceparent.as_deref(),
-                    samples: &out.payload.samples,
-                    options: &out.payload.options,
-                    fault: out.payload.fault,
-                }));
+                let (id, frame) = match &out {
+                    Outgoing::Job {
+                        id,
+                        traceparent,
+                        payload,
+                    } => (
+                        *id,
+                        asr_ipc::encode(&ToWorkerRef::Job(JobRef {
+                            id: *id,
+                            traceparent: traceparent.as_deref(),
+                            samples: &payload.samples,
+                            options: &payload.options,
+                            fault: payload.fault,
+                        })),
+                    ),
+                    Outgoing::Cancel(id) => {
+                        (*id, asr_ipc::encode(&ToWorker::Cancel { job_id: *id }))
+                    }
+                };
                 let frame = match frame {
                     Ok(f) => f,
                     Err(e) => {
-                        tracing::error!(job_id = out.id, error = %e, "could not encode job");
+                        tracing::error!(job_id = id, error = %e, "could not encode a frame for the worker");
                         continue;
                     }
                 };
@@ -210,7 +400,7 @@ impl Actor for WorkerProxyActor {
                 .await;
                 if let Err(e) = res {
                     // The child is gone; the exit watcher reports it.
-                    tracing::warn!(job_id = out.id, error = %e, "writing to the worker failed");
+                    tracing::warn!(job_id = id, error = %e, "writing to the worker failed");
                     break;
                 }
             }
@@ -267,8 +457,11 @@ impl Actor for WorkerProxyActor {
             to_child: Some(tx),
             hello: None,
             in_flight: None,
+            staged: None,
+            skipped: VecDeque::new(),
             load_failure: None,
             exited: false,
+            dying: false,
             tasks,
         })
     }
@@ -285,6 +478,14 @@ impl Actor for WorkerProxyActor {
                 &"the node stopped before the answer",
             );
             let _ = f.job.reply.send(Err(AsrError::ShuttingDown));
+        }
+        if let Some(s) = state.staged.take() {
+            crate::telemetry::decode_failed(
+                &s.span,
+                "shutting_down",
+                &"the node stopped before the job started",
+            );
+            let _ = s.job.reply.send(Err(AsrError::ShuttingDown));
         }
         if !state.exited {
             // Closing stdin asks the worker to exit; give it a moment, then
@@ -316,7 +517,7 @@ impl Actor for WorkerProxyActor {
                     );
                     tracing::error!(generation, "{cause}");
                     state.load_failure = Some(cause);
-                    state.guard.kill();
+                    state.kill();
                     return Ok(());
                 }
                 tracing::info!(
@@ -334,6 +535,9 @@ impl Actor for WorkerProxyActor {
                     hello: hello.clone(),
                 });
                 state.hello = Some(hello);
+                state
+                    .tasks
+                    .push(myself.send_interval(TICK, || WorkerProxyMsg::Tick));
                 state.report_idle(&myself, None);
             }
             WorkerProxyMsg::Frame(FromWorker::LoadFailed(f)) => {
@@ -359,6 +563,9 @@ impl Actor for WorkerProxyActor {
                 }
             }
             WorkerProxyMsg::Frame(FromWorker::Done(result)) => {
+                if state.skip_answer(result.job_id) {
+                    return Ok(());
+                }
                 let Some(f) = state.in_flight.take() else {
                     tracing::warn!(
                         job_id = result.job_id,
@@ -373,6 +580,9 @@ impl Actor for WorkerProxyActor {
                         "worker answered the wrong job"
                     );
                 }
+                if let Some(idle) = result.timings.idle_before_us {
+                    crate::metrics::engine_idle(Duration::from_micros(idle));
+                }
                 let decode_time = f.dispatched_at.elapsed();
                 let rtf =
                     (f.job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / f.job.audio_secs);
@@ -385,9 +595,11 @@ impl Actor for WorkerProxyActor {
                     decode_ms = decode_time.as_millis() as u64,
                     "job done"
                 );
-                // Publish "idle" (and hand the worker the next job) before the
-                // client can see its answer, so a status read right after the
-                // answer never shows this job still in flight.
+                // Publish "idle" (or the staged job in flight) and ask for the
+                // next job before the client can see its answer, so a status
+                // read right after the answer never shows this job still in
+                // flight.
+                state.promote(&myself);
                 state.report_idle(&myself, rtf);
                 let _ = f.job.reply.send(Ok(Transcript {
                     job_id: f.job.id,
@@ -398,7 +610,11 @@ impl Actor for WorkerProxyActor {
                 }));
             }
             WorkerProxyMsg::Frame(FromWorker::Failed { job_id, error }) => {
+                if state.skip_answer(job_id) {
+                    return Ok(());
+                }
                 let in_flight = state.in_flight.take();
+                state.promote(&myself);
                 state.report_idle(&myself, None);
                 match in_flight {
                     Some(f) => {
@@ -410,43 +626,33 @@ impl Actor for WorkerProxyActor {
                 }
             }
             WorkerProxyMsg::Run(job) => {
-                if state.in_flight.is_some() || state.hello.is_none() || state.exited {
-                    tracing::error!(parent: &job.span, job_id = job.id, "job dispatched to a worker that cannot take it");
-                    let _ = job.reply.send(Err(AsrError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                        reason: "the worker is not ready".into(),
-                    }));
+                if !state.can_take_jobs() {
+                    // Lost a race with the child's exit: the queue serves it
+                    // to the next worker.
+                    tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
+                    let _ = state.args.queue.cast(QueueMsg::Requeue(job));
                     return Ok(());
                 }
-                let deadline = state.args.config.decode_deadline(job.audio_secs);
-                let span = crate::telemetry::decode_span(&job, generation, state.hello.as_ref());
-                // The worker may ignore it; it makes the process boundary explicit.
-                let traceparent = crate::telemetry::traceparent(&span);
-                let out = Outgoing {
-                    id: job.id,
-                    traceparent,
-                    payload: job.payload.clone(),
-                };
-                let sent = state
-                    .to_child
-                    .as_ref()
-                    .map(|tx| tx.send(out).is_ok())
-                    .unwrap_or(false);
-                let id = job.id;
-                state.in_flight = Some(InFlight {
-                    job,
-                    dispatched_at: Instant::now(),
-                    deadline,
-                    span,
-                });
-                state.args.shared.worker_busy(true);
-                if !sent {
-                    // The writer stopped: the child is dying; Exited follows
-                    // and answers the job.
-                    tracing::warn!(job_id = id, "worker stdin closed at dispatch");
+                if state.in_flight.is_none() {
+                    let span = state.send_job(&job);
+                    state.start(&myself, job, span);
+                } else if state.staged.is_none() && state.args.config.stage_next_job {
+                    tracing::debug!(parent: &job.span, job_id = job.id, "job staged in the worker");
+                    let span = state.send_job(&job);
+                    state.staged = Some(Staged { job, span });
+                } else {
+                    // Two answers to one request for work crossed: keep it
+                    // first in line.
+                    tracing::debug!(
+                        job_id = job.id,
+                        "no free slot, returning the job to the queue"
+                    );
+                    let _ = state.args.queue.cast(QueueMsg::Requeue(job));
+                    return Ok(());
                 }
-                myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+                state.report_idle(&myself, None);
             }
+            WorkerProxyMsg::Tick => state.tick(&myself),
             WorkerProxyMsg::DecodeDeadline(id) => {
                 if state.in_flight.as_ref().is_some_and(|f| f.job.id == id) {
                     let limit = state
@@ -466,7 +672,7 @@ impl Actor for WorkerProxyActor {
                         .args
                         .shared
                         .worker_exited(format!("killed after the decode deadline of {limit:?}"));
-                    state.guard.kill();
+                    state.kill();
                     state.fail_in_flight(AsrError::DecodeTimeout { limit });
                 }
             }
@@ -478,18 +684,33 @@ impl Actor for WorkerProxyActor {
                     );
                     tracing::error!(generation, "{cause}");
                     state.load_failure = Some(cause);
-                    state.guard.kill();
+                    state.kill();
                 }
             }
             WorkerProxyMsg::ProtocolError(e) => {
                 tracing::error!(generation, error = %e, "worker broke the protocol, killing it");
-                state.guard.kill();
+                state.kill();
             }
             WorkerProxyMsg::Exited(desc) => {
                 state.exited = true;
                 state.to_child = None;
                 tracing::warn!(generation, cause = %desc, "worker exited");
                 state.args.shared.worker_exited(desc.clone());
+                // First of all, the queue must stop dispatching to us: the
+                // requeued jobs below arrive after this.
+                let _ = state.args.queue.cast(QueueMsg::WorkerGone {
+                    worker: myself.clone(),
+                });
+                // The staged job never reached the engine: it goes back to the
+                // front of the queue, behind the in-flight job's retry.
+                if let Some(s) = state.staged.take() {
+                    crate::telemetry::decode_failed(
+                        &s.span,
+                        "worker_exited",
+                        &"the worker exited before the job started",
+                    );
+                    let _ = state.args.queue.cast(QueueMsg::Requeue(s.job));
+                }
                 state.crashed_in_flight(&desc);
                 let loaded = state.hello.is_some();
                 let load_failure = match (&state.load_failure, loaded) {
@@ -502,6 +723,9 @@ impl Actor for WorkerProxyActor {
                     cause: desc.clone(),
                     load_failure,
                 });
+                let _ = myself.cast(WorkerProxyMsg::Stop(desc));
+            }
+            WorkerProxyMsg::Stop(desc) => {
                 myself.stop(Some(desc));
             }
         }

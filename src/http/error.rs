@@ -270,7 +270,7 @@ impl From<AsrError> for ApiError {
                 "engine_error",
                 "the transcription engine failed on this request",
             ),
-            AsrError::Cancelled => ApiError::new(
+            AsrError::Cancelled | AsrError::Rejected(WorkerError::Cancelled) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "cancelled",
                 "the request was cancelled",

@@ -3,7 +3,7 @@
 //!
 //! | method | route | answer |
 //! | --- | --- | --- |
-//! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` headers; errors as [`ApiError`] |
+//! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` and (after the worker's first job) `X-Engine-Idle-Us` (how long the engine waited for this job since its previous one) headers; errors as [`ApiError`] |
 //! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
 //! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
 //! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
@@ -40,5 +40,6 @@ pub use form::{FormLimits, TranscriptionForm};
 pub use format::{Granularities, ResponseFormat};
 pub use metrics::METRICS_ROUTE;
 pub use routes::{
-    app_data, configure, FAULT_HEADER, HEALTH_ROUTE, READY_ROUTE, TRANSCRIPTIONS_ROUTE,
+    app_data, configure, FAULT_HEADER, HEALTH_ROUTE, MAX_QUEUE_WAIT_HEADER, READY_ROUTE,
+    TRANSCRIPTIONS_ROUTE,
 };

@@ -19,7 +19,7 @@
 
 use std::future::Future;
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::StatusCode;
@@ -227,6 +227,7 @@ async fn transcribe_request<B: Backend>(
     let node = backend::<B>(req)?;
     let config = node.config();
     let fault = parse_fault(req.headers(), config.enable_fault_injection)?;
+    let max_queue_wait = parse_max_queue_wait(req.headers())?;
     let form = read_form(
         req.headers(),
         body,
@@ -282,6 +283,7 @@ async fn transcribe_request<B: Backend>(
     request.options = options;
     request.parent_span = span.clone();
     request.fault = fault;
+    request.max_queue_wait = max_queue_wait;
     // If the client leaves while the job waits, stop waiting: the job's
     // reply port closes and the queue drops the job before decode.
     let answer = tokio::select! {
@@ -300,13 +302,16 @@ async fn transcribe_request<B: Backend>(
         form.granularities,
         Task::Transcribe,
     );
-    Ok(HttpResponse::Ok()
-        .content_type(rendered.content_type)
+    let mut ok = HttpResponse::Ok();
+    ok.content_type(rendered.content_type)
         .insert_header(("x-job-id", transcript.job_id))
         .insert_header(("x-queue-wait-ms", transcript.queue_wait.as_millis() as u64))
         .insert_header(("x-decode-ms", transcript.decode_time.as_millis() as u64))
-        .insert_header(("x-worker-generation", transcript.worker_generation))
-        .body(rendered.body))
+        .insert_header(("x-worker-generation", transcript.worker_generation));
+    if let Some(idle) = transcript.result.timings.idle_before_us {
+        ok.insert_header(("x-engine-idle-us", idle));
+    }
+    Ok(ok.body(rendered.body))
 }
 
 /// Logs the internal detail of a node error that the client will not see.
@@ -321,6 +326,29 @@ fn log_asr_error(e: &AsrError) {
             tracing::warn!(error = %e, "transcription failed")
         }
         _ => tracing::info!(error = %e, "transcription refused"),
+    }
+}
+
+/// The header with which a client shortens its own queue deadline.
+pub const MAX_QUEUE_WAIT_HEADER: &str = "x-max-queue-wait-ms";
+
+/// Reads `X-Max-Queue-Wait-Ms: <ms>`: the longest this request may wait for
+/// the worker before it is answered 504 (the node caps it at
+/// `--max-queue-wait-secs`); a 400 unless it is a whole number above 0.
+pub fn parse_max_queue_wait(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = headers.get(MAX_QUEUE_WAIT_HEADER) else {
+        return Ok(None);
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ApiError::bad_request(
+            "invalid_max_queue_wait",
+            "X-Max-Queue-Wait-Ms must be a whole number of milliseconds above 0",
+        )),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use asr_ipc::{DecodeOptions, Task};
+use asr_ipc::{DecodeOptions, Task, VadOptions};
 use serde::Serialize;
 use serde_json::json;
 
@@ -104,6 +104,14 @@ fn options(args: &TranscribeArgs) -> DecodeOptions {
         without_timestamps: args.without_timestamps,
         word_timestamps: args.word_timestamps,
         condition_on_previous_text: !args.no_condition_on_previous_text,
+        vad_filter: args.vad,
+        vad: VadOptions {
+            threshold: args.vad_threshold,
+            min_silence_duration_ms: args.vad_min_silence_ms,
+            speech_pad_ms: args.vad_speech_pad_ms,
+            max_speech_duration_s: args.vad_max_speech_s,
+            ..VadOptions::default()
+        },
         ..DecodeOptions::default()
     };
     if let Some(t) = &args.temperatures {
@@ -150,6 +158,16 @@ pub fn run(
         );
     }
     let opts = options(args);
+    if args.vad_chunks {
+        for c in crate::vad::speech_timestamps(&samples, &opts.vad) {
+            let sr = asr_ipc::SAMPLE_RATE as f64;
+            println!(
+                "speech {:8.3} -> {:8.3}",
+                c.start as f64 / sr,
+                c.end as f64 / sr
+            );
+        }
+    }
     let runs = args.runs.max(1);
     let mut results: Vec<Transcript> = Vec::with_capacity(runs as usize);
     for _ in 0..runs {
@@ -172,6 +190,7 @@ pub fn run(
     let generate_ms = stat(&|t| phase_ms(t, "generate"));
     let detect_ms = stat(&|t| phase_ms(t, "detect_language"));
     let align_ms = stat(&|t| phase_ms(t, "align"));
+    let vad_ms = stat(&|t| phase_ms(t, "vad"));
     let all_total: Vec<f64> = results
         .iter()
         .map(|t| t.timings.total_us as f64 / 1e3)
@@ -201,6 +220,7 @@ pub fn run(
                 "generate_median": generate_ms,
                 "detect_language_median": detect_ms,
                 "align_median": align_ms,
+                "vad_median": vad_ms,
             }),
             rtf: total_ms / 1e3 / (last.duration_secs as f64).max(1e-9),
             phases_last_run: &last.timings.phases,
@@ -228,7 +248,7 @@ pub fn run(
             info.load_ms
         );
         println!(
-            "{:.2} s of audio, {runs} run(s), median total {total_ms:.1} ms (rtf {:.3}): features {features_ms:.1} ms, encode {encode_ms:.1} ms, generate {generate_ms:.1} ms, detect_language {detect_ms:.1} ms, align {align_ms:.1} ms",
+            "{:.2} s of audio, {runs} run(s), median total {total_ms:.1} ms (rtf {:.3}): features {features_ms:.1} ms, encode {encode_ms:.1} ms, generate {generate_ms:.1} ms, detect_language {detect_ms:.1} ms, align {align_ms:.1} ms, vad {vad_ms:.1} ms",
             last.duration_secs,
             total_ms / 1e3 / (last.duration_secs as f64).max(1e-9)
         );

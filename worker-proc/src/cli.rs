@@ -5,6 +5,7 @@
 //!             [--threads N] [--enable-fault-injection] [--log-level warning]
 //!             [--parent-pid PID]
 //! worker-proc --model-dir DIR transcribe FILE.wav [--beam-size N] [--runs N] [--json]
+//!             [--vad [--vad-min-silence-ms MS] …]
 //! ```
 //!
 //! Exit codes: 0 clean exit; 1 `transcribe` failed; 2 bad command line;
@@ -106,6 +107,25 @@ pub struct TranscribeArgs {
     /// Temperatures to try, comma-separated (default 0,0.2,…,1.0).
     #[arg(long, value_delimiter = ',')]
     pub temperatures: Option<Vec<f32>>,
+    /// Voice-activity detection first: decode only the speech
+    /// (faster-whisper's `vad_filter=True`).
+    #[arg(long)]
+    pub vad: bool,
+    /// VAD speech threshold.
+    #[arg(long, default_value_t = 0.5, requires = "vad")]
+    pub vad_threshold: f32,
+    /// VAD: silence that ends a speech chunk, ms.
+    #[arg(long, default_value_t = 2000, requires = "vad")]
+    pub vad_min_silence_ms: u32,
+    /// VAD: padding on each side of a speech chunk, ms.
+    #[arg(long, default_value_t = 400, requires = "vad")]
+    pub vad_speech_pad_ms: u32,
+    /// VAD: longest speech chunk, seconds (default unlimited).
+    #[arg(long, requires = "vad")]
+    pub vad_max_speech_s: Option<f32>,
+    /// Print the VAD's speech chunks (seconds) before the transcript.
+    #[arg(long, requires = "vad")]
+    pub vad_chunks: bool,
 }
 
 /// `--device`.
@@ -308,9 +328,41 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Some(Command::Transcribe(a)) => assert_eq!((a.beam_size, a.runs, a.json), (1, 3, true)),
+            Some(Command::Transcribe(a)) => {
+                assert_eq!((a.beam_size, a.runs, a.json), (1, 3, true));
+                assert!(!a.vad);
+            }
             None => panic!("expected transcribe"),
         }
+        let cli = Cli::try_parse_from([
+            "worker-proc",
+            "--model-dir",
+            "/m",
+            "transcribe",
+            "a.wav",
+            "--vad",
+            "--vad-min-silence-ms",
+            "500",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Transcribe(a)) => {
+                assert!(a.vad);
+                assert_eq!((a.vad_min_silence_ms, a.vad_speech_pad_ms), (500, 400));
+            }
+            None => panic!("expected transcribe"),
+        }
+        // VAD parameters without --vad are a mistake.
+        assert!(Cli::try_parse_from([
+            "worker-proc",
+            "--model-dir",
+            "/m",
+            "transcribe",
+            "a.wav",
+            "--vad-threshold",
+            "0.3"
+        ])
+        .is_err());
         assert!(Cli::try_parse_from(["worker-proc"]).is_err());
         assert!(Cli::try_parse_from([
             "worker-proc",

@@ -16,6 +16,8 @@
 //! - [`transcribe`]: the seek loop and temperature fallback
 //!   (faster-whisper's `generate_segments`).
 //! - [`words`]: word-level timestamps.
+//! - [`vad`]: voice-activity detection (`vad_filter`): speech chunks, and
+//!   the map of their timestamps back to the original timeline.
 //! - [`bench`]: the `transcribe` subcommand.
 //! - [`log`]: plain-line logging to stderr.
 //!
@@ -25,7 +27,7 @@
 //!             [--threads N] [--enable-fault-injection] [--log-level warning]
 //!             [--parent-pid PID]
 //! worker-proc --model-dir DIR [--threads N …] transcribe FILE.wav
-//!             [--beam-size N] [--runs N] [--json] [--word-timestamps] …
+//!             [--beam-size N] [--runs N] [--json] [--word-timestamps] [--vad] …
 //! ```
 //!
 //! # Exit codes
@@ -61,4 +63,5 @@ pub mod protocol;
 pub mod segments;
 pub mod tokenizer;
 pub mod transcribe;
+pub mod vad;
 pub mod words;

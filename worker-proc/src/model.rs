@@ -113,6 +113,7 @@ pub fn load(dir: &Path, settings: EngineSettings) -> Result<(Pipeline<Engine>, M
         extractor: FeatureExtractor::new(feature_config),
         multilingual,
         suppress_tokens,
+        cancel: Default::default(),
     };
     let info = ModelInfo {
         path,

@@ -10,24 +10,33 @@
 //! 3. the model is loaded once; the worker answers `Hello`, or
 //!    `LoadFailed` and exits with [`EXIT_LOAD_FAILED`].
 //!
-//! Then, on the main thread, strictly one job at a time: read a frame,
+//! Then, on the main thread, strictly one job at a time: take the next job,
 //! decode it, answer `Progress` after each 30 s window and exactly one
 //! `Done` or `Failed`. There is no thread pool and no timeout around the
-//! engine: a job that hangs is the parent's to kill.
+//! engine: a job that hangs is the parent's to kill. A second thread only
+//! reads stdin: it deserialises the frames as they come (a job the parent
+//! staged is ready the moment the engine finishes the one before) and
+//! applies `Cancel` at once (a staged job is answered `Cancelled` without
+//! decoding; the running one stops before its next 30 s window).
 //!
 //! | event | effect |
 //! | --- | --- |
-//! | stdin EOF, `Shutdown` | exit [`EXIT_OK`] |
-//! | malformed, truncated or oversized frame | log, exit [`EXIT_PROTOCOL`] (no resync) |
+//! | stdin EOF, `Shutdown` | exit [`EXIT_OK`] once the jobs read before it are answered |
+//! | `Cancel` of a staged / the running job | `Failed` (`Cancelled`) without decoding / before its next window |
+//! | malformed, truncated or oversized frame | log, exit [`EXIT_PROTOCOL`] once the jobs before it are answered (no resync) |
 //! | a frame cannot be written (parent gone) | exit [`EXIT_PROTOCOL`] |
 //! | invalid audio or options | `Failed` (`InvalidAudio` / `InvalidOptions`), keep serving |
 //! | engine error, or a bug (panic) in a job | `Failed` (`Engine`), keep serving |
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use asr_ipc::{
     decode, read_frame, write_frame, FrameError, FromWorker, Hello, Job, JobResult, LoadFailure,
@@ -179,38 +188,53 @@ pub fn serve(config: &ServerConfig) -> i32 {
         return EXIT_PROTOCOL;
     }
 
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
+    let cancels = Arc::new(Cancels::new(pipeline.cancel.clone()));
+    let inbound = spawn_reader(cancels.clone());
+    // End of the previous job, for `Timings::idle_before_us`.
+    let mut last_done: Option<Instant> = None;
     loop {
-        let payload = match read_frame(&mut input) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
+        // The reader thread only ends after sending Eof or Broken, so a
+        // closed channel means it died (a bug): treat it as broken input.
+        let msg = inbound
+            .recv()
+            .unwrap_or_else(|_| Inbound::Broken("the stdin reader stopped".into()));
+        match msg {
+            Inbound::Eof => {
                 log_info!("stdin closed, exiting");
                 return EXIT_OK;
             }
-            Err(e) => {
-                log_error!("unreadable frame from the parent: {e}; exiting");
-                return EXIT_PROTOCOL;
-            }
-        };
-        let msg: ToWorker = match decode(&payload) {
-            Ok(m) => m,
-            Err(e) => {
-                log_error!(
-                    "malformed frame of {} bytes from the parent: {e}; exiting",
-                    payload.len()
-                );
-                return EXIT_PROTOCOL;
-            }
-        };
-        match msg {
-            ToWorker::Shutdown => {
+            Inbound::Shutdown => {
                 log_info!("shutdown requested, exiting");
                 return EXIT_OK;
             }
-            ToWorker::Job(job) => {
-                if let Err(e) = run_job(&mut pipeline, job, config.enable_fault_injection, &mut out)
-                {
+            Inbound::Broken(e) => {
+                log_error!("{e}; exiting");
+                return EXIT_PROTOCOL;
+            }
+            Inbound::Job(job) => {
+                let id = job.id;
+                let idle = last_done.map(|t| t.elapsed());
+                let res = if cancels.start(id) {
+                    log_info!("job {id} cancelled before it started");
+                    write_frame(
+                        &mut out,
+                        &FromWorker::Failed {
+                            job_id: id,
+                            error: WorkerError::Cancelled,
+                        },
+                    )
+                } else {
+                    run_job(
+                        &mut pipeline,
+                        job,
+                        idle,
+                        config.enable_fault_injection,
+                        &mut out,
+                    )
+                };
+                cancels.finish(id);
+                last_done = Some(Instant::now());
+                if let Err(e) = res {
                     log_error!("cannot write to the parent: {e}; exiting");
                     return EXIT_PROTOCOL;
                 }
@@ -219,10 +243,137 @@ pub fn serve(config: &ServerConfig) -> i32 {
     }
 }
 
+/// What the stdin reader hands the main thread, in arrival order.
+// A job is much larger than the other variants; each is moved once.
+#[allow(clippy::large_enum_variant)]
+enum Inbound {
+    Job(Job),
+    Shutdown,
+    /// stdin reached EOF between frames.
+    Eof,
+    /// An unreadable or malformed frame; nothing after it can be trusted.
+    Broken(String),
+}
+
+/// Reads and deserialises frames on a thread of its own, so a job the
+/// parent staged is in memory before the engine needs it, and a
+/// [`ToWorker::Cancel`] takes effect while the main thread decodes.
+fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
+    // Unbounded: the parent stages at most one job ahead.
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-reader".into())
+        .spawn(move || {
+            let stdin = io::stdin();
+            let mut input = stdin.lock();
+            loop {
+                let msg = match read_frame(&mut input) {
+                    Ok(None) => Inbound::Eof,
+                    Err(e) => Inbound::Broken(format!("unreadable frame from the parent: {e}")),
+                    Ok(Some(payload)) => match decode::<ToWorker>(&payload) {
+                        Ok(ToWorker::Job(job)) => {
+                            cancels.received(job.id);
+                            Inbound::Job(job)
+                        }
+                        Ok(ToWorker::Cancel { job_id }) => {
+                            cancels.cancel(job_id);
+                            continue;
+                        }
+                        Ok(ToWorker::Shutdown) => Inbound::Shutdown,
+                        Err(e) => Inbound::Broken(format!(
+                            "malformed frame of {} bytes from the parent: {e}",
+                            payload.len()
+                        )),
+                    },
+                };
+                let last = !matches!(msg, Inbound::Job(_));
+                if tx.send(msg).is_err() || last {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without a reader nothing can be served: report it as broken input.
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(Inbound::Broken(format!(
+            "cannot start the stdin reader: {e}"
+        )));
+        return rx;
+    }
+    rx
+}
+
+/// Which jobs are cancelled, shared by the reader and the main thread.
+struct Cancels {
+    state: Mutex<CancelState>,
+    /// The pipeline's flag: set while the running job is cancelled.
+    running_cancelled: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct CancelState {
+    /// Jobs read and not finished yet (only these can be cancelled, so the
+    /// set below stays small).
+    pending: HashSet<u64>,
+    cancelled: HashSet<u64>,
+    running: Option<u64>,
+}
+
+impl Cancels {
+    fn new(running_cancelled: Arc<AtomicBool>) -> Self {
+        Self {
+            state: Mutex::default(),
+            running_cancelled,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        // A panic while holding this lock cannot leave the sets invalid.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader read job `id`.
+    fn received(&self, id: u64) {
+        self.lock().pending.insert(id);
+    }
+
+    /// The parent cancelled `id`: remembered if it is still to run, flagged
+    /// if it is running.
+    fn cancel(&self, id: u64) {
+        let mut st = self.lock();
+        if !st.pending.contains(&id) {
+            return; // answered already (or never sent): nothing to do
+        }
+        st.cancelled.insert(id);
+        if st.running == Some(id) {
+            self.running_cancelled.store(true, Ordering::Release);
+        }
+    }
+
+    /// Job `id` starts; true if it was cancelled already.
+    fn start(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        st.running = Some(id);
+        let cancelled = st.cancelled.contains(&id);
+        self.running_cancelled.store(cancelled, Ordering::Release);
+        cancelled
+    }
+
+    /// Job `id` was answered.
+    fn finish(&self, id: u64) {
+        let mut st = self.lock();
+        st.running = None;
+        st.pending.remove(&id);
+        st.cancelled.remove(&id);
+        self.running_cancelled.store(false, Ordering::Release);
+    }
+}
+
 /// Decodes one job and writes its answer. Errors are write errors only.
 fn run_job(
     pipeline: &mut Pipeline<Engine>,
     job: Job,
+    idle_before: Option<Duration>,
     faults: bool,
     out: &mut Out,
 ) -> Result<(), FrameError> {
@@ -264,15 +415,25 @@ fn run_job(
                 t.segments.len(),
                 total_ms / 1e3 / audio_secs.max(1e-9)
             );
+            let text = t.text();
+            let mut timings = t.timings;
+            timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
             FromWorker::Done(JobResult {
                 job_id,
-                text: t.text(),
+                text,
                 segments: t.segments,
                 language: t.language,
                 language_probability: t.language_probability,
                 duration_secs: t.duration_secs,
-                timings: t.timings,
+                timings,
             })
+        }
+        Ok(Err(WorkerError::Cancelled)) => {
+            log_info!("job {job_id} cancelled while decoding");
+            FromWorker::Failed {
+                job_id,
+                error: WorkerError::Cancelled,
+            }
         }
         Ok(Err(error)) => {
             log_warn!("job {job_id} failed: {error}");

@@ -17,12 +17,18 @@
 //! from 1); segment texts keep their leading space, and the job's text is
 //! their concatenation with the outer whitespace trimmed.
 //!
+//! With `vad_filter`, the clip is first cut to its speech
+//! ([`crate::vad`]) and the times are mapped back at the end, as
+//! faster-whisper's `transcribe` does.
+//!
 //! Not ported (the IPC options do not carry them): `clip_timestamps`,
 //! `prefix`, `hotwords`, `max_new_tokens`, `multilingual` (per-window
-//! language detection), `hallucination_silence_threshold`, VAD.
+//! language detection), `hallucination_silence_threshold`.
 //!
 //! Every engine call is timed as a [`Phase`] with wall-clock start and end.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -35,7 +41,7 @@ use crate::segments::{
     build_prompt, compression_ratio, decimal, split_by_timestamps, MAX_LENGTH, TIME_PRECISION,
 };
 use crate::tokenizer::WhisperTokenizer;
-use crate::words;
+use crate::{vad, words};
 
 /// The prompt is reset after a window decoded hotter than this.
 pub const PROMPT_RESET_ON_TEMPERATURE: f64 = 0.5;
@@ -55,6 +61,9 @@ pub struct Pipeline<B: Backend> {
     pub multilingual: bool,
     /// Token ids never to sample (faster-whisper's `suppress_tokens=[-1]`).
     pub suppress_tokens: Vec<i32>,
+    /// Set (by another thread) to stop the running job: the seek loop checks
+    /// it before each 30 s window and returns [`WorkerError::Cancelled`].
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// A finished transcription (the job-independent part of a `JobResult`).
@@ -309,6 +318,7 @@ impl Clock {
             started_unix_ns: self.start_unix_ns,
             total_us: self.start.elapsed().as_micros() as u64,
             phases: self.phases,
+            idle_before_us: None,
         }
     }
 }
@@ -442,6 +452,14 @@ impl<B: Backend> Pipeline<B> {
 
     /// Transcribes one clip. `progress(decoded_secs, total_secs)` is called
     /// after every window.
+    ///
+    /// With `opts.vad_filter`, only the speech found by [`crate::vad`] is
+    /// decoded (the chunks concatenated, as faster-whisper does), and every
+    /// segment and word time is mapped back to the original timeline;
+    /// `progress` still counts seconds of the original audio. Audio without
+    /// speech then gives no segments, with the requested language (`en` for
+    /// English-only models and, as nothing was heard, for detection too,
+    /// with probability 0).
     pub fn transcribe(
         &mut self,
         samples: &[f32],
@@ -451,6 +469,65 @@ impl<B: Backend> Pipeline<B> {
         validate_audio(samples)?;
         let plan = plan(opts, &self.tokenizer, self.multilingual)?;
         let mut clock = Clock::start();
+        if !opts.vad_filter {
+            return self.decode_clip(samples, opts, plan, clock, None, progress);
+        }
+        vad::validate(&opts.vad)?;
+        // earshot works at 16 kHz, the rate of every job.
+        let sampling_rate = asr_ipc::SAMPLE_RATE;
+        let duration = samples.len() as f64 / sampling_rate as f64;
+        let chunks = clock.phase("vad", None, None, || {
+            vad::speech_timestamps(samples, &opts.vad)
+        });
+        let speech = vad::collect_chunks(samples, &chunks);
+        if speech.is_empty() {
+            progress(duration as f32, duration as f32);
+            let (language, language_probability) = match plan.language {
+                LanguagePlan::Fixed { code, .. } => (code, 1.0),
+                LanguagePlan::Detect => ("en".to_string(), 0.0),
+            };
+            return Ok(Transcript {
+                segments: Vec::new(),
+                language,
+                language_probability,
+                duration_secs: duration as f32,
+                timings: clock.finish(),
+            });
+        }
+        let map = vad::SpeechTimestampsMap::new(&chunks, sampling_rate);
+        let mut original_progress = |decoded: f32, speech_secs: f32| {
+            // The seek loop reports whole 10 ms frames: within one frame of
+            // the end of the speech, the whole clip is done.
+            let done = if decoded as f64 + 0.011 >= speech_secs as f64 {
+                duration
+            } else {
+                map.original_time(decoded as f64, None, true).min(duration)
+            };
+            progress(done as f32, duration as f32);
+        };
+        let mut t = self.decode_clip(
+            &speech,
+            opts,
+            plan,
+            clock,
+            Some(&map),
+            &mut original_progress,
+        )?;
+        t.duration_secs = duration as f32;
+        Ok(t)
+    }
+
+    /// The seek loop over one clip (the whole audio, or its speech with
+    /// `map` restoring the original times of the segments and words).
+    fn decode_clip(
+        &mut self,
+        samples: &[f32],
+        opts: &DecodeOptions,
+        plan: Plan,
+        mut clock: Clock,
+        map: Option<&vad::SpeechTimestampsMap>,
+        progress: &mut dyn FnMut(f32, f32),
+    ) -> Result<Transcript, WorkerError> {
         let cfg = *self.extractor.config();
         let features = clock.phase("features", None, None, || self.extractor.compute(samples));
         let nb = cfg.nb_max_frames();
@@ -506,6 +583,9 @@ impl<B: Backend> Pipeline<B> {
         let mut window = 0u32;
         let mut last_speech_timestamp = 0.0f64;
         while seek < content_frames {
+            if self.cancel.load(Ordering::Acquire) {
+                return Err(WorkerError::Cancelled);
+            }
             let time_offset = seek as f64 * tpf;
             let segment_size = nb.min(content_frames - seek);
             let segment_duration = segment_size as f64 * tpf;
@@ -592,17 +672,21 @@ impl<B: Backend> Pipeline<B> {
                 }
             }
 
-            for (raw, seg_words) in current.into_iter().zip(words_per_segment) {
+            for (raw, mut seg_words) in current.into_iter().zip(words_per_segment) {
                 let text = self.tokenizer.decode(&raw.tokens).map_err(engine_err)?;
                 if raw.start == raw.end || text.trim().is_empty() {
                     continue;
                 }
                 all_tokens.extend_from_slice(&raw.tokens);
+                let (start, end) = match map {
+                    Some(map) => map.restore_segment(raw.start, raw.end, &mut seg_words),
+                    None => (raw.start, raw.end),
+                };
                 segments.push(Segment {
                     id: segments.len() as u32,
                     seek: previous_seek as u32,
-                    start: raw.start as f32,
-                    end: raw.end as f32,
+                    start: start as f32,
+                    end: end as f32,
                     text,
                     tokens: raw.tokens,
                     temperature: decoded.temperature as f32,
@@ -744,6 +828,7 @@ pub(crate) mod tests {
             extractor: FeatureExtractor::new(FeatureConfig::default()),
             multilingual: false,
             suppress_tokens: vec![],
+            cancel: Arc::default(),
         }
     }
 
@@ -964,6 +1049,108 @@ pub(crate) mod tests {
         assert!(matches!(
             validate_audio(&[0.0, f32::INFINITY]),
             Err(WorkerError::InvalidAudio(_))
+        ));
+    }
+
+    /// `hello.wav` (4.2 s of espeak-ng speech) between stretches of silence.
+    fn speech_between_silences() -> Vec<f32> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/speech/hello.wav");
+        let hello = crate::bench::read_wav(&path).unwrap();
+        let mut samples = vec![0.0f32; 16_000 * 3];
+        samples.extend_from_slice(&hello);
+        samples.extend(std::iter::repeat_n(0.0, 16_000 * 6));
+        samples.extend_from_slice(&hello);
+        samples.extend(std::iter::repeat_n(0.0, 16_000 * 2));
+        samples
+    }
+
+    #[test]
+    fn vad_decodes_only_speech_and_restores_the_original_times() {
+        let samples = speech_between_silences();
+        let opts = DecodeOptions {
+            vad_filter: true,
+            ..DecodeOptions::default()
+        };
+        let chunks = vad::speech_timestamps(&samples, &opts.vad);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        let first_len = (chunks[0].end - chunks[0].start) as f64 / 16_000.0;
+        // One window over the concatenated speech: a segment in each chunk.
+        let in_second = (first_len + 1.0) / 0.02;
+        let gens = vec![gen(
+            vec![
+                ts(0.0),
+                0,
+                ts(2.0),
+                ts(2.0),
+                1,
+                ts(first_len.floor()),
+                ts(in_second.round() * 0.02),
+                2,
+                ts(in_second.round() * 0.02 + 1.0),
+            ],
+            -0.1,
+            0.0,
+        )];
+        let mut p = pipeline(gens);
+        let mut progress = vec![];
+        let t = p
+            .transcribe(&samples, &opts, &mut |d, total| progress.push((d, total)))
+            .unwrap();
+        // One window only: the speech is under 30 s although the clip is not.
+        assert_eq!(*p.backend.encodes.borrow(), 1);
+        let offset0 = chunks[0].start as f64 / 16_000.0;
+        let offset1 = offset0 + (chunks[1].start - chunks[0].end) as f64 / 16_000.0;
+        let near = |a: f32, b: f64| (a as f64 - b).abs() < 0.011;
+        assert_eq!(t.segments.len(), 3);
+        assert!(near(t.segments[0].start, offset0), "{:?}", t.segments[0]);
+        assert!(near(t.segments[0].end, offset0 + 2.0));
+        assert!(near(t.segments[1].end, offset0 + first_len.floor()));
+        let s2 = in_second.round() * 0.02;
+        assert!(
+            near(t.segments[2].start, offset1 + s2),
+            "{:?}",
+            t.segments[2]
+        );
+        assert!(near(t.segments[2].end, offset1 + s2 + 1.0));
+        assert!((t.duration_secs as f64 - samples.len() as f64 / 16_000.0).abs() < 1e-3);
+        // Progress counts the original audio and ends at its duration.
+        let (last, total) = *progress.last().unwrap();
+        assert_eq!(last, total);
+        assert!((total - t.duration_secs).abs() < 1e-3);
+        let phases: Vec<&str> = t.timings.phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(phases, vec!["vad", "features", "encode", "generate"]);
+    }
+
+    #[test]
+    fn vad_on_silence_gives_an_empty_transcript_without_decoding() {
+        let samples = vec![0.0f32; 16_000 * 40];
+        let opts = DecodeOptions {
+            vad_filter: true,
+            ..DecodeOptions::default()
+        };
+        let mut p = pipeline(vec![]);
+        let mut progress = vec![];
+        let t = p
+            .transcribe(&samples, &opts, &mut |d, total| progress.push((d, total)))
+            .unwrap();
+        assert!(t.segments.is_empty());
+        assert_eq!(t.text(), "");
+        assert_eq!(t.language, "en");
+        assert_eq!(*p.backend.encodes.borrow(), 0);
+        assert_eq!(progress, vec![(40.0, 40.0)]);
+        // Invalid VAD options are refused like any other option.
+        let bad = DecodeOptions {
+            vad_filter: true,
+            vad: asr_ipc::VadOptions {
+                threshold: 2.0,
+                ..Default::default()
+            },
+            ..DecodeOptions::default()
+        };
+        assert!(matches!(
+            p.transcribe(&samples, &bad, &mut |_, _| {}),
+            Err(WorkerError::InvalidOptions(_))
         ));
     }
 

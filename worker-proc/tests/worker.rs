@@ -513,3 +513,82 @@ fn transcribe_subcommand_prints_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sox"));
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
+    let model = model_dir();
+    let samples = speech();
+    let greedy = DecodeOptions {
+        beam_size: 1,
+        ..DecodeOptions::default()
+    };
+    let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
+    w.hello();
+    // A cancel for a job the worker never had changes nothing.
+    w.send(&ToWorker::Cancel { job_id: 99 });
+    // Job 1 is held 1.5 s; 2, 3 and 4 are staged behind it, and 3 is
+    // cancelled while it waits.
+    w.send(&ToWorker::Job(Job {
+        id: 1,
+        traceparent: None,
+        samples: samples.clone(),
+        options: greedy.clone(),
+        fault: Some(Fault::SlowMs(1500)),
+    }));
+    w.send(&job(2, samples.clone(), greedy.clone()));
+    w.send(&job(3, samples.clone(), greedy.clone()));
+    w.send(&job(4, samples.clone(), greedy.clone()));
+    w.send(&ToWorker::Cancel { job_id: 3 });
+    let FromWorker::Done(first) = w.answer(1).1 else {
+        panic!("job 1 decodes")
+    };
+    assert_eq!(first.timings.idle_before_us, None, "first job after load");
+    let FromWorker::Done(second) = w.answer(2).1 else {
+        panic!("job 2 decodes")
+    };
+    assert!(second.text.to_lowercase().contains("hello"));
+    assert!(
+        second.timings.idle_before_us.is_some(),
+        "the engine's wait before a later job is reported"
+    );
+    let (progress, third) = w.answer(3);
+    assert!(
+        matches!(
+            third,
+            FromWorker::Failed {
+                job_id: 3,
+                error: WorkerError::Cancelled
+            }
+        ),
+        "{third:?}"
+    );
+    assert_eq!(progress, 0, "a cancelled staged job is not decoded");
+    assert!(matches!(w.answer(4).1, FromWorker::Done(_)));
+
+    // A running job stops at its next 30 s window: 3 windows of speech,
+    // cancelled after the first.
+    let mut long = Vec::new();
+    while long.len() < 16_000 * 65 {
+        long.extend_from_slice(&samples);
+    }
+    w.send(&job(5, long, greedy));
+    match w.next() {
+        FromWorker::Progress { job_id: 5, .. } => {}
+        other => panic!("expected progress, got {other:?}"),
+    }
+    w.send(&ToWorker::Cancel { job_id: 5 });
+    let (more, answer) = w.answer(5);
+    assert!(
+        matches!(
+            answer,
+            FromWorker::Failed {
+                job_id: 5,
+                error: WorkerError::Cancelled
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(more <= 1, "stopped before the last window ({more} more)");
+    w.close_stdin();
+    assert_eq!(w.wait().code(), Some(0));
+}

@@ -194,6 +194,11 @@ async fn json_transcript_with_timing_headers() {
     assert_eq!(header_of(&res, "x-decode-ms").as_deref(), Some("340"));
     assert_eq!(header_of(&res, "x-worker-generation").as_deref(), Some("2"));
     assert_eq!(
+        header_of(&res, "x-engine-idle-us"),
+        None,
+        "first job: no idle time"
+    );
+    assert_eq!(
         json_of(res).await,
         serde_json::json!({"text": "Hello there."})
     );
@@ -484,6 +489,24 @@ fn fault_header_parsing() {
         HeaderValue::from_static("explode"),
     );
     assert_eq!(parse_fault(&h, true).unwrap_err().status(), 400);
+}
+
+#[test]
+fn max_queue_wait_header_parsing() {
+    let mut h = HeaderMap::new();
+    assert_eq!(parse_max_queue_wait(&h), Ok(None));
+    let name = header::HeaderName::from_static(MAX_QUEUE_WAIT_HEADER);
+    h.insert(name.clone(), HeaderValue::from_static(" 250 "));
+    assert_eq!(
+        parse_max_queue_wait(&h),
+        Ok(Some(std::time::Duration::from_millis(250)))
+    );
+    for bad in ["0", "-5", "1.5", "soon", ""] {
+        h.insert(name.clone(), HeaderValue::from_static(bad));
+        let e = parse_max_queue_wait(&h).unwrap_err();
+        assert_eq!(e.status(), 400, "{bad:?}");
+        assert_eq!(e.code(), "invalid_max_queue_wait");
+    }
 }
 
 /// Starts a real server on port 0 around `backend`; returns its address.
