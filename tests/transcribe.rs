@@ -36,42 +36,6 @@ async fn wav_flac_mp3_and_ogg_uploads_come_back_with_the_spoken_words() {
     }
 }
 
-fn parse_ts(ts: &str, frac_sep: char) -> f64 {
-    let (hms, ms) = ts
-        .split_once(frac_sep)
-        .unwrap_or_else(|| panic!("bad timestamp {ts:?}"));
-    let p: Vec<f64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    assert_eq!(p.len(), 3, "HH:MM:SS in {ts:?}");
-    assert_eq!(ms.len(), 3, "milliseconds in {ts:?}");
-    p[0] * 3600.0 + p[1] * 60.0 + p[2] + ms.parse::<f64>().unwrap() / 1000.0
-}
-
-/// Checks cue blocks: optional index line, `start --> end`, non-empty text;
-/// returns (start, end, text) per cue.
-fn cues(body: &str, frac_sep: char, numbered: bool) -> Vec<(f64, f64, String)> {
-    let mut out = vec![];
-    for block in body.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
-        let mut lines = block.lines();
-        if numbered {
-            let n: usize = lines.next().unwrap().trim().parse().expect("cue number");
-            assert_eq!(n, out.len() + 1, "cues numbered from 1 in order");
-        }
-        let timing = lines.next().expect("timing line");
-        let (a, b) = timing
-            .split_once(" --> ")
-            .unwrap_or_else(|| panic!("bad timing line {timing:?}"));
-        let (start, end) = (parse_ts(a.trim(), frac_sep), parse_ts(b.trim(), frac_sep));
-        assert!(start <= end, "cue starts before it ends: {timing}");
-        let text: Vec<_> = lines.collect();
-        assert!(
-            !text.is_empty() && !text.join(" ").trim().is_empty(),
-            "cue has text"
-        );
-        out.push((start, end, text.join(" ")));
-    }
-    out
-}
-
 #[tokio::test]
 async fn text_srt_vtt_and_verbose_json_are_well_formed() {
     let clip = fixture("clip10.wav");

@@ -532,3 +532,38 @@ impl Service {
         }
     }
 }
+
+/// A cue time `HH:MM:SS<frac_sep>mmm` in seconds.
+pub fn parse_ts(ts: &str, frac_sep: char) -> f64 {
+    let (hms, ms) = ts
+        .split_once(frac_sep)
+        .unwrap_or_else(|| panic!("bad timestamp {ts:?}"));
+    let p: Vec<f64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(p.len(), 3, "HH:MM:SS in {ts:?}");
+    assert_eq!(ms.len(), 3, "milliseconds in {ts:?}");
+    p[0] * 3600.0 + p[1] * 60.0 + p[2] + ms.parse::<f64>().unwrap() / 1000.0
+}
+
+/// Checks the cue blocks of an `srt` (`numbered`, `,`) or `vtt` body (`.`):
+/// optional number, `start --> end`, non-empty text; returns (start, end,
+/// text) per cue.
+pub fn cues(body: &str, frac_sep: char, numbered: bool) -> Vec<(f64, f64, String)> {
+    let mut out = vec![];
+    for block in body.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
+        let mut lines = block.lines();
+        if numbered {
+            let n: usize = lines.next().unwrap().trim().parse().expect("cue number");
+            assert_eq!(n, out.len() + 1, "cues numbered from 1 in order");
+        }
+        let timing = lines.next().expect("timing line");
+        let (a, b) = timing
+            .split_once(" --> ")
+            .unwrap_or_else(|| panic!("bad timing line {timing:?}"));
+        let (start, end) = (parse_ts(a.trim(), frac_sep), parse_ts(b.trim(), frac_sep));
+        assert!(start <= end, "cue starts after it ends: {timing}");
+        let text = lines.collect::<Vec<_>>().join(" ");
+        assert!(!text.trim().is_empty(), "cue without text: {block}");
+        out.push((start, end, text));
+    }
+    out
+}
