@@ -283,7 +283,10 @@ class Service:
         self.log = open(log_path, "w")
         cmd = [str(bin_dir / "whisper-node"), "--listen", f"127.0.0.1:{self.port}", "--model-dir", str(model_dir),
                "--worker-path", str(bin_dir / "worker-proc"), "--threads", str(threads), "--compute-type", compute_type,
-               "--beam-size", "5", "--max-queue-wait-secs", "600", *extra]
+               "--beam-size", "5", "--max-queue-wait-secs", "600",
+               # No async job store: it would lock ./data (held by a
+               # developer's `make run`, or by the other service of a run).
+               "--disable-jobs", *extra]
         env = {**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)

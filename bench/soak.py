@@ -180,7 +180,10 @@ def main():
 
     port = free_port()
     cmd = [str(bin_dir / "whisper-node"), "--listen", f"127.0.0.1:{port}", "--model-dir", str(MODEL_DIR),
-           "--worker-path", str(worker_bin), "--threads", str(THREADS), *EXTRA]
+           "--worker-path", str(worker_bin), "--threads", str(THREADS),
+           # No async job store: it would lock ./data, which a developer's
+           # `make run` may hold.
+           "--disable-jobs", *EXTRA]
     env = {**os.environ, "RUST_LOG": os.environ.get("SOAK_RUST_LOG", "warn")}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     svc_log = open(OUT / "soak-service.log", "w")

@@ -490,6 +490,7 @@ pub fn decode_span(job: &QueuedJob, generation: u64, hello: Option<&asr_ipc::Hel
         compute_type,
         worker_generation = generation as i64,
         worker_pid = i64::from(pid),
+        staged_ms = field::Empty,
         decode_ms = field::Empty,
         rtf = field::Empty,
         language = field::Empty,
@@ -497,6 +498,19 @@ pub fn decode_span(job: &QueuedJob, generation: u64, hello: Option<&asr_ipc::Hel
         outcome = field::Empty,
         error = field::Empty,
     )
+}
+
+/// A staged job became the one the engine decodes, after `staged` in the
+/// worker behind the previous job.
+pub fn decode_started_after_staging(span: &Span, staged: Duration) {
+    span.record("staged_ms", staged.as_secs_f64() * 1e3);
+}
+
+/// A staged job was taken back before the engine started it (`reason`:
+/// `client_gone`, `expired`, `shutting_down`, `worker_exited`): not a
+/// decode failure, so nothing is counted.
+pub fn decode_skipped(span: &Span, reason: &'static str) {
+    span.record("outcome", reason);
 }
 
 /// Ends a successful decode: records decode time, real-time factor, language

@@ -324,7 +324,11 @@ impl QueueState {
                 self.idle_worker = Some((worker, stage));
                 continue;
             }
-            crate::telemetry::queue_wait_end(&mut job, if stage { "staged" } else { "dispatched" });
+            // A staged job still waits: the proxy ends its queue wait when the
+            // engine starts it.
+            if !stage {
+                crate::telemetry::queue_wait_end(&mut job, "dispatched");
+            }
             let audio_secs = job.audio_secs;
             match worker.cast(WorkerProxyMsg::Run(job)) {
                 Ok(()) => {

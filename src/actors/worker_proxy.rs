@@ -117,9 +117,11 @@ struct InFlight {
 }
 
 /// A job sent to the child ahead of time, waiting for the one in flight.
+/// Its `queue.wait` span stays open until the engine starts it.
 struct Staged {
     job: QueuedJob,
     span: tracing::Span,
+    staged_at: Instant,
 }
 
 /// What the writer task sends to the child.
@@ -283,8 +285,10 @@ impl WorkerProxyState {
     /// The in-flight job was answered: the staged job (if any) takes its place.
     fn promote(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
         match self.staged.take() {
-            Some(s) => {
+            Some(mut s) => {
                 tracing::debug!(parent: &s.job.span, job_id = s.job.id, "staged job in flight");
+                crate::telemetry::queue_wait_end(&mut s.job, "dispatched");
+                crate::telemetry::decode_started_after_staging(&s.span, s.staged_at.elapsed());
                 self.start(myself, s.job, s.span);
             }
             None => self.args.shared.worker_busy(false),
@@ -293,10 +297,11 @@ impl WorkerProxyState {
 
     /// Takes the staged job back from the child (it may not decode it).
     fn unstage(&mut self, why: &'static str) -> Option<QueuedJob> {
-        let s = self.staged.take()?;
+        let mut s = self.staged.take()?;
         self.send(Outgoing::Cancel(s.job.id));
         self.skipped.push_back(s.job.id);
-        crate::telemetry::decode_failed(&s.span, why, &"cancelled before it started");
+        crate::telemetry::queue_wait_end(&mut s.job, why);
+        crate::telemetry::decode_skipped(&s.span, why);
         Some(s.job)
     }
 
@@ -479,12 +484,9 @@ impl Actor for WorkerProxyActor {
             );
             let _ = f.job.reply.send(Err(AsrError::ShuttingDown));
         }
-        if let Some(s) = state.staged.take() {
-            crate::telemetry::decode_failed(
-                &s.span,
-                "shutting_down",
-                &"the node stopped before the job started",
-            );
+        if let Some(mut s) = state.staged.take() {
+            crate::telemetry::queue_wait_end(&mut s.job, "shutting_down");
+            crate::telemetry::decode_skipped(&s.span, "shutting_down");
             let _ = s.job.reply.send(Err(AsrError::ShuttingDown));
         }
         if !state.exited {
@@ -625,21 +627,29 @@ impl Actor for WorkerProxyActor {
                     None => tracing::warn!(job_id, "failure for a job that is no longer in flight"),
                 }
             }
-            WorkerProxyMsg::Run(job) => {
+            WorkerProxyMsg::Run(mut job) => {
                 if !state.can_take_jobs() {
                     // Lost a race with the child's exit: the queue serves it
                     // to the next worker.
                     tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
+                    crate::telemetry::queue_wait_end(&mut job, "requeued");
                     let _ = state.args.queue.cast(QueueMsg::Requeue(job));
                     return Ok(());
                 }
                 if state.in_flight.is_none() {
+                    // (A no-op unless the queue sent it for staging and the
+                    // job in flight finished meanwhile.)
+                    crate::telemetry::queue_wait_end(&mut job, "dispatched");
                     let span = state.send_job(&job);
                     state.start(&myself, job, span);
                 } else if state.staged.is_none() && state.args.config.stage_next_job {
                     tracing::debug!(parent: &job.span, job_id = job.id, "job staged in the worker");
                     let span = state.send_job(&job);
-                    state.staged = Some(Staged { job, span });
+                    state.staged = Some(Staged {
+                        job,
+                        span,
+                        staged_at: Instant::now(),
+                    });
                 } else {
                     // Two answers to one request for work crossed: keep it
                     // first in line.
@@ -647,6 +657,7 @@ impl Actor for WorkerProxyActor {
                         job_id = job.id,
                         "no free slot, returning the job to the queue"
                     );
+                    crate::telemetry::queue_wait_end(&mut job, "requeued");
                     let _ = state.args.queue.cast(QueueMsg::Requeue(job));
                     return Ok(());
                 }
@@ -703,12 +714,9 @@ impl Actor for WorkerProxyActor {
                 });
                 // The staged job never reached the engine: it goes back to the
                 // front of the queue, behind the in-flight job's retry.
-                if let Some(s) = state.staged.take() {
-                    crate::telemetry::decode_failed(
-                        &s.span,
-                        "worker_exited",
-                        &"the worker exited before the job started",
-                    );
+                if let Some(mut s) = state.staged.take() {
+                    crate::telemetry::queue_wait_end(&mut s.job, "requeued");
+                    crate::telemetry::decode_skipped(&s.span, "worker_exited");
                     let _ = state.args.queue.cast(QueueMsg::Requeue(s.job));
                 }
                 state.crashed_in_flight(&desc);
