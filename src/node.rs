@@ -138,6 +138,26 @@ impl AsrNode {
         answer
     }
 
+    /// Answers, without waiting on the actors, whether a job submitted now
+    /// would certainly be refused: the queue is full ([`AsrError::Busy`]
+    /// with the queue's Retry-After) or the node is shutting down. The HTTP
+    /// layer asks before it reads and decodes an upload, so a busy answer
+    /// costs neither. `Ok` is not a promise: the queue decides.
+    pub fn admission_precheck(&self) -> Result<(), AsrError> {
+        match self.inner.shared.early_refusal() {
+            None => Ok(()),
+            Some(e) => {
+                if matches!(e, AsrError::Busy { .. }) {
+                    crate::metrics::busy_rejection();
+                }
+                self.inner
+                    .shared
+                    .job_finished(crate::metrics::error_kind(&e));
+                Err(e)
+            }
+        }
+    }
+
     /// A snapshot of the node's state; never waits on the actors.
     pub fn status(&self) -> NodeStatus {
         self.inner.shared.status()

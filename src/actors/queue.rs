@@ -195,7 +195,8 @@ impl QueueState {
     }
 
     fn publish(&self) {
-        self.shared.set_queue_depth(self.waiting());
+        let full = (self.waiting() >= self.limits.capacity).then(|| self.busy_retry_after());
+        self.shared.set_queue_depth(self.waiting(), full);
     }
 
     /// How long until a refused client should retry: the waiting audio

@@ -29,6 +29,8 @@ struct Inner {
     compute_type: Option<String>,
     load_time: Option<Duration>,
     queue_depth: usize,
+    /// While the queue is full: its Retry-After estimate.
+    queue_full: Option<Duration>,
     in_flight: usize,
     shutting_down: bool,
     jobs: BTreeMap<&'static str, u64>,
@@ -51,6 +53,7 @@ impl Shared {
                 compute_type: None,
                 load_time: None,
                 queue_depth: 0,
+                queue_full: None,
                 in_flight: 0,
                 shutting_down: false,
                 jobs: BTreeMap::new(),
@@ -140,9 +143,27 @@ impl Shared {
         });
     }
 
-    /// Jobs waiting now.
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.with(|s| s.queue_depth = depth);
+    /// Jobs waiting now, and (when the queue is full) the Retry-After a
+    /// refused job would get.
+    pub fn set_queue_depth(&self, depth: usize, full: Option<Duration>) {
+        self.with(|s| {
+            s.queue_depth = depth;
+            s.queue_full = full;
+        });
+    }
+
+    /// The answer a new job would get right now without reaching the
+    /// queue, if it is certain: the node is shutting down, or the queue is
+    /// full (its Retry-After). A read only, like [`Self::is_shutting_down`].
+    pub fn early_refusal(&self) -> Option<crate::api::AsrError> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.shutting_down {
+            return Some(crate::api::AsrError::ShuttingDown);
+        }
+        g.queue_full.map(|retry_after| crate::api::AsrError::Busy {
+            retry_after,
+            queued: g.queue_depth,
+        })
     }
 
     /// The node stopped admitting work.
@@ -230,5 +251,27 @@ mod tests {
         });
         s.set_shutting_down();
         assert!(!s.status().ready, "draining is not ready");
+    }
+
+    #[test]
+    fn early_refusal_only_when_the_answer_is_certain() {
+        use crate::api::AsrError;
+        let s = Shared::new(3);
+        assert!(s.early_refusal().is_none());
+        s.set_queue_depth(2, None);
+        assert!(s.early_refusal().is_none(), "room left: the queue decides");
+        s.set_queue_depth(3, Some(Duration::from_secs(4)));
+        match s.early_refusal() {
+            Some(AsrError::Busy {
+                retry_after,
+                queued,
+            }) => assert_eq!((retry_after, queued), (Duration::from_secs(4), 3)),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert_eq!(s.status().queue_depth, 3);
+        s.set_queue_depth(2, None);
+        assert!(s.early_refusal().is_none());
+        s.set_shutting_down();
+        assert!(matches!(s.early_refusal(), Some(AsrError::ShuttingDown)));
     }
 }

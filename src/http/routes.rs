@@ -104,6 +104,11 @@ pub(crate) trait Backend: 'static {
     fn config(&self) -> &NodeConfig;
     /// A status snapshot.
     fn status(&self) -> NodeStatus;
+    /// Whether a job submitted now would certainly be refused (see
+    /// [`AsrNode::admission_precheck`]).
+    fn admission_precheck(&self) -> Result<(), AsrError> {
+        Ok(())
+    }
     /// Submits a job and waits for its answer.
     fn transcribe(
         &self,
@@ -118,6 +123,10 @@ impl Backend for AsrNode {
 
     fn status(&self) -> NodeStatus {
         AsrNode::status(self)
+    }
+
+    fn admission_precheck(&self) -> Result<(), AsrError> {
+        AsrNode::admission_precheck(self)
     }
 
     fn transcribe(
@@ -238,6 +247,14 @@ async fn transcribe_request<B: Backend>(
         tracing::debug!(model = %model, "requested model maps to the loaded model");
     }
 
+    // Full queue or shutting down: answer before the audio is decoded, so a
+    // busy answer costs no CPU and stays fast however many clients upload
+    // at once. (The upload itself is read first: answering while a client
+    // still sends would make it see a reset connection, not the 429.)
+    node.admission_precheck().map_err(|e| {
+        log_asr_error(&e);
+        ApiError::from(e)
+    })?;
     let options = form.decode_options(config.beam_size);
     let max_audio_secs = config.max_audio_secs;
     let hint = form.file_hint.clone();
