@@ -112,11 +112,26 @@ def machine_info():
 BUSY_PAT = re.compile(r"^(cargo|rustc|cc1|cc1plus|c\+\+|g\+\+|ld|cmake|make|clippy-driver|cargo-clippy)$")
 
 
+def _ancestors():
+    """Our own process and its parents (`make bench` itself is no competitor)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+ANCESTORS = _ancestors()
+
+
 def other_busy_processes():
     """Names of compile-like processes running now (other users of the CPU)."""
     names = []
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
+        if not d.name.isdigit() or int(d.name) in ANCESTORS:
             continue
         try:
             comm = (d / "comm").read_text().strip()
