@@ -26,6 +26,10 @@ pub struct TranscriptionRequest {
     pub fault: Option<Fault>,
     /// Receives decode progress after each 30 s window (async jobs).
     pub progress: Option<ProgressSink>,
+    /// Receives each window's finished segments as soon as the worker has
+    /// them (streaming answers). After a worker crash the retried job sends
+    /// its segments again from id 0: keep the ids already seen.
+    pub segments: Option<SegmentSink>,
 }
 
 /// Decode progress of one job.
@@ -40,6 +44,9 @@ pub struct Progress {
 /// Where a job's progress is published; the latest value wins.
 pub type ProgressSink = tokio::sync::watch::Sender<Progress>;
 
+/// Where a job's segments go while it decodes, one batch per window.
+pub type SegmentSink = tokio::sync::mpsc::UnboundedSender<Vec<Segment>>;
+
 impl TranscriptionRequest {
     /// A request with default options and no parent span.
     pub fn new(samples: Vec<f32>) -> Self {
@@ -50,6 +57,7 @@ impl TranscriptionRequest {
             parent_span: tracing::Span::current(),
             fault: None,
             progress: None,
+            segments: None,
         }
     }
 

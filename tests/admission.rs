@@ -381,3 +381,38 @@ async fn sigterm_drains_finishes_the_in_flight_job_answers_the_queue_503_and_exi
     assert_eq!(status.code(), Some(0), "clean exit");
     assert!(!alive(worker), "worker stopped with the service");
 }
+
+#[tokio::test]
+async fn a_stream_whose_client_leaves_mid_decode_is_cancelled_in_the_worker() {
+    let svc = Service::start(&[]);
+    svc.wait_ready(Duration::from_secs(30)).await;
+    // 62 s of speech: three 30 s windows. The client reads the first
+    // window's segments, then goes away.
+    let mut r = post_stream(&svc.base, "long60.wav", &[("vad_filter", "false")]).await;
+    let first = r.chunk().await.expect("body").expect("a first event");
+    assert!(
+        std::str::from_utf8(&first)
+            .unwrap()
+            .contains("transcript.text.delta"),
+        "{first:?}"
+    );
+    drop(r);
+
+    svc.wait_health("worker idle", Duration::from_secs(30), |h| {
+        h["worker_state"] == "ready" && h["in_flight"] == 0
+    })
+    .await;
+    let logs = svc.logs();
+    assert!(
+        logs.contains("client gone, cancelling the job in the worker"),
+        "no cancel logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("cancelled while decoding"),
+        "the worker did not stop the job:\n{logs}"
+    );
+    assert_eq!(logs.matches("job done").count(), 0, "{logs}");
+    // The worker serves the next request.
+    let a = svc.transcribe(&fixture("hello.wav"), &[]).await;
+    assert_words(&a.transcript(), &["hello", "world"]);
+}

@@ -175,6 +175,19 @@ async fn bad_ids_are_404_and_bad_uploads_are_refused_like_the_sync_endpoint() {
     )
     .await;
     assert_eq!(bad_field.status, 400, "{}", bad_field.text);
+    let streamed = post_job(
+        &svc.base,
+        std::fs::read(fixture("hello.wav")).unwrap(),
+        "hello.wav",
+        &[("stream", "true")],
+    )
+    .await;
+    assert_eq!(
+        (streamed.status, &streamed.json()["error"]["param"]),
+        (400, &"stream".into()),
+        "a job cannot be streamed: {}",
+        streamed.text
+    );
     let (_, list) = svc.get_json("/v1/jobs").await;
     assert_eq!(
         list["data"].as_array().unwrap().len(),

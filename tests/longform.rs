@@ -355,3 +355,61 @@ async fn silence_and_faint_noise_give_an_empty_transcript() {
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
 }
+
+/// `stream=true` on a 62 s clip (several 30 s windows): segments arrive as
+/// Server-Sent Events while the clip still decodes, each once and in order,
+/// and the deltas add up to the final text.
+#[tokio::test]
+async fn stream_sends_segments_while_the_clip_decodes() {
+    let mut r = post_stream(&SVC.base, "long60.wav", &[GREEDY]).await;
+
+    // Events with the time each was read.
+    let mut events: Vec<(std::time::Instant, Value)> = Vec::new();
+    let mut buf = String::new();
+    while let Some(chunk) = r.chunk().await.expect("body") {
+        buf.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let json = event
+                .trim_end()
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data event: {event:?}"));
+            events.push((
+                std::time::Instant::now(),
+                serde_json::from_str(json).unwrap(),
+            ));
+        }
+    }
+    assert!(buf.is_empty(), "unterminated event: {buf:?}");
+
+    let (done_at, done) = events.pop().expect("events");
+    assert_eq!(done["type"], "transcript.text.done", "{done}");
+    assert!(events.len() >= 3, "a minute of speech has several segments");
+    let duration = done["duration"].as_f64().unwrap();
+    let mut text = String::new();
+    let mut prev_start = 0.0;
+    for (i, (_, e)) in events.iter().enumerate() {
+        assert_eq!(e["type"], "transcript.text.delta", "{e}");
+        assert_eq!(e["segment"]["id"].as_u64(), Some(i as u64), "{e}");
+        let start = e["segment"]["start"].as_f64().unwrap();
+        let end = e["segment"]["end"].as_f64().unwrap();
+        assert!(
+            prev_start <= start && start <= end && end <= duration + 0.01,
+            "segment times out of order or outside the clip: {e}"
+        );
+        prev_start = start;
+        text.push_str(e["delta"].as_str().unwrap());
+    }
+    assert_eq!(text.trim(), done["text"].as_str().unwrap());
+    // Words from the beginning, the middle and the end of the minute.
+    assert_words(&text, &["morning", "weather", "museum", "lighthouse"]);
+
+    // The first window's segments were sent long before the last window was
+    // decoded: at least a quarter of the decode time before the end.
+    let decode = Duration::from_millis(done["decode_ms"].as_u64().unwrap());
+    let early = done_at - events[0].0;
+    assert!(
+        early.as_secs_f64() >= 0.25 * decode.as_secs_f64(),
+        "first segment only {early:?} before the end of a {decode:?} decode"
+    );
+}

@@ -42,7 +42,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// 2: `DecodeOptions::vad_filter` and `DecodeOptions::vad`;
 /// `ToWorker::Cancel` and `WorkerError::Cancelled`; `Timings::idle_before_us`.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: `Job::stream_segments` and `FromWorker::Progress::segments`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts: 512 MiB, about 2.3 hours of 16 kHz
 /// mono f32 PCM in one job.
@@ -85,6 +87,10 @@ pub enum FromWorker {
         decoded_secs: f32,
         /// Seconds of audio in the job.
         total_secs: f32,
+        /// The segments this window finished, final (ids, times and text as
+        /// in the job's [`JobResult`]); always empty unless the job asked
+        /// for them with [`Job::stream_segments`].
+        segments: Vec<Segment>,
     },
     /// A job finished with a transcript.
     Done(JobResult),
@@ -164,6 +170,9 @@ pub struct Job {
     pub options: DecodeOptions,
     /// Fault to inject (ignored unless fault injection is enabled).
     pub fault: Option<Fault>,
+    /// Send each window's finished segments in its
+    /// [`FromWorker::Progress`] (for streaming answers).
+    pub stream_segments: bool,
 }
 
 /// A borrowed view of [`ToWorker::Job`] with the same wire layout, so the
@@ -187,6 +196,8 @@ pub struct JobRef<'a> {
     pub options: &'a DecodeOptions,
     /// See [`Job::fault`].
     pub fault: Option<Fault>,
+    /// See [`Job::stream_segments`].
+    pub stream_segments: bool,
 }
 
 /// Decode options; the defaults are faster-whisper's.
@@ -491,6 +502,7 @@ mod tests {
             samples: vec![0.0, 0.5, -0.25, 1.0],
             options: DecodeOptions::default(),
             fault: None,
+            stream_segments: true,
         }
     }
 
@@ -553,6 +565,7 @@ mod tests {
             samples: &j.samples,
             options: &j.options,
             fault: j.fault,
+            stream_segments: j.stream_segments,
         }))
         .unwrap();
         assert_eq!(owned, borrowed);

@@ -106,6 +106,7 @@ impl Actor for IngressActor {
                         samples: req.samples,
                         options: req.options,
                         fault: req.fault,
+                        stream_segments: req.segments.is_some(),
                     }),
                     audio_secs,
                     admitted_at: now,
@@ -115,6 +116,7 @@ impl Actor for IngressActor {
                     attempts: 0,
                     fingerprint,
                     progress: req.progress,
+                    segments: req.segments,
                     queue_wait: None,
                 };
                 match state.queue.cast(QueueMsg::Submit(job)) {

@@ -56,6 +56,8 @@ pub struct JobPayload {
     pub options: DecodeOptions,
     /// Injected fault (tests).
     pub fault: Option<Fault>,
+    /// Whether the worker sends the segments of each window as it goes.
+    pub stream_segments: bool,
 }
 
 /// A job on its way through the tree.
@@ -81,6 +83,8 @@ pub struct QueuedJob {
     pub fingerprint: u64,
     /// Where decode progress goes, if anyone listens.
     pub progress: Option<crate::api::ProgressSink>,
+    /// Where segments go as they are decoded, if anyone streams them.
+    pub segments: Option<crate::api::SegmentSink>,
     /// Its `queue.wait` span while it waits (see [`crate::telemetry`]).
     pub queue_wait: Option<crate::telemetry::QueueWait>,
 }

@@ -383,6 +383,7 @@ impl Actor for WorkerProxyActor {
                             samples: &payload.samples,
                             options: &payload.options,
                             fault: payload.fault,
+                            stream_segments: payload.stream_segments,
                         })),
                     ),
                     Outgoing::Cancel(id) => {
@@ -550,18 +551,30 @@ impl Actor for WorkerProxyActor {
                 job_id,
                 decoded_secs,
                 total_secs,
+                segments,
             }) => {
-                tracing::debug!(job_id, decoded_secs, total_secs, "decode progress");
-                if let Some(sink) = state
+                tracing::debug!(
+                    job_id,
+                    decoded_secs,
+                    total_secs,
+                    segments = segments.len(),
+                    "decode progress"
+                );
+                if let Some(job) = state
                     .in_flight
                     .as_ref()
                     .filter(|f| f.job.id == job_id)
-                    .and_then(|f| f.job.progress.as_ref())
+                    .map(|f| &f.job)
                 {
-                    let _ = sink.send(crate::api::Progress {
-                        decoded_secs,
-                        total_secs,
-                    });
+                    if let Some(sink) = &job.progress {
+                        let _ = sink.send(crate::api::Progress {
+                            decoded_secs,
+                            total_secs,
+                        });
+                    }
+                    if let (Some(sink), false) = (&job.segments, segments.is_empty()) {
+                        let _ = sink.send(segments);
+                    }
                 }
             }
             WorkerProxyMsg::Frame(FromWorker::Done(result)) => {

@@ -13,7 +13,7 @@
 //! | `timestamp_granularities[]` | `segment` and/or `word` (repeatable); `word` turns on word timestamps and needs `verbose_json` (as at OpenAI) |
 //! | `beam_size` (extension) | beam width 1..=[`MAX_BEAM_SIZE`]; default: the node's `--beam-size` |
 //! | `vad_filter` (extension) | `true`/`false` (`1`/`0`): voice-activity detection first, so only speech is decoded and silence cannot be "transcribed"; times stay those of the original audio. Default [`DEFAULT_VAD_FILTER`] |
-//! | `stream` | only `false` is accepted (no streaming yet) |
+//! | `stream` | `true`/`false` (`1`/`0`), default `false`: `true` answers with Server-Sent Events, one `transcript.text.delta` per segment as the worker finishes it, then `transcript.text.done` (see [`super::stream`]); needs `response_format` `json`, `text` or `verbose_json` |
 //!
 //! Other fields are read and ignored, so newer clients keep working.
 //! Empty text fields count as absent.
@@ -108,6 +108,8 @@ pub struct TranscriptionForm {
     pub beam_size: Option<u32>,
     /// Requested voice-activity detection (`None`: [`DEFAULT_VAD_FILTER`]).
     pub vad_filter: Option<bool>,
+    /// Answer with Server-Sent Events as segments are decoded.
+    pub stream: bool,
 }
 
 impl TranscriptionForm {
@@ -481,19 +483,22 @@ impl RawForm {
             }
         };
 
-        match self
-            .stream
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("false") | Some("0") => {}
-            Some(_) => {
+        let stream = match self.stream.as_deref().map(str::to_ascii_lowercase) {
+            None => false,
+            Some(v) if v == "true" || v == "1" => true,
+            Some(v) if v == "false" || v == "0" => false,
+            Some(v) => {
                 return Err(ApiError::invalid_param(
                     "stream",
-                    "streaming responses are not supported",
+                    format!("stream must be true or false, got {:?}", cut(&v)),
                 ))
             }
+        };
+        if stream && matches!(response_format, ResponseFormat::Srt | ResponseFormat::Vtt) {
+            return Err(ApiError::invalid_param(
+                "stream",
+                "a stream is JSON events: use response_format json, text or verbose_json with stream=true",
+            ));
         }
 
         Ok(TranscriptionForm {
@@ -507,6 +512,7 @@ impl RawForm {
             granularities,
             beam_size,
             vad_filter,
+            stream,
         })
     }
 }
@@ -570,6 +576,7 @@ mod tests {
                 text("timestamp_granularities[]", "segment"),
                 text("beam_size", "2"),
                 text("vad_filter", "False"),
+                text("stream", "TRUE"),
                 text("chunking_strategy", "auto"),
             ],
             LIMITS,
@@ -595,6 +602,32 @@ mod tests {
         assert_eq!(o.beam_size, 2);
         assert!(o.word_timestamps);
         assert!(!o.vad_filter);
+        assert!(form.stream);
+    }
+
+    #[actix_web::test]
+    async fn subtitles_cannot_be_streamed() {
+        for (format, streams) in [
+            ("srt", false),
+            ("vtt", false),
+            ("json", true),
+            ("text", true),
+            ("verbose_json", true),
+        ] {
+            let fields = vec![
+                file(b"abc"),
+                text("response_format", format),
+                text("stream", "1"),
+            ];
+            match parse(fields, LIMITS).await {
+                Ok(form) => assert!(streams && form.stream, "{format}"),
+                Err(e) => assert_eq!(
+                    (streams, e.status().as_u16(), e.param()),
+                    (false, 400, Some("stream")),
+                    "{format}: {e}"
+                ),
+            }
+        }
     }
 
     #[actix_web::test]
@@ -602,6 +635,7 @@ mod tests {
         let form = parse(vec![file(b"abc")], LIMITS).await.unwrap();
         assert_eq!(form.response_format, ResponseFormat::Json);
         assert_eq!(form.granularities, Granularities::default());
+        assert!(!form.stream);
         let o = form.decode_options(3);
         assert_eq!(o.beam_size, 3);
         assert_eq!(o.vad_filter, DEFAULT_VAD_FILTER);
@@ -686,7 +720,7 @@ mod tests {
                 text("timestamp_granularities[]", "word"),
                 "timestamp_granularities[]",
             ), // not verbose_json
-            (text("stream", "true"), "stream"),
+            (text("stream", "yes"), "stream"),
         ];
         for (field, param) in cases {
             let e = parse(vec![file(b"abc"), field], LIMITS).await.unwrap_err();

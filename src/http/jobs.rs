@@ -178,6 +178,12 @@ async fn create_job(req: &HttpRequest, body: web::Payload) -> Result<HttpRespons
         FormLimits::for_upload_limit(limits.max_upload_bytes),
     )
     .await?;
+    if form.stream {
+        return Err(ApiError::invalid_param(
+            "stream",
+            "a job is polled, not streamed: send stream=true to /v1/audio/transcriptions",
+        ));
+    }
     let options = form.decode_options(limits.beam_size);
     let view = jobs
         .submit(JobSubmission {

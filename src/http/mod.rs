@@ -3,7 +3,7 @@
 //!
 //! | method | route | answer |
 //! | --- | --- | --- |
-//! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` and (after the worker's first job) `X-Engine-Idle-Us` (how long the engine waited for this job since its previous one) headers; errors as [`ApiError`] |
+//! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]) or, with `stream=true`, Server-Sent Events (see [`stream`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` and (after the worker's first job) `X-Engine-Idle-Us` (how long the engine waited for this job since its previous one) headers; errors as [`ApiError`] |
 //! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
 //! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
 //! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
@@ -21,6 +21,7 @@
 //! - [`form`]: streaming multipart parsing under the upload limit, and
 //!   form fields → decode options.
 //! - [`format`]: `json`, `text`, `srt`, `vtt`, `verbose_json` rendering.
+//! - [`stream`]: `stream=true`, the transcript as Server-Sent Events.
 //! - [`error`]: [`ApiError`] and the status-code table.
 //! - [`language`]: Whisper's languages, codes and names.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod language;
 pub mod metrics;
 pub mod routes;
+pub mod stream;
 
 pub use disconnect::on_connect;
 pub use error::ApiError;

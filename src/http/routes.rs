@@ -301,6 +301,9 @@ async fn transcribe_request<B: Backend>(
     request.parent_span = span.clone();
     request.fault = fault;
     request.max_queue_wait = max_queue_wait;
+    if form.stream {
+        return stream_answer::<B>(req, node, request, span, form.granularities.word).await;
+    }
     // If the client leaves while the job waits, stop waiting: the job's
     // reply port closes and the queue drops the job before decode.
     let answer = tokio::select! {
@@ -329,6 +332,37 @@ async fn transcribe_request<B: Backend>(
         ok.insert_header(("x-engine-idle-us", idle));
     }
     Ok(ok.body(rendered.body))
+}
+
+/// `stream=true` (see [`super::stream`]): waits for the first segments,
+/// then answers 200 with the events; an error before them is an ordinary
+/// error answer.
+async fn stream_answer<B: Backend>(
+    req: &HttpRequest,
+    node: web::Data<B>,
+    mut request: TranscriptionRequest,
+    span: Span,
+    words: bool,
+) -> Result<HttpResponse, ApiError> {
+    let (tx, mut segments) = tokio::sync::mpsc::unbounded_channel();
+    request.segments = Some(tx);
+    let mut answer: super::stream::Answer = Box::pin(async move { node.transcribe(request).await });
+    let events = match super::stream::start(req, &mut answer, &mut segments).await {
+        super::stream::Start::Segments(first) => {
+            super::stream::EventStream::new(req.clone(), span, words, answer, segments)
+                .into_response(Some(first))
+        }
+        super::stream::Start::Ended(Ok(transcript)) => {
+            let done: super::stream::Answer = Box::pin(std::future::ready(Ok(transcript)));
+            super::stream::EventStream::new(req.clone(), span, words, done, segments)
+                .into_response(None)
+        }
+        super::stream::Start::Ended(Err(e)) => {
+            log_asr_error(&e);
+            return Err(ApiError::from(e));
+        }
+    };
+    Ok(events)
 }
 
 /// Logs the internal detail of a node error that the client will not see.

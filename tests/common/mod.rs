@@ -464,6 +464,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// POSTs a fixture with `stream=true` and `fields`; asserts the 200 and
+/// the event-stream type, and returns the response to read the events from.
+pub async fn post_stream(
+    base: &str,
+    fixture_name: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(fixture(fixture_name)).unwrap())
+                .file_name(fixture_name.to_string()),
+        )
+        .text("stream", "true");
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let r = client()
+        .post(format!("{base}/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST stream");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    r
+}
+
 /// POSTs raw bytes as the `file` part of an async job (`POST /v1/jobs`).
 pub async fn post_job(
     base: &str,

@@ -171,7 +171,7 @@ pub fn run(
     let runs = args.runs.max(1);
     let mut results: Vec<Transcript> = Vec::with_capacity(runs as usize);
     for _ in 0..runs {
-        match pipeline.transcribe(&samples, &opts, &mut |_, _| {}) {
+        match pipeline.transcribe(&samples, &opts, &mut |_, _, _| {}) {
             Ok(t) => results.push(t),
             Err(e) => {
                 log_error!("transcription failed: {e}");

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use asr_ipc::{
     decode, read_frame, write_frame, FrameError, FromWorker, Hello, Job, JobResult, LoadFailure,
-    ToWorker, WorkerError,
+    Segment, ToWorker, WorkerError,
 };
 
 use crate::engine::{Engine, EngineSettings};
@@ -390,12 +390,18 @@ fn run_job(
     );
     let mut write_error: Option<FrameError> = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut progress = |decoded_secs: f32, total_secs: f32| {
+        let stream_segments = job.stream_segments;
+        let mut progress = |decoded_secs: f32, total_secs: f32, segments: &[Segment]| {
             if write_error.is_none() {
                 let msg = FromWorker::Progress {
                     job_id,
                     decoded_secs,
                     total_secs,
+                    segments: if stream_segments {
+                        segments.to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 };
                 if let Err(e) = write_frame(out, &msg) {
                     write_error = Some(e);

@@ -450,8 +450,9 @@ impl<B: Backend> Pipeline<B> {
         Ok(chosen)
     }
 
-    /// Transcribes one clip. `progress(decoded_secs, total_secs)` is called
-    /// after every window.
+    /// Transcribes one clip. `progress(decoded_secs, total_secs, segments)`
+    /// is called after every window with the segments that window finished
+    /// (final: the same as in the result).
     ///
     /// With `opts.vad_filter`, only the speech found by [`crate::vad`] is
     /// decoded (the chunks concatenated, as faster-whisper does), and every
@@ -464,7 +465,7 @@ impl<B: Backend> Pipeline<B> {
         &mut self,
         samples: &[f32],
         opts: &DecodeOptions,
-        progress: &mut dyn FnMut(f32, f32),
+        progress: &mut dyn FnMut(f32, f32, &[Segment]),
     ) -> Result<Transcript, WorkerError> {
         validate_audio(samples)?;
         let plan = plan(opts, &self.tokenizer, self.multilingual)?;
@@ -481,7 +482,7 @@ impl<B: Backend> Pipeline<B> {
         });
         let speech = vad::collect_chunks(samples, &chunks);
         if speech.is_empty() {
-            progress(duration as f32, duration as f32);
+            progress(duration as f32, duration as f32, &[]);
             let (language, language_probability) = match plan.language {
                 LanguagePlan::Fixed { code, .. } => (code, 1.0),
                 LanguagePlan::Detect => ("en".to_string(), 0.0),
@@ -495,7 +496,7 @@ impl<B: Backend> Pipeline<B> {
             });
         }
         let map = vad::SpeechTimestampsMap::new(&chunks, sampling_rate);
-        let mut original_progress = |decoded: f32, speech_secs: f32| {
+        let mut original_progress = |decoded: f32, speech_secs: f32, segments: &[Segment]| {
             // The seek loop reports whole 10 ms frames: within one frame of
             // the end of the speech, the whole clip is done.
             let done = if decoded as f64 + 0.011 >= speech_secs as f64 {
@@ -503,7 +504,7 @@ impl<B: Backend> Pipeline<B> {
             } else {
                 map.original_time(decoded as f64, None, true).min(duration)
             };
-            progress(done as f32, duration as f32);
+            progress(done as f32, duration as f32, segments);
         };
         let mut t = self.decode_clip(
             &speech,
@@ -526,7 +527,7 @@ impl<B: Backend> Pipeline<B> {
         plan: Plan,
         mut clock: Clock,
         map: Option<&vad::SpeechTimestampsMap>,
-        progress: &mut dyn FnMut(f32, f32),
+        progress: &mut dyn FnMut(f32, f32, &[Segment]),
     ) -> Result<Transcript, WorkerError> {
         let cfg = *self.extractor.config();
         let features = clock.phase("features", None, None, || self.extractor.compute(samples));
@@ -622,6 +623,7 @@ impl<B: Backend> Pipeline<B> {
                     progress(
                         (seek.min(content_frames) as f64 * tpf) as f32,
                         duration as f32,
+                        &[],
                     );
                     continue;
                 }
@@ -672,6 +674,7 @@ impl<B: Backend> Pipeline<B> {
                 }
             }
 
+            let window_first_segment = segments.len();
             for (raw, mut seg_words) in current.into_iter().zip(words_per_segment) {
                 let text = self.tokenizer.decode(&raw.tokens).map_err(engine_err)?;
                 if raw.start == raw.end || text.trim().is_empty() {
@@ -705,6 +708,7 @@ impl<B: Backend> Pipeline<B> {
             progress(
                 (seek.min(content_frames) as f64 * tpf) as f32,
                 duration as f32,
+                &segments[window_first_segment..],
             );
         }
 
@@ -860,11 +864,23 @@ pub(crate) mod tests {
         ];
         let mut p = pipeline(gens);
         let mut progress = vec![];
+        let mut streamed: Vec<Vec<Segment>> = vec![];
         let t = p
-            .transcribe(&samples, &DecodeOptions::default(), &mut |d, total| {
-                progress.push((d, total))
-            })
+            .transcribe(
+                &samples,
+                &DecodeOptions::default(),
+                &mut |d, total, segs| {
+                    progress.push((d, total));
+                    streamed.push(segs.to_vec());
+                },
+            )
             .unwrap();
+        // Each window's progress carries the segments it finished: 2, then 1.
+        assert_eq!(
+            streamed.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(streamed.concat(), t.segments);
         let texts: Vec<&str> = t.segments.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(texts, vec!["a", "b", " c"]);
         let times: Vec<(f32, f32)> = t.segments.iter().map(|s| (s.start, s.end)).collect();
@@ -896,7 +912,7 @@ pub(crate) mod tests {
         ];
         let mut p = pipeline(gens);
         let t = p
-            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _, _| {})
             .unwrap();
         assert_eq!(*p.backend.temps.borrow(), vec![0.0, 0.2, 0.4]);
         assert_eq!(t.segments.len(), 1);
@@ -916,7 +932,7 @@ pub(crate) mod tests {
             gen(vec![ts(0.0), 1, ts(1.0)], -4.0, 0.1),
         ];
         let mut p = pipeline(gens);
-        let t = p.transcribe(&samples, &opts, &mut |_, _| {}).unwrap();
+        let t = p.transcribe(&samples, &opts, &mut |_, _, _| {}).unwrap();
         assert_eq!(t.segments[0].text, "a");
         // The temperature reported is the last one tried.
         assert!((t.segments[0].temperature - 0.6).abs() < 1e-6);
@@ -929,7 +945,7 @@ pub(crate) mod tests {
         let gens = vec![gen(vec![ts(0.0), 0, ts(1.0)], -3.0, 0.9)];
         let mut p = pipeline(gens);
         let t = p
-            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _, _| {})
             .unwrap();
         assert!(t.segments.is_empty());
         // No fallback was tried for silence.
@@ -949,7 +965,7 @@ pub(crate) mod tests {
             gen(vec![ts(0.0), 1, ts(5.0)], -0.1, 0.0),
         ];
         let mut p = pipeline(gens);
-        let t = p.transcribe(&samples, &opts, &mut |_, _| {}).unwrap();
+        let t = p.transcribe(&samples, &opts, &mut |_, _, _| {}).unwrap();
         assert_eq!(t.segments.len(), 2);
         let prompts = p.backend.prompts.borrow();
         // The first window is primed with the initial prompt...
@@ -1094,9 +1110,15 @@ pub(crate) mod tests {
         )];
         let mut p = pipeline(gens);
         let mut progress = vec![];
+        let mut streamed: Vec<Segment> = vec![];
         let t = p
-            .transcribe(&samples, &opts, &mut |d, total| progress.push((d, total)))
+            .transcribe(&samples, &opts, &mut |d, total, segs| {
+                progress.push((d, total));
+                streamed.extend_from_slice(segs);
+            })
             .unwrap();
+        // Streamed segments already have their original times.
+        assert_eq!(streamed, t.segments);
         // One window only: the speech is under 30 s although the clip is not.
         assert_eq!(*p.backend.encodes.borrow(), 1);
         let offset0 = chunks[0].start as f64 / 16_000.0;
@@ -1132,7 +1154,9 @@ pub(crate) mod tests {
         let mut p = pipeline(vec![]);
         let mut progress = vec![];
         let t = p
-            .transcribe(&samples, &opts, &mut |d, total| progress.push((d, total)))
+            .transcribe(&samples, &opts, &mut |d, total, _| {
+                progress.push((d, total))
+            })
             .unwrap();
         assert!(t.segments.is_empty());
         assert_eq!(t.text(), "");
@@ -1149,7 +1173,7 @@ pub(crate) mod tests {
             ..DecodeOptions::default()
         };
         assert!(matches!(
-            p.transcribe(&samples, &bad, &mut |_, _| {}),
+            p.transcribe(&samples, &bad, &mut |_, _, _| {}),
             Err(WorkerError::InvalidOptions(_))
         ));
     }
@@ -1160,7 +1184,7 @@ pub(crate) mod tests {
         let mut p = pipeline(vec![gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0)]);
         p.multilingual = true;
         let t = p
-            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _| {})
+            .transcribe(&samples, &DecodeOptions::default(), &mut |_, _, _| {})
             .unwrap();
         assert_eq!(t.language, "en");
         assert!((t.language_probability - 0.9).abs() < 1e-6);

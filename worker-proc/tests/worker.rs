@@ -116,23 +116,35 @@ impl Worker {
     }
 
     /// Frames until the job's answer; returns (progress count, answer).
+    /// The job did not ask for streamed segments: progress carries none.
     fn answer(&self, job_id: u64) -> (usize, FromWorker) {
-        let mut progress = 0;
+        let (streamed, answer) = self.answer_streamed(job_id);
+        for (i, segments) in streamed.iter().enumerate() {
+            assert!(segments.is_empty(), "progress {i} carries segments");
+        }
+        (streamed.len(), answer)
+    }
+
+    /// Frames until the job's answer; returns the segments of each progress
+    /// frame and the answer.
+    fn answer_streamed(&self, job_id: u64) -> (Vec<Vec<asr_ipc::Segment>>, FromWorker) {
+        let mut streamed = Vec::new();
         loop {
             match self.next() {
                 FromWorker::Progress {
                     job_id: id,
                     decoded_secs,
                     total_secs,
+                    segments,
                 } => {
                     assert_eq!(id, job_id);
                     assert!(
                         decoded_secs <= total_secs + 1e-3,
                         "{decoded_secs} > {total_secs}"
                     );
-                    progress += 1;
+                    streamed.push(segments);
                 }
-                msg @ (FromWorker::Done(_) | FromWorker::Failed { .. }) => return (progress, msg),
+                msg @ (FromWorker::Done(_) | FromWorker::Failed { .. }) => return (streamed, msg),
                 other => panic!("unexpected frame {other:?}"),
             }
         }
@@ -176,6 +188,7 @@ fn job(id: u64, samples: Vec<f32>, options: DecodeOptions) -> ToWorker {
         samples,
         options,
         fault: None,
+        stream_segments: false,
     })
 }
 
@@ -372,6 +385,7 @@ fn faults_are_honoured_only_when_enabled() {
             ..DecodeOptions::default()
         },
         fault: Some(Fault::Crash),
+        stream_segments: false,
     };
     w.send(&ToWorker::Job(j.clone()));
     assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
@@ -534,6 +548,7 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
         samples: samples.clone(),
         options: greedy.clone(),
         fault: Some(Fault::SlowMs(1500)),
+        stream_segments: false,
     }));
     w.send(&job(2, samples.clone(), greedy.clone()));
     w.send(&job(3, samples.clone(), greedy.clone()));
@@ -591,4 +606,46 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
     assert!(more <= 1, "stopped before the last window ({more} more)");
     w.close_stdin();
     assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn streamed_segments_arrive_window_by_window_and_equal_the_result() {
+    let model = model_dir();
+    let samples = speech();
+    let mut w = Worker::spawn(&model, &[], &[]);
+    w.hello();
+    // Three 30 s windows of real speech.
+    let mut long = Vec::new();
+    while long.len() < 16_000 * 65 {
+        long.extend_from_slice(&samples);
+    }
+    w.send(&ToWorker::Job(Job {
+        id: 1,
+        traceparent: None,
+        samples: long,
+        options: DecodeOptions {
+            beam_size: 1,
+            vad_filter: false,
+            ..DecodeOptions::default()
+        },
+        fault: None,
+        stream_segments: true,
+    }));
+    let (streamed, answer) = w.answer_streamed(1);
+    let FromWorker::Done(result) = answer else {
+        panic!("expected Done, got {answer:?}")
+    };
+    let non_empty = streamed.iter().filter(|s| !s.is_empty()).count();
+    assert!(
+        non_empty >= 2,
+        "segments come with the windows that finish them: {:?}",
+        streamed.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        streamed.concat(),
+        result.segments,
+        "streamed segments are the result's"
+    );
+    let ids: Vec<u32> = streamed.concat().iter().map(|s| s.id).collect();
+    assert_eq!(ids, (0..result.segments.len() as u32).collect::<Vec<_>>());
 }
