@@ -181,8 +181,8 @@ pub struct QueueState {
     queued_audio_secs: f64,
     /// The proxy that asked for a job, and whether it would stage it.
     idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
-    /// Audio seconds of the job staged in the worker (0 when none): it has
-    /// left this queue but still waits, so it counts as queued.
+    /// Audio seconds of the job staged in the worker (`None` when none): it
+    /// has left this queue but still waits, so it counts as queued.
     staged_audio_secs: Option<f64>,
     worker_up: bool,
     down_until: Option<Instant>,
@@ -198,6 +198,12 @@ impl QueueState {
         self.jobs.len() + usize::from(self.staged_audio_secs.is_some())
     }
 
+    /// Audio seconds waiting: in this queue, plus the job staged in the
+    /// worker.
+    fn waiting_audio_secs(&self) -> f64 {
+        self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0)
+    }
+
     fn publish(&self) {
         let full = (self.waiting() >= self.limits.capacity).then(|| self.busy_retry_after());
         self.shared.set_queue_depth(self.waiting(), full);
@@ -206,8 +212,7 @@ impl QueueState {
     /// How long until a refused client should retry: the waiting audio
     /// times the measured real-time factor, at least a second.
     fn busy_retry_after(&self) -> Duration {
-        let waiting = self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0);
-        let secs = (waiting * self.rtf).clamp(1.0, 120.0);
+        let secs = (self.waiting_audio_secs() * self.rtf).clamp(1.0, 120.0);
         Duration::from_secs_f64(secs.ceil())
     }
 
@@ -239,10 +244,9 @@ impl QueueState {
             return;
         }
         self.sweep_gone();
-        let waiting_audio = self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0);
         let over_audio = self.limits.max_audio_secs > 0.0
             && self.waiting() > 0
-            && waiting_audio + job.audio_secs > self.limits.max_audio_secs;
+            && self.waiting_audio_secs() + job.audio_secs > self.limits.max_audio_secs;
         if self.waiting() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, queued = self.waiting(), ?retry_after, "queue full, refusing job");

@@ -485,10 +485,10 @@ impl Actor for WorkerProxyActor {
             );
             let _ = f.job.reply.send(Err(AsrError::ShuttingDown));
         }
-        if let Some(mut s) = state.staged.take() {
-            crate::telemetry::queue_wait_end(&mut s.job, "shutting_down");
-            crate::telemetry::decode_skipped(&s.span, "shutting_down");
-            let _ = s.job.reply.send(Err(AsrError::ShuttingDown));
+        // As in `tick` during a drain; the cancel (sent before stdin closes)
+        // also spares the child decoding it before it exits.
+        if let Some(job) = state.unstage("shutting_down") {
+            let _ = job.reply.send(Err(AsrError::ShuttingDown));
         }
         if !state.exited {
             // Closing stdin asks the worker to exit; give it a moment, then
