@@ -116,10 +116,10 @@ async fn a_job_whose_client_disconnected_is_dropped_before_decode() {
     .await;
     // A client that gives up after 1.5 s (time enough to upload and be
     // admitted, even on a loaded machine) while its job waits.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(std::fs::read(fixture("clip10.wav")).unwrap())
-            .file_name("clip10.wav"),
+    let form = upload_form(
+        std::fs::read(fixture("clip10.wav")).unwrap(),
+        "clip10.wav",
+        &[],
     );
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(1500))

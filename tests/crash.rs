@@ -68,10 +68,7 @@ struct Target {
 
 impl Target {
     async fn post(&self, file: &std::path::Path) -> (u16, String) {
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name("long60.wav"),
-        );
+        let form = upload_form(std::fs::read(file).unwrap(), "long60.wav", &[]);
         let r = client()
             .post(format!("{}/v1/audio/transcriptions", self.base))
             .multipart(form)

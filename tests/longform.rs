@@ -292,28 +292,6 @@ async fn two_minute_clip_as_an_async_job_rendered_as_srt_and_vtt() {
     }
 }
 
-/// A 16 kHz mono 16-bit WAV of `samples`.
-fn wav(samples: &[i16]) -> Vec<u8> {
-    let data = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + data as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
-}
-
 #[tokio::test]
 async fn silence_and_faint_noise_give_an_empty_transcript() {
     // 3 s of digital silence, and 35 s of faint noise (a fixed
@@ -330,7 +308,7 @@ async fn silence_and_faint_noise_give_an_empty_transcript() {
             "silence.wav",
             std::fs::read(fixture("silence.wav")).unwrap(),
         ),
-        ("noise.wav", wav(&noise)),
+        ("noise.wav", wav_16k(&noise)),
     ] {
         let a = SVC
             .transcribe_bytes(

@@ -506,10 +506,7 @@ async fn killed_mid_decode(flags: &[&str], salt: u64) -> u16 {
         let bytes = std::fs::read(fixture("clip10.wav")).unwrap();
         let tp = traceparent.clone();
         tokio::spawn(async move {
-            let form = reqwest::multipart::Form::new().part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("clip10.wav"),
-            );
+            let form = upload_form(bytes, "clip10.wav", &[]);
             let r = client()
                 .post(format!("{base}/v1/audio/transcriptions"))
                 .header("traceparent", tp)

@@ -107,25 +107,7 @@ impl Engine for Fake {
 
 /// `secs` of a 440 Hz tone as a 16 kHz mono 16-bit WAV.
 fn wav(secs: f32) -> Vec<u8> {
-    let n = (secs * 16_000.0) as u32;
-    let mut out = Vec::with_capacity(44 + 2 * n as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + 2 * n).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(2 * n).to_le_bytes());
-    for i in 0..n {
-        let v = (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 8000.0;
-        out.extend_from_slice(&(v as i16).to_le_bytes());
-    }
-    out
+    crate::audio::test_wav::tone(16_000, secs, 8000.0)
 }
 
 fn submission(secs: f32) -> JobSubmission {

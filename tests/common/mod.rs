@@ -278,6 +278,40 @@ impl Service {
     }
 }
 
+/// A 16 kHz mono 16-bit PCM WAV of `samples`.
+pub fn wav_16k(samples: &[i16]) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).expect("WAV header");
+    for &s in samples {
+        w.write_sample(s).expect("WAV sample");
+    }
+    w.finalize().expect("WAV finalize");
+    out.into_inner()
+}
+
+/// A multipart form: `bytes` as the `file` part named `filename`, then
+/// `fields`.
+pub fn upload_form(
+    bytes: Vec<u8>,
+    filename: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+    );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form
+}
+
 /// POSTs raw bytes as the `file` part of a transcription request.
 pub async fn post(
     base: &str,
@@ -286,15 +320,7 @@ pub async fn post(
     fields: &[(&str, &str)],
     headers: &[(&str, &str)],
 ) -> Answer {
-    let mut form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
-        )
-        .text("model", "whisper-1");
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
+    let form = upload_form(bytes, filename, fields).text("model", "whisper-1");
     let mut req = client()
         .post(format!("{base}/v1/audio/transcriptions"))
         .multipart(form);
@@ -471,16 +497,8 @@ pub async fn post_stream(
     fixture_name: &str,
     fields: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(std::fs::read(fixture(fixture_name)).unwrap())
-                .file_name(fixture_name.to_string()),
-        )
-        .text("stream", "true");
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
+    let bytes = std::fs::read(fixture(fixture_name)).unwrap();
+    let form = upload_form(bytes, fixture_name, fields).text("stream", "true");
     let r = client()
         .post(format!("{base}/v1/audio/transcriptions"))
         .multipart(form)
@@ -499,16 +517,9 @@ pub async fn post_job(
     filename: &str,
     fields: &[(&str, &str)],
 ) -> Answer {
-    let mut form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
-    );
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
     let r = client()
         .post(format!("{base}/v1/jobs"))
-        .multipart(form)
+        .multipart(upload_form(bytes, filename, fields))
         .send()
         .await
         .expect("POST job");

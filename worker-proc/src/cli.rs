@@ -314,55 +314,24 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.compute_type.name(), "int8_float32");
         assert_eq!(cli.device, DeviceArg::Cpu);
-        let cli = Cli::try_parse_from([
-            "worker-proc",
-            "--model-dir",
-            "/m",
-            "transcribe",
-            "a.wav",
-            "--beam-size",
-            "1",
-            "--runs",
-            "3",
-            "--json",
-        ])
-        .unwrap();
-        match cli.command {
-            Some(Command::Transcribe(a)) => {
-                assert_eq!((a.beam_size, a.runs, a.json), (1, 3, true));
-                assert!(!a.vad);
+        // `worker-proc --model-dir /m transcribe a.wav <extra>`.
+        let transcribe = |extra: &[&str]| {
+            let mut argv = vec!["worker-proc", "--model-dir", "/m", "transcribe", "a.wav"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Transcribe(a))) => Ok(a),
+                Ok(None) => panic!("expected transcribe"),
+                Err(e) => Err(e),
             }
-            None => panic!("expected transcribe"),
-        }
-        let cli = Cli::try_parse_from([
-            "worker-proc",
-            "--model-dir",
-            "/m",
-            "transcribe",
-            "a.wav",
-            "--vad",
-            "--vad-min-silence-ms",
-            "500",
-        ])
-        .unwrap();
-        match cli.command {
-            Some(Command::Transcribe(a)) => {
-                assert!(a.vad);
-                assert_eq!((a.vad_min_silence_ms, a.vad_speech_pad_ms), (500, 400));
-            }
-            None => panic!("expected transcribe"),
-        }
+        };
+        let a = transcribe(&["--beam-size", "1", "--runs", "3", "--json"]).unwrap();
+        assert_eq!((a.beam_size, a.runs, a.json), (1, 3, true));
+        assert!(!a.vad);
+        let a = transcribe(&["--vad", "--vad-min-silence-ms", "500"]).unwrap();
+        assert!(a.vad);
+        assert_eq!((a.vad_min_silence_ms, a.vad_speech_pad_ms), (500, 400));
         // VAD parameters without --vad are a mistake.
-        assert!(Cli::try_parse_from([
-            "worker-proc",
-            "--model-dir",
-            "/m",
-            "transcribe",
-            "a.wav",
-            "--vad-threshold",
-            "0.3"
-        ])
-        .is_err());
+        assert!(transcribe(&["--vad-threshold", "0.3"]).is_err());
         assert!(Cli::try_parse_from(["worker-proc"]).is_err());
         assert!(Cli::try_parse_from([
             "worker-proc",

@@ -44,6 +44,16 @@ fn speech() -> Vec<f32> {
         .collect()
 }
 
+/// [`speech`] repeated to at least 65 s: three 30 s windows.
+fn three_windows_of_speech() -> Vec<f32> {
+    let samples = speech();
+    let mut long = Vec::new();
+    while long.len() < 16_000 * 65 {
+        long.extend_from_slice(&samples);
+    }
+    long
+}
+
 /// A running worker with a thread turning its stdout into frames.
 struct Worker {
     child: Child,
@@ -582,11 +592,7 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
 
     // A running job stops at its next 30 s window: 3 windows of speech,
     // cancelled after the first.
-    let mut long = Vec::new();
-    while long.len() < 16_000 * 65 {
-        long.extend_from_slice(&samples);
-    }
-    w.send(&job(5, long, greedy));
+    w.send(&job(5, three_windows_of_speech(), greedy));
     match w.next() {
         FromWorker::Progress { job_id: 5, .. } => {}
         other => panic!("expected progress, got {other:?}"),
@@ -611,18 +617,12 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
 #[test]
 fn streamed_segments_arrive_window_by_window_and_equal_the_result() {
     let model = model_dir();
-    let samples = speech();
     let mut w = Worker::spawn(&model, &[], &[]);
     w.hello();
-    // Three 30 s windows of real speech.
-    let mut long = Vec::new();
-    while long.len() < 16_000 * 65 {
-        long.extend_from_slice(&samples);
-    }
     w.send(&ToWorker::Job(Job {
         id: 1,
         traceparent: None,
-        samples: long,
+        samples: three_windows_of_speech(),
         options: DecodeOptions {
             beam_size: 1,
             vad_filter: false,

@@ -133,28 +133,7 @@ fn fake(answer: impl Fn() -> Result<Transcript, AsrError> + Send + Sync + 'stati
 
 /// 1 s of a 440 Hz tone, 16-bit PCM WAV at 22.05 kHz mono.
 fn wav() -> Vec<u8> {
-    let rate = 22_050u32;
-    let data: Vec<u8> = (0..rate)
-        .flat_map(|i| {
-            let v = (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin() * 16_000.0;
-            (v as i16).to_le_bytes()
-        })
-        .collect();
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
-    out
+    crate::audio::test_wav::tone(22_050, 1.0, 16_000.0)
 }
 
 fn wav_field() -> TestFormField<'static> {
