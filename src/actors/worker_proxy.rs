@@ -530,6 +530,9 @@ impl Actor for WorkerProxyActor {
                     device = %hello.device,
                     compute_type = %hello.compute_type,
                     load_ms = hello.load_ms,
+                    engine = %hello.engine.version,
+                    engine_library = %hello.engine.library,
+                    engine_backend = %hello.engine.backend,
                     "worker ready"
                 );
                 state.args.shared.worker_loaded(&hello);

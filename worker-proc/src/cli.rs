@@ -237,13 +237,13 @@ pub fn resolve_device(arg: DeviceArg) -> (Device, &'static str) {
     match arg {
         DeviceArg::Cpu => (Device::CPU, "cpu"),
         DeviceArg::Cuda => (Device::CUDA, "cuda"),
-        DeviceArg::Auto => {
-            if cfg!(feature = "cuda") && ct2rs::sys::get_device_count(Device::CUDA) > 0 {
-                (Device::CUDA, "cuda")
-            } else {
+        DeviceArg::Auto => match crate::engine_info::cuda_unavailable() {
+            None => (Device::CUDA, "cuda"),
+            Some(why) => {
+                crate::log_info!("--device auto: using the CPU ({why})");
                 (Device::CPU, "cpu")
             }
-        }
+        },
     }
 }
 

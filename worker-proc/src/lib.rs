@@ -10,6 +10,8 @@
 //! - [`fault`]: fault injection for crash, hang and start-up tests.
 //! - [`model`]: model directory checks and loading.
 //! - [`engine`]: the ct2rs `sys::Whisper` wrapper behind the `Backend` trait.
+//! - [`engine_info`]: which CTranslate2 library runs, on what CPU backend
+//!   or GPU, and whether CUDA can run here (what is missing when not).
 //! - [`features`]: log-mel features (faster-whisper's `FeatureExtractor`).
 //! - [`tokenizer`]: special tokens, BPE decode/encode, suppressed tokens.
 //! - [`segments`]: prompt building, timestamp splitting, compression ratio.
@@ -47,14 +49,15 @@
 //! `generate_segments` → `generate_with_fallback`, `FeatureExtractor`,
 //! `add_word_timestamps`). With `--compute-type float32` it produces the same
 //! tokens, segment times and word times as faster-whisper on the same model;
-//! with int8 the small differences come from CTranslate2's int8 kernels (ruy
-//! here, oneDNN in the PyPI wheel), not from the pipeline.
+//! with int8 as well, since the default build runs the PyPI wheel's own
+//! library (see [`engine_info`]).
 
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod engine_info;
 pub mod fault;
 pub mod features;
 pub mod log;

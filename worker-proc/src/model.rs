@@ -95,8 +95,10 @@ pub fn load(dir: &Path, settings: EngineSettings) -> Result<(Pipeline<Engine>, M
         .unwrap_or_else(|| path.display().to_string());
     let tokenizer = WhisperTokenizer::load(&path)?;
     let suppress_tokens = tokenizer.suppressed_tokens()?;
-    if settings.device == ct2rs::sys::Device::CUDA && !cfg!(feature = "cuda") {
-        bail!("this worker-proc was built without the `cuda` feature; use --device cpu");
+    if settings.device == ct2rs::sys::Device::CUDA {
+        if let Some(missing) = crate::engine_info::cuda_unavailable() {
+            bail!("--device cuda cannot run here: {missing}");
+        }
     }
     let engine = Engine::load(&path, settings)?;
     if engine.n_mels() != feature_config.feature_size {

@@ -45,7 +45,7 @@ use asr_ipc::{
 
 use crate::engine::{Engine, EngineSettings};
 use crate::transcribe::Pipeline;
-use crate::{fault, log_error, log_info, log_warn, model};
+use crate::{engine_info, fault, log_error, log_info, log_warn, model};
 
 /// Clean exit: stdin EOF or `Shutdown`.
 pub const EXIT_OK: i32 = 0;
@@ -172,6 +172,14 @@ pub fn serve(config: &ServerConfig) -> i32 {
         info.load_ms,
         info.multilingual
     );
+    // Before any other thread exists: the probe borrows stderr for a moment.
+    let engine = engine_info::probe(config.settings.device);
+    log_info!(
+        "engine: CTranslate2 {} ({}) on {}",
+        engine.version,
+        engine.library,
+        engine.backend
+    );
     let hello = FromWorker::Hello(Hello {
         protocol_version: asr_ipc::PROTOCOL_VERSION,
         worker_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -182,6 +190,12 @@ pub fn serve(config: &ServerConfig) -> i32 {
         threads: config.threads_effective,
         load_ms: info.load_ms,
         pid: std::process::id(),
+        engine: asr_ipc::EngineInfo {
+            version: engine.version,
+            library: engine.library,
+            backend: engine.backend,
+            system_config: engine.system_config,
+        },
     });
     if let Err(e) = write_frame(&mut out, &hello) {
         log_error!("cannot send Hello: {e}");

@@ -212,6 +212,28 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
     assert_eq!(hello.device, "cpu");
     assert_eq!(hello.compute_type, "int8");
     assert_eq!(hello.threads, 2);
+    // The engine reports the library it really loaded and what it runs on.
+    assert_eq!(hello.engine.version, "4.8.4");
+    assert!(
+        hello.engine.library.contains("libctranslate2")
+            || hello.engine.library.starts_with("static"),
+        "{:?}",
+        hello.engine
+    );
+    assert!(
+        hello.engine.backend.starts_with("cpu, "),
+        "{:?}",
+        hello.engine
+    );
+    assert!(
+        hello
+            .engine
+            .system_config
+            .iter()
+            .any(|l| l.contains("Selected ISA")),
+        "{:?}",
+        hello.engine
+    );
     assert!(!hello.model.is_empty());
 
     let samples = speech();
