@@ -53,6 +53,7 @@ impl Backend for Fake {
             model: Some("tiny.en".into()),
             device: Some("cpu".into()),
             compute_type: Some("int8".into()),
+            engine: None,
             queue_depth: 0,
             queue_capacity: 3,
             in_flight: 0,
