@@ -20,8 +20,10 @@ RUN_ARGS ?=
 # Extra arguments for cargo test, e.g. TEST_ARGS="-- --test-threads=1".
 TEST_ARGS ?=
 # Cargo features for build, test and lint alike (the same features everywhere,
-# or cargo rebuilds), e.g. CARGO_FEATURES=worker-proc/cuda for the GPU worker.
+# or cargo rebuilds). whisper-node/actix (the actix actor guest) is always on,
+# so its example and test are built and run.
 CARGO_FEATURES ?=
+override CARGO_FEATURES := whisper-node/actix $(CARGO_FEATURES)
 # prebuilt (default): the wheel's library in ENGINE_DIR. source: CTranslate2
 # compiled by ct2rs with oneDNN (add worker-proc/cuda to CARGO_FEATURES for
 # a CUDA build from source; needs the CUDA toolkit).

@@ -28,6 +28,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "actix")]
+pub mod actix_actor;
 pub mod actors;
 pub mod api;
 pub mod audio;

@@ -79,21 +79,58 @@ impl AsrNode {
     /// until the worker has loaded the model (or failed to, which is an
     /// error naming the model path and the cause).
     pub async fn start(config: NodeConfig) -> Result<AsrNode, StartError> {
+        Self::start_under(config, None).await
+    }
+
+    /// [`AsrNode::start`], with the node's root supervisor spawned *linked*
+    /// under `host`, an actor of the host application's own ractor tree
+    /// (usually its supervisor).
+    ///
+    /// The host then receives ractor's supervision events for the ASR tree
+    /// like for any child: `ActorTerminated` when it stops (after
+    /// [`AsrNode::shutdown`], or when it gives up because a core actor
+    /// stopped), `ActorFailed` if its supervisor panics. The ASR tree keeps
+    /// its own restart policy for the worker process inside; the host
+    /// decides what to do when the tree as a whole ends (start a new node,
+    /// stop itself, …). [`AsrNode::supervisor`] is the child's ref, to tell
+    /// its events apart from the host's other children. A graceful stop
+    /// from the host is [`AsrNode::shutdown`] (drain, then stop).
+    ///
+    /// ```no_run
+    /// # use ractor::ActorCell;
+    /// # async fn host(host_cell: ActorCell) -> Result<(), Box<dyn std::error::Error>> {
+    /// use whisper_node::{AsrNode, NodeConfig};
+    /// let node = AsrNode::spawn_linked(host_cell, NodeConfig::default()).await?;
+    /// let asr_supervisor_id = node.supervisor().get_id(); // match events on this
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// `examples/ractor_host.rs` is a whole host.
+    pub async fn spawn_linked(
+        host: ractor::ActorCell,
+        config: NodeConfig,
+    ) -> Result<AsrNode, StartError> {
+        Self::start_under(config, Some(host)).await
+    }
+
+    async fn start_under(
+        config: NodeConfig,
+        host: Option<ractor::ActorCell>,
+    ) -> Result<AsrNode, StartError> {
         config.validate()?;
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(config.queue_capacity));
         let (startup, started) = tokio::sync::oneshot::channel();
-        let (supervisor, _) = Actor::spawn(
-            None,
-            SupervisorActor,
-            SupervisorArgs {
-                config: config.clone(),
-                shared: shared.clone(),
-                startup,
-            },
-        )
-        .await
-        .map_err(|e| StartError::Actor(e.to_string()))?;
+        let args = SupervisorArgs {
+            config: config.clone(),
+            shared: shared.clone(),
+            startup,
+        };
+        let spawned = match host {
+            None => Actor::spawn(None, SupervisorActor, args).await,
+            Some(host) => Actor::spawn_linked(None, SupervisorActor, args, host).await,
+        };
+        let (supervisor, _) = spawned.map_err(|e| StartError::Actor(e.to_string()))?;
         let handles = match started.await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return Err(e),
@@ -178,7 +215,8 @@ impl AsrNode {
         &self.inner.handles.queue
     }
 
-    /// The root supervisor, for hosts that link the node into their own tree.
+    /// The root supervisor of the ASR tree (the child a host sees in its
+    /// supervision events after [`AsrNode::spawn_linked`]).
     pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
         &self.inner.supervisor
     }

@@ -86,3 +86,109 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     node.shutdown().await;
     assert!(!node.status().ready, "not ready after shutdown");
 }
+
+/// A ractor host: the ASR tree runs linked under the host's own supervisor,
+/// which sees it stop (here after a graceful shutdown from the host).
+mod ractor_host {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+    use tokio::sync::{mpsc, oneshot};
+
+    pub struct Host;
+
+    pub struct Args {
+        pub config: NodeConfig,
+        pub started: oneshot::Sender<AsrNode>,
+        pub events: mpsc::UnboundedSender<(ractor::ActorId, Option<String>)>,
+    }
+
+    impl Actor for Host {
+        type Msg = ();
+        type State = mpsc::UnboundedSender<(ractor::ActorId, Option<String>)>;
+        type Arguments = Args;
+
+        async fn pre_start(
+            &self,
+            myself: ActorRef<()>,
+            args: Args,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            let node = AsrNode::spawn_linked(myself.get_cell(), args.config).await?;
+            let _ = args.started.send(node);
+            Ok(args.events)
+        }
+
+        async fn handle_supervisor_evt(
+            &self,
+            _myself: ActorRef<()>,
+            event: SupervisionEvent,
+            events: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            match event {
+                SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                    let _ = events.send((cell.get_id(), reason));
+                }
+                SupervisionEvent::ActorFailed(cell, err) => {
+                    let _ = events.send((cell.get_id(), Some(format!("failed: {err}"))));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ractor_host_supervises_the_asr_tree_and_sees_it_stop() {
+    let config = NodeConfig {
+        model_dir: model_dir(),
+        worker_path: Some(worker_bin()),
+        threads: 2,
+        ..NodeConfig::default()
+    };
+    let (started, node) = tokio::sync::oneshot::channel();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (host, host_handle) = ractor::Actor::spawn(
+        None,
+        ractor_host::Host,
+        ractor_host::Args {
+            config,
+            started,
+            events: events_tx,
+        },
+    )
+    .await
+    .expect("host starts");
+    let node = node.await.expect("the host started the node");
+    let asr_supervisor = node.supervisor().get_id();
+
+    // The tree is the host's child, and it works.
+    let children: Vec<_> = host.get_children().iter().map(|c| c.get_id()).collect();
+    assert!(
+        children.contains(&asr_supervisor),
+        "ASR supervisor {asr_supervisor} not among the host's children {children:?}"
+    );
+    let pcm = whisper_node::audio::decode_to_mono_16k(
+        &std::fs::read(fixture("hello.wav")).unwrap(),
+        Some("wav"),
+    )
+    .expect("decode fixture");
+    let t = node
+        .transcribe(TranscriptionRequest::new(pcm))
+        .await
+        .expect("transcribes");
+    assert_words(&t.result.text, &["hello", "world"]);
+    assert!(events.try_recv().is_err(), "no event while the tree runs");
+
+    // The host stops it gracefully and is told, with the reason.
+    node.shutdown().await;
+    let (id, reason) = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+        .await
+        .expect("the host saw the ASR tree stop within 10 s")
+        .expect("event channel open");
+    assert_eq!(id, asr_supervisor);
+    assert_eq!(reason.as_deref(), Some("shutdown"));
+    // The host itself is still alive: what to do is its decision.
+    assert_eq!(host.get_status(), ractor::ActorStatus::Running);
+    host.stop(None);
+    host_handle.await.unwrap();
+}
