@@ -192,3 +192,30 @@ pub struct NodeStatus {
     /// happened are absent.
     pub jobs: std::collections::BTreeMap<&'static str, u64>,
 }
+
+/// The node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The worker could not load the model.
+    #[error("the worker could not load the model at {model_path}: {cause}")]
+    ModelLoad {
+        /// Model path tried.
+        model_path: String,
+        /// Cause.
+        cause: String,
+    },
+    /// The worker binary could not be started.
+    #[error("could not start the worker {path}: {cause}")]
+    WorkerSpawn {
+        /// Worker path tried.
+        path: String,
+        /// Cause.
+        cause: String,
+    },
+    /// An actor failed to spawn.
+    #[error("actor start-up failed: {0}")]
+    Actor(String),
+}

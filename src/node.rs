@@ -22,6 +22,7 @@ use ractor::{Actor, ActorRef};
 
 use crate::actors::supervisor::{Handles, SupervisorArgs};
 use crate::actors::{IngressMsg, QueueMsg, Shared, SupervisorActor, SupervisorMsg};
+pub use crate::api::StartError;
 use crate::api::{AsrError, NodeStatus, Transcript, TranscriptionRequest};
 use crate::config::NodeConfig;
 
@@ -45,33 +46,6 @@ impl std::fmt::Debug for AsrNode {
             .field("status", &self.status())
             .finish()
     }
-}
-
-/// The node could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The worker could not load the model.
-    #[error("the worker could not load the model at {model_path}: {cause}")]
-    ModelLoad {
-        /// Model path tried.
-        model_path: String,
-        /// Cause.
-        cause: String,
-    },
-    /// The worker binary could not be started.
-    #[error("could not start the worker {path}: {cause}")]
-    WorkerSpawn {
-        /// Worker path tried.
-        path: String,
-        /// Cause.
-        cause: String,
-    },
-    /// An actor failed to spawn.
-    #[error("actor start-up failed: {0}")]
-    Actor(String),
 }
 
 impl AsrNode {

@@ -31,8 +31,8 @@ use super::ingress::{IngressActor, IngressArgs, IngressMsg};
 use super::queue::{BoundedQueueActor, QueueArgs, QueueLimits, QueueMsg};
 use super::shared::Shared;
 use super::worker_proxy::{WorkerProxyActor, WorkerProxyArgs, WorkerProxyMsg};
+use crate::api::StartError;
 use crate::config::NodeConfig;
-use crate::node::StartError;
 
 /// Messages of the [`SupervisorActor`].
 #[derive(Debug)]

@@ -16,12 +16,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use ct2rs::sys::{ComputeType, Device, LogLevel};
 
-use crate::bench;
+use crate::engine::effective_threads;
 use crate::engine::EngineSettings;
 use crate::protocol::{self, ServerConfig};
+use crate::transcribe_cmd::{self, TranscribeArgs};
 
 /// The Whisper worker process: loads a CTranslate2 Whisper model once and
 /// decodes jobs serially over framed stdin/stdout.
@@ -63,69 +64,6 @@ pub enum Command {
     /// Transcribe a 16 kHz mono WAV file with the worker's exact pipeline and
     /// print text, segments and phase timings (median over runs).
     Transcribe(TranscribeArgs),
-}
-
-/// Options of `transcribe`.
-#[derive(Debug, Args)]
-pub struct TranscribeArgs {
-    /// A 16 kHz mono WAV file.
-    pub file: PathBuf,
-    /// Beam size at temperature 0.
-    #[arg(long, default_value_t = 5)]
-    pub beam_size: u32,
-    /// Candidates at temperatures above 0.
-    #[arg(long, default_value_t = 5)]
-    pub best_of: u32,
-    /// Decode the file this many times; timings are medians.
-    #[arg(long, default_value_t = 1)]
-    pub runs: u32,
-    /// Print one JSON document instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Language code (default: `en` for `.en` models, else detected).
-    #[arg(long)]
-    pub language: Option<String>,
-    /// Translate into English instead of transcribing.
-    #[arg(long)]
-    pub translate: bool,
-    /// Text to prime the first window with.
-    #[arg(long)]
-    pub initial_prompt: Option<String>,
-    /// Decode without timestamps.
-    #[arg(long)]
-    pub without_timestamps: bool,
-    /// Add word-level timestamps.
-    #[arg(long)]
-    pub word_timestamps: bool,
-    /// Do not feed previous text as a prompt.
-    #[arg(long)]
-    pub no_condition_on_previous_text: bool,
-    /// Also write the clip's log-mel features to this file (raw
-    /// little-endian f32, row-major [n_mels][n_frames]) for comparisons.
-    #[arg(long)]
-    pub dump_features: Option<PathBuf>,
-    /// Temperatures to try, comma-separated (default 0,0.2,…,1.0).
-    #[arg(long, value_delimiter = ',')]
-    pub temperatures: Option<Vec<f32>>,
-    /// Voice-activity detection first: decode only the speech
-    /// (faster-whisper's `vad_filter=True`).
-    #[arg(long)]
-    pub vad: bool,
-    /// VAD speech threshold.
-    #[arg(long, default_value_t = 0.5, requires = "vad")]
-    pub vad_threshold: f32,
-    /// VAD: silence that ends a speech chunk, ms.
-    #[arg(long, default_value_t = 2000, requires = "vad")]
-    pub vad_min_silence_ms: u32,
-    /// VAD: padding on each side of a speech chunk, ms.
-    #[arg(long, default_value_t = 400, requires = "vad")]
-    pub vad_speech_pad_ms: u32,
-    /// VAD: longest speech chunk, seconds (default unlimited).
-    #[arg(long, requires = "vad")]
-    pub vad_max_speech_s: Option<f32>,
-    /// Print the VAD's speech chunks (seconds) before the transcript.
-    #[arg(long, requires = "vad")]
-    pub vad_chunks: bool,
 }
 
 /// `--device`.
@@ -247,24 +185,6 @@ pub fn resolve_device(arg: DeviceArg) -> (Device, &'static str) {
     }
 }
 
-/// The thread count CTranslate2 will use for `--threads N`.
-pub fn effective_threads(requested: usize) -> u32 {
-    if requested > 0 {
-        return requested as u32;
-    }
-    if let Some(n) = std::env::var("OMP_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n > 0)
-    {
-        return n;
-    }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(4);
-    cores.min(4)
-}
-
 /// Runs the command line and returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     ct2rs::sys::set_log_level(cli.log_level.to_ct2());
@@ -285,9 +205,14 @@ pub fn run(cli: Cli) -> i32 {
             enable_fault_injection: cli.enable_fault_injection,
             parent_pid: cli.parent_pid,
         }),
-        Some(Command::Transcribe(args)) => {
-            bench::run(&model_dir, settings, device_name, &cli, args)
-        }
+        Some(Command::Transcribe(args)) => transcribe_cmd::run(
+            &model_dir,
+            settings,
+            device_name,
+            &cli.compute_type.name(),
+            effective_threads(cli.threads),
+            args,
+        ),
     }
 }
 

@@ -197,3 +197,21 @@ impl Backend for Engine {
         })
     }
 }
+
+/// The thread count CTranslate2 will use for `--threads N`.
+pub fn effective_threads(requested: usize) -> u32 {
+    if requested > 0 {
+        return requested as u32;
+    }
+    if let Some(n) = std::env::var("OMP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(4);
+    cores.min(4)
+}

@@ -20,7 +20,8 @@
 //! - [`words`]: word-level timestamps.
 //! - [`vad`]: voice-activity detection (`vad_filter`): speech chunks, and
 //!   the map of their timestamps back to the original timeline.
-//! - [`bench`]: the `transcribe` subcommand.
+//! - [`transcribe_cmd`]: the offline `transcribe` subcommand (the worker
+//!   alone on a WAV file; what `make bench` measures).
 //! - [`log`]: plain-line logging to stderr.
 //!
 //! # Usage
@@ -54,7 +55,6 @@
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod engine_info;
@@ -66,5 +66,6 @@ pub mod protocol;
 pub mod segments;
 pub mod tokenizer;
 pub mod transcribe;
+pub mod transcribe_cmd;
 pub mod vad;
 pub mod words;

@@ -1072,7 +1072,7 @@ pub(crate) mod tests {
     fn speech_between_silences() -> Vec<f32> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/speech/hello.wav");
-        let hello = crate::bench::read_wav(&path).unwrap();
+        let hello = crate::transcribe_cmd::read_wav(&path).unwrap();
         let mut samples = vec![0.0f32; 16_000 * 3];
         samples.extend_from_slice(&hello);
         samples.extend(std::iter::repeat_n(0.0, 16_000 * 6));

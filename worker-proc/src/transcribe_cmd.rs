@@ -7,16 +7,80 @@
 //! (`--json`). This is how the team measures the worker without the service
 //! and compares it with faster-whisper.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use asr_ipc::{DecodeOptions, Task, VadOptions};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{effective_threads, Cli, TranscribeArgs};
 use crate::engine::EngineSettings;
 use crate::transcribe::Transcript;
 use crate::{log_error, log_info, model};
+
+/// Options of `transcribe`.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// A 16 kHz mono WAV file.
+    pub file: PathBuf,
+    /// Beam size at temperature 0.
+    #[arg(long, default_value_t = 5)]
+    pub beam_size: u32,
+    /// Candidates at temperatures above 0.
+    #[arg(long, default_value_t = 5)]
+    pub best_of: u32,
+    /// Decode the file this many times; timings are medians.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Language code (default: `en` for `.en` models, else detected).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Translate into English instead of transcribing.
+    #[arg(long)]
+    pub translate: bool,
+    /// Text to prime the first window with.
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Decode without timestamps.
+    #[arg(long)]
+    pub without_timestamps: bool,
+    /// Add word-level timestamps.
+    #[arg(long)]
+    pub word_timestamps: bool,
+    /// Do not feed previous text as a prompt.
+    #[arg(long)]
+    pub no_condition_on_previous_text: bool,
+    /// Also write the clip's log-mel features to this file (raw
+    /// little-endian f32, row-major [n_mels][n_frames]) for comparisons.
+    #[arg(long)]
+    pub dump_features: Option<PathBuf>,
+    /// Temperatures to try, comma-separated (default 0,0.2,…,1.0).
+    #[arg(long, value_delimiter = ',')]
+    pub temperatures: Option<Vec<f32>>,
+    /// Voice-activity detection first: decode only the speech
+    /// (faster-whisper's `vad_filter=True`).
+    #[arg(long)]
+    pub vad: bool,
+    /// VAD speech threshold.
+    #[arg(long, default_value_t = 0.5, requires = "vad")]
+    pub vad_threshold: f32,
+    /// VAD: silence that ends a speech chunk, ms.
+    #[arg(long, default_value_t = 2000, requires = "vad")]
+    pub vad_min_silence_ms: u32,
+    /// VAD: padding on each side of a speech chunk, ms.
+    #[arg(long, default_value_t = 400, requires = "vad")]
+    pub vad_speech_pad_ms: u32,
+    /// VAD: longest speech chunk, seconds (default unlimited).
+    #[arg(long, requires = "vad")]
+    pub vad_max_speech_s: Option<f32>,
+    /// Print the VAD's speech chunks (seconds) before the transcript.
+    #[arg(long, requires = "vad")]
+    pub vad_chunks: bool,
+}
 
 /// Reads a 16 kHz mono WAV as f32 samples in [-1, 1] (integer PCM is
 /// divided by 2^(bits-1), as faster-whisper's s16 decode does).
@@ -125,7 +189,8 @@ pub fn run(
     model_dir: &Path,
     settings: EngineSettings,
     device_name: &str,
-    cli: &Cli,
+    compute_type_name: &str,
+    threads: u32,
     args: &TranscribeArgs,
 ) -> i32 {
     let samples = match read_wav(&args.file) {
@@ -202,8 +267,8 @@ pub fn run(
             model: &info.name,
             multilingual: info.multilingual,
             device: device_name,
-            compute_type: cli.compute_type.name(),
-            threads: effective_threads(cli.threads),
+            compute_type: compute_type_name.to_string(),
+            threads,
             load_ms: info.load_ms,
             runs,
             duration_secs: last.duration_secs,
@@ -243,8 +308,8 @@ pub fn run(
             args.file.display(),
             info.name,
             info.multilingual,
-            cli.compute_type.name(),
-            effective_threads(cli.threads),
+            compute_type_name,
+            threads,
             info.load_ms
         );
         println!(
