@@ -953,7 +953,8 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
     if token.is_cancelled() {
         return RunEnd::Finished;
     }
-    let mut request = TranscriptionRequest::new(samples);
+    let mut request = TranscriptionRequest::new(audio::to_i16(&samples));
+    drop(samples);
     request.options = spec.options.clone();
     request.parent_span = span.clone();
     request.fault = spec.fault;
