@@ -513,7 +513,10 @@ fn run_job(
     // The id the answers carry: the job's own, unless a broken worker is
     // being simulated (fault injection only).
     let job_id = if faults && fault == Some(Fault::AnswerWrongId) {
-        log_warn!("job {id}: injected wrong id, answering as job {}", id + 1000);
+        log_warn!(
+            "job {id}: injected wrong id, answering as job {}",
+            id + 1000
+        );
         id + 1000
     } else {
         id
