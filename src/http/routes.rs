@@ -274,7 +274,10 @@ async fn transcribe_request<B: Backend>(
     );
     let samples = web::block(move || {
         decode_span.in_scope(|| {
-            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs);
+            // 16-bit PCM for the node, converted here, off the async
+            // threads (hours of audio take a moment).
+            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs)
+                .map(|pcm| audio::to_i16(&pcm));
             if let Ok(samples) = &out {
                 Span::current().record(
                     "audio_secs",
@@ -296,8 +299,7 @@ async fn transcribe_request<B: Backend>(
     drop(slot);
 
     // Built from `new` so fields added to the request later keep a default.
-    let mut request = TranscriptionRequest::new(audio::to_i16(&samples));
-    drop(samples);
+    let mut request = TranscriptionRequest::new(samples);
     request.options = options;
     request.parent_span = span.clone();
     request.fault = fault;
