@@ -521,8 +521,12 @@ fn run_job(
     } else {
         id
     };
-    // faster-whisper's decode_audio: s16 PCM / 32768.
-    let samples: Vec<f32> = samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    // faster-whisper's decode_audio: s16 PCM / 32768 (the 16-bit copy is
+    // freed at once).
+    let samples: Vec<f32> = {
+        let pcm = samples;
+        pcm.iter().map(|&s| f32::from(s) / 32768.0).collect()
+    };
     let audio_secs = samples.len() as f64 / asr_ipc::SAMPLE_RATE as f64;
     log_info!(
         "job {id} started: {audio_secs:.2} s of audio, beam {}{}",
