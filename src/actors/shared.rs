@@ -303,6 +303,7 @@ mod tests {
             threads: 2,
             load_ms: 300,
             pid: 42,
+            engine: Default::default(),
         });
         s.worker_busy(true);
         s.worker_heartbeat_late(true);
