@@ -193,6 +193,8 @@ pub struct WorkerProxyState {
     last_heard: Instant,
     /// Its heartbeat is late and the node is published not ready.
     heartbeat_late: bool,
+    /// Why this proxy killed the child, if it did.
+    kill_reason: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -262,8 +264,13 @@ impl WorkerProxyState {
         self.hello.is_some() && !self.exited && !self.dying
     }
 
-    /// Kills the child's process group; its exit (and the restart) follow.
-    fn kill(&mut self) {
+    /// Kills the child's process group for `why`; its exit (and the
+    /// restart) follow, and the exit's description (`/health`'s
+    /// `last_worker_exit`, the supervisor's log) carries `why`.
+    fn kill(&mut self, why: impl Into<String>) {
+        if !self.dying {
+            self.kill_reason = Some(why.into());
+        }
         self.dying = true;
         self.guard.kill();
     }
@@ -374,6 +381,7 @@ impl WorkerProxyState {
         tracing::error!(generation = self.args.generation, %detail, "worker answers cannot be paired with jobs any more; failing every job it holds and restarting it");
         // Not ready from this instant, as after a decode deadline.
         self.args.shared.worker_exited(format!("killed: {detail}"));
+        self.kill(format!("its answers no longer paired with jobs: {detail}"));
         let err = AsrError::WorkerProtocol { detail };
         if let Some(f) = self.in_flight.take() {
             crate::telemetry::decode_error(&f.span, &err);
@@ -386,7 +394,6 @@ impl WorkerProxyState {
             tracing::warn!(parent: &s.job.span, job_id = s.job.id, error = %err, "staged job failed: worker broke the protocol");
             let _ = s.job.reply.send(Err(err));
         }
-        self.kill();
     }
 
     /// A frame arrived: the child is alive.
@@ -418,11 +425,12 @@ impl WorkerProxyState {
                 ?job_id,
                 "no heartbeat from the worker within the timeout, killing it"
             );
-            self.args.shared.worker_exited(format!(
+            let why = format!(
                 "killed after {:.1} s without a heartbeat",
                 silent.as_secs_f64()
-            ));
-            self.kill();
+            );
+            self.args.shared.worker_exited(why.clone());
+            self.kill(why);
             self.fail_in_flight(AsrError::WorkerUnresponsive { silent_for: silent });
         } else if silent >= config.heartbeat_late() && !self.heartbeat_late {
             self.heartbeat_late = true;
@@ -624,6 +632,7 @@ impl Actor for WorkerProxyActor {
             dying: false,
             last_heard: Instant::now(),
             heartbeat_late: false,
+            kill_reason: None,
             tasks,
         })
     }
@@ -681,8 +690,8 @@ impl Actor for WorkerProxyActor {
                         asr_ipc::PROTOCOL_VERSION
                     );
                     tracing::error!(generation, "{cause}");
-                    state.load_failure = Some(cause);
-                    state.kill();
+                    state.load_failure = Some(cause.clone());
+                    state.kill(cause);
                     return Ok(());
                 }
                 tracing::info!(
@@ -863,11 +872,9 @@ impl Actor for WorkerProxyActor {
                     );
                     // Not ready from this instant: the kill is on its way,
                     // so nobody may read "ready" between the 504 and the exit.
-                    state
-                        .args
-                        .shared
-                        .worker_exited(format!("killed after the decode deadline of {limit:?}"));
-                    state.kill();
+                    let why = format!("killed after the decode deadline of {limit:?}");
+                    state.args.shared.worker_exited(why.clone());
+                    state.kill(why);
                     state.fail_in_flight(AsrError::DecodeTimeout { limit });
                 }
             }
@@ -878,15 +885,19 @@ impl Actor for WorkerProxyActor {
                         state.args.config.load_timeout_secs
                     );
                     tracing::error!(generation, "{cause}");
-                    state.load_failure = Some(cause);
-                    state.kill();
+                    state.load_failure = Some(cause.clone());
+                    state.kill(cause);
                 }
             }
             WorkerProxyMsg::ProtocolError(e) => {
                 tracing::error!(generation, error = %e, "worker broke the protocol, killing it");
-                state.kill();
+                state.kill(format!("broke the protocol: {e}"));
             }
             WorkerProxyMsg::Exited(desc) => {
+                let desc = match &state.kill_reason {
+                    Some(why) => format!("{desc}; {why}"),
+                    None => desc,
+                };
                 state.exited = true;
                 state.to_child = None;
                 tracing::warn!(generation, cause = %desc, "worker exited");
