@@ -53,13 +53,16 @@ fn three_windows_of_speech() -> Vec<i16> {
     long
 }
 
+/// Heartbeats received: when, and the job the worker said was running.
+type Heartbeats = Arc<Mutex<Vec<(Instant, Option<u64>)>>>;
+
 /// A running worker with a thread turning its stdout into frames
 /// (heartbeats are set aside in `heartbeats`, with their arrival times).
 struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
     frames: Receiver<Result<FromWorker, String>>,
-    heartbeats: Arc<Mutex<Vec<(Instant, Option<u64>)>>>,
+    heartbeats: Heartbeats,
 }
 
 impl Worker {
@@ -79,7 +82,7 @@ impl Worker {
         let mut stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
-        let heartbeats = Arc::new(Mutex::new(Vec::new()));
+        let heartbeats: Heartbeats = Arc::default();
         let beats = heartbeats.clone();
         thread::spawn(move || loop {
             match read_frame(&mut stdout) {
