@@ -10,8 +10,10 @@ pub use asr_ipc::{DecodeOptions, Fault, JobResult, Segment, Task, Word, WorkerEr
 /// One transcription request, audio already decoded to 16 kHz mono.
 #[derive(Debug)]
 pub struct TranscriptionRequest {
-    /// 16 kHz mono PCM in [-1, 1].
-    pub samples: Vec<f32>,
+    /// 16 kHz mono 16-bit PCM (`x / 32768.0` is the sample in [-1, 1)), the
+    /// format faster-whisper decodes audio to; see [`Self::from_f32`] for
+    /// float audio.
+    pub samples: Vec<i16>,
     /// Decode options passed to the worker.
     pub options: DecodeOptions,
     /// Longest time the request may wait in the queue before it is answered
@@ -49,7 +51,7 @@ pub type SegmentSink = tokio::sync::mpsc::UnboundedSender<Vec<Segment>>;
 
 impl TranscriptionRequest {
     /// A request with default options and no parent span.
-    pub fn new(samples: Vec<f32>) -> Self {
+    pub fn new(samples: Vec<i16>) -> Self {
         Self {
             samples,
             options: DecodeOptions::default(),
@@ -59,6 +61,12 @@ impl TranscriptionRequest {
             progress: None,
             segments: None,
         }
+    }
+
+    /// A request for 16 kHz mono `f32` PCM in [-1, 1] (converted to 16-bit;
+    /// samples outside the range saturate), with default options.
+    pub fn from_f32(samples: &[f32]) -> Self {
+        Self::new(crate::audio::to_i16(samples))
     }
 
     /// Seconds of audio in the request.
@@ -113,6 +121,28 @@ pub enum AsrError {
         /// The deadline that was exceeded.
         limit: Duration,
     },
+    /// The worker sent no heartbeat for this long while holding the job
+    /// (frozen: stopped, starved, swapped out); it was killed and
+    /// restarted (504).
+    #[error("the worker stopped responding (no heartbeat for {silent_for:?})")]
+    WorkerUnresponsive {
+        /// How long it had been silent.
+        silent_for: Duration,
+    },
+    /// The worker answered a job other than the one it was decoding, so no
+    /// answer it gave can be trusted: every job it held fails with this and
+    /// it is restarted (502).
+    #[error("the worker broke the protocol: {detail}")]
+    WorkerProtocol {
+        /// What it did.
+        detail: String,
+    },
+    /// The job could not be handed to the worker; nothing was sent (500).
+    #[error("the job could not be sent to the worker: {detail}")]
+    Unsendable {
+        /// Why.
+        detail: String,
+    },
     /// The worker died while decoding this request (502/500).
     #[error("the worker process died while decoding: {detail}")]
     WorkerCrashed {
@@ -146,6 +176,9 @@ pub enum WorkerState {
     Ready,
     /// Loaded and decoding a job.
     Busy,
+    /// Loaded, but its heartbeat is late: not ready; killed and restarted
+    /// if it stays silent past the heartbeat timeout.
+    Unresponsive,
     /// Died; a restart is pending (possibly after a backoff).
     Restarting,
     /// Gave up (model failed to load) or stopped at shutdown.
@@ -187,7 +220,8 @@ pub struct NodeStatus {
     /// Whether the node is draining for shutdown.
     pub shutting_down: bool,
     /// Jobs answered since start, by outcome (`ok`, `busy`, `unavailable`,
-    /// `queue_timeout`, `decode_timeout`, `worker_crashed`, `quarantined`,
+    /// `queue_timeout`, `decode_timeout`, `worker_unresponsive`,
+    /// `worker_protocol`, `unsendable`, `worker_crashed`, `quarantined`,
     /// `rejected`, `shutting_down`, `internal`); outcomes that never
     /// happened are absent.
     pub jobs: std::collections::BTreeMap<&'static str, u64>,

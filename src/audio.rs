@@ -106,6 +106,18 @@ impl AudioError {
     }
 }
 
+/// 16-bit PCM of `f32` samples in [-1, 1], as the node sends audio to the
+/// worker: `round(x × 32768)` clamped to the `i16` range (out-of-range
+/// samples, from resampler ringing, saturate), which is what
+/// ffmpeg's float → s16 conversion gives faster-whisper's `decode_audio`.
+/// The worker divides by 32768 again, so a sample round-trips within 2^-16.
+pub fn to_i16(samples: &[f32]) -> Vec<i16> {
+    samples
+        .iter()
+        .map(|&x| (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
+}
+
 /// Decodes an upload to 16 kHz mono `f32` PCM in [-1, 1], with no limit on
 /// its length. See [`decode_to_mono_16k_limited`]; servers should use that.
 ///
@@ -489,6 +501,30 @@ mod tests {
     use proptest::prelude::*;
 
     const SR: u32 = TARGET_SAMPLE_RATE;
+
+    #[test]
+    fn to_i16_scales_rounds_and_saturates() {
+        let pcm = super::to_i16(&[
+            0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            1.7,
+            -3.0,
+            1.0 / 32768.0,
+            f32::NAN,
+        ]);
+        assert_eq!(
+            pcm,
+            vec![0, 16384, -16384, 32767, -32768, 32767, -32768, 1, 0]
+        );
+        // What the worker gets back is within half a step of the original.
+        for x in [0.123_f32, -0.777, 0.999] {
+            let back = f32::from(super::to_i16(&[x])[0]) / 32768.0;
+            assert!((back - x).abs() <= 0.5 / 32768.0, "{x} -> {back}");
+        }
+    }
 
     /// Sample format of a synthesized WAV.
     #[derive(Clone, Copy)]

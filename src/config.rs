@@ -73,7 +73,8 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: usize,
 
-    /// Longest accepted audio, seconds.
+    /// Longest accepted audio, seconds (at most 86400: the most one job can
+    /// carry to the worker, `asr_ipc::MAX_JOB_SECS`).
     #[arg(long, env = "WHISPER_NODE_MAX_AUDIO_SECS", default_value_t = 3.0 * 3600.0)]
     pub max_audio_secs: f64,
 
@@ -93,6 +94,26 @@ pub struct NodeConfig {
         default_value_t = 30.0
     )]
     pub decode_timeout_floor_secs: f64,
+
+    /// How often the worker sends a heartbeat (from a thread of its own,
+    /// busy or idle), seconds.
+    #[arg(
+        long,
+        env = "WHISPER_NODE_WORKER_HEARTBEAT_INTERVAL_SECS",
+        default_value_t = 1.0
+    )]
+    pub worker_heartbeat_interval_secs: f64,
+
+    /// A loaded worker silent (no heartbeat, no frame) this long is taken
+    /// for hung: it is killed and restarted, and the job it held answered
+    /// 504 `worker_unresponsive`. It stops being ready as soon as its
+    /// heartbeat is late (three intervals). At least twice the interval.
+    #[arg(
+        long,
+        env = "WHISPER_NODE_WORKER_HEARTBEAT_TIMEOUT_SECS",
+        default_value_t = 10.0
+    )]
+    pub worker_heartbeat_timeout_secs: f64,
 
     /// Longest the worker may take to load the model, seconds.
     #[arg(long, env = "WHISPER_NODE_LOAD_TIMEOUT_SECS", default_value_t = 120.0)]
@@ -189,6 +210,26 @@ impl NodeConfig {
         if self.beam_size == 0 {
             return err("beam size must be at least 1");
         }
+        if !positive(self.max_audio_secs) {
+            return err("max audio seconds must be positive");
+        }
+        if self.max_audio_secs > asr_ipc::MAX_JOB_SECS {
+            return Err(ConfigError(format!(
+                "max audio seconds ({}) is more than one job can carry to the worker ({} s)",
+                self.max_audio_secs,
+                asr_ipc::MAX_JOB_SECS
+            )));
+        }
+        if !positive(self.worker_heartbeat_interval_secs)
+            || self.worker_heartbeat_interval_secs < 0.01
+        {
+            return err("worker heartbeat interval must be at least 0.01 s");
+        }
+        if !positive(self.worker_heartbeat_timeout_secs)
+            || self.worker_heartbeat_timeout_secs < 2.0 * self.worker_heartbeat_interval_secs
+        {
+            return err("worker heartbeat timeout must be at least twice the heartbeat interval");
+        }
         Ok(())
     }
 
@@ -207,6 +248,23 @@ impl NodeConfig {
         Duration::from_secs_f64(
             self.decode_timeout_floor_secs + self.decode_timeout_factor * audio_secs,
         )
+    }
+
+    /// The worker's heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.worker_heartbeat_interval_secs)
+    }
+
+    /// Silence after which the worker is killed as hung.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.worker_heartbeat_timeout_secs)
+    }
+
+    /// Silence after which the worker's heartbeat is late and the node
+    /// stops being ready: three intervals (two beats missed, and slack for
+    /// scheduling), at most the timeout.
+    pub fn heartbeat_late(&self) -> Duration {
+        (3 * self.heartbeat_interval()).min(self.heartbeat_timeout())
     }
 
     /// Where to find `worker-proc`.
@@ -332,6 +390,50 @@ mod tests {
         let cli = Cli::parse_from(["x", "--listen", "0.0.0.0:9000", "--queue-capacity", "0"]);
         assert_eq!(cli.listen.port(), 9000);
         assert!(cli.node.validate().is_err());
+    }
+
+    #[test]
+    fn audio_limits_the_ipc_cannot_carry_are_refused() {
+        // The default (3 h) is far within what the protocol carries.
+        let mut c = NodeConfig::default();
+        assert_eq!(c.max_audio_secs, 10_800.0);
+        c.validate().unwrap();
+        c.max_audio_secs = asr_ipc::MAX_JOB_SECS;
+        c.validate().unwrap();
+        c.max_audio_secs = asr_ipc::MAX_JOB_SECS + 1.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("more than one job can carry"), "{e}");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            c.max_audio_secs = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let cli = Cli::parse_from(["x", "--max-audio-secs", "90000"]);
+        assert!(cli.node.validate().is_err());
+    }
+
+    #[test]
+    fn heartbeat_settings_are_checked_and_derived() {
+        let c = NodeConfig::default();
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(c.heartbeat_timeout(), Duration::from_secs(10));
+        assert_eq!(c.heartbeat_late(), Duration::from_secs(3));
+        let cli = Cli::parse_from([
+            "x",
+            "--worker-heartbeat-interval-secs",
+            "2",
+            "--worker-heartbeat-timeout-secs",
+            "5",
+        ]);
+        cli.node.validate().unwrap();
+        assert_eq!(cli.node.heartbeat_late(), Duration::from_secs(5), "capped");
+        for (interval, timeout) in [(1.0, 1.5), (0.0, 10.0), (1.0, f64::NAN), (0.001, 1.0)] {
+            let c = NodeConfig {
+                worker_heartbeat_interval_secs: interval,
+                worker_heartbeat_timeout_secs: timeout,
+                ..NodeConfig::default()
+            };
+            assert!(c.validate().is_err(), "{interval} / {timeout}");
+        }
     }
 
     #[test]

@@ -27,11 +27,11 @@
 //! | `asr_real_time_factor` | histogram | decode seconds per audio second, per successful decode |
 //! | `asr_engine_idle_seconds` | histogram | measured inside the worker: how long the engine sat without work before each job (end of its previous job to the start of this one); under sustained load, the hand-over gap between jobs |
 //! | `asr_audio_seconds_total` | counter | audio seconds transcribed successfully (whole seconds; the remainder carries over) |
-//! | `asr_decode_failures_total{reason}` | counter | decodes that failed: `worker_crashed`, `decode_timeout`, `rejected`, `shutting_down` (rate with `rate()`) |
+//! | `asr_decode_failures_total{reason}` | counter | decodes that failed: `worker_crashed`, `decode_timeout`, `worker_unresponsive` (heartbeat timeout), `worker_protocol` (answer for the wrong job), `unsendable`, `rejected`, `shutting_down` (rate with `rate()`) |
 //! | `asr_jobs_total{outcome}` | counter | jobs answered by the node, by outcome (`ok`, `busy`, `worker_crashed`, …) |
 //! | `asr_worker_restarts_total` | counter | worker restarts |
 //! | `asr_worker_generation` | gauge | generation of the current worker (0, +1 per restart) |
-//! | `asr_worker_state{state}` | gauge | 1 for the worker's current state (`starting`, `ready`, `busy`, `restarting`, `stopped`), 0 for the others |
+//! | `asr_worker_state{state}` | gauge | 1 for the worker's current state (`starting`, `ready`, `busy`, `unresponsive`, `restarting`, `stopped`), 0 for the others |
 //! | `asr_ready` | gauge | 1 when a request sent now would be admitted |
 //! | `asr_requests_total{outcome,status}` | counter | transcription HTTP requests by outcome code (`ok` or the error `code`) and status; `client_disconnected` with status `499` when the client left first |
 //! | `asr_request_duration_seconds` | histogram | transcription HTTP request latency |
@@ -103,10 +103,11 @@ pub const RTF_BUCKETS: &[f64] = &[
     0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0,
 ];
 
-const WORKER_STATES: [(WorkerState, &str); 5] = [
+const WORKER_STATES: [(WorkerState, &str); 6] = [
     (WorkerState::Starting, "starting"),
     (WorkerState::Ready, "ready"),
     (WorkerState::Busy, "busy"),
+    (WorkerState::Unresponsive, "unresponsive"),
     (WorkerState::Restarting, "restarting"),
     (WorkerState::Stopped, "stopped"),
 ];
@@ -268,6 +269,9 @@ pub fn error_kind(e: &AsrError) -> &'static str {
         AsrError::Unavailable { .. } => "unavailable",
         AsrError::QueueTimeout { .. } => "queue_timeout",
         AsrError::DecodeTimeout { .. } => "decode_timeout",
+        AsrError::WorkerUnresponsive { .. } => "worker_unresponsive",
+        AsrError::WorkerProtocol { .. } => "worker_protocol",
+        AsrError::Unsendable { .. } => "unsendable",
         AsrError::WorkerCrashed { .. } => "worker_crashed",
         AsrError::Quarantined => "quarantined",
         AsrError::Rejected(_) => "rejected",

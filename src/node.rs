@@ -9,8 +9,9 @@
 //! let mut config = NodeConfig::default();
 //! config.model_dir = "models/tiny.en".into();
 //! let node = AsrNode::start(config).await?; // returns once the model is loaded
-//! let pcm: Vec<f32> = vec![0.0; 16_000]; // 16 kHz mono
+//! let pcm: Vec<i16> = vec![0; 16_000]; // 16 kHz mono 16-bit PCM
 //! let transcript = node.transcribe(TranscriptionRequest::new(pcm)).await?;
+//! // f32 audio in [-1, 1]: TranscriptionRequest::from_f32(&samples)
 //! println!("{}", transcript.result.text);
 //! node.shutdown().await;
 //! # Ok(()) }

@@ -77,7 +77,7 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     )
     .expect("decode fixture");
     let t = node
-        .transcribe(TranscriptionRequest::new(pcm))
+        .transcribe(TranscriptionRequest::from_f32(&pcm))
         .await
         .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);

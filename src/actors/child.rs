@@ -36,6 +36,8 @@ pub fn build_command(config: &NodeConfig) -> (PathBuf, Vec<String>) {
         // process (PDEATHSIG covers the parent dying later).
         "--parent-pid".to_string(),
         std::process::id().to_string(),
+        "--heartbeat-interval-ms".to_string(),
+        (config.heartbeat_interval().as_millis().max(1)).to_string(),
     ];
     if config.enable_fault_injection {
         args.push("--enable-fault-injection".to_string());
@@ -200,7 +202,9 @@ mod tests {
                 "--threads",
                 "2",
                 "--parent-pid",
-                &pid
+                &pid,
+                "--heartbeat-interval-ms",
+                "1000"
             ]
         );
         c.enable_fault_injection = true;

@@ -50,8 +50,8 @@ pub type Reply = RpcReplyPort<Result<Transcript, AsrError>>;
 /// the worker proxy and a possible retry.
 #[derive(Debug)]
 pub struct JobPayload {
-    /// 16 kHz mono PCM.
-    pub samples: Vec<f32>,
+    /// 16 kHz mono 16-bit PCM.
+    pub samples: Vec<i16>,
     /// Decode options.
     pub options: DecodeOptions,
     /// Injected fault (tests).
@@ -133,10 +133,10 @@ pub enum QueueMsg {
 }
 
 /// Hash of a job's audio, used to recognise a quarantined input.
-pub fn fingerprint(samples: &[f32]) -> u64 {
+pub fn fingerprint(samples: &[i16]) -> u64 {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    // SAFETY: f32 has no padding or invalid bit patterns as bytes.
+    // SAFETY: i16 has no padding or invalid bit patterns as bytes.
     let bytes = unsafe {
         std::slice::from_raw_parts(
             samples.as_ptr().cast::<u8>(),

@@ -115,6 +115,24 @@ impl Shared {
         });
     }
 
+    /// The loaded worker's heartbeat is late (`true`: not ready) or came
+    /// back (`false`: ready or busy again, per the jobs in flight).
+    pub fn worker_heartbeat_late(&self, late: bool) {
+        self.with(|s| match (late, s.worker_state) {
+            (true, WorkerState::Ready | WorkerState::Busy) => {
+                s.worker_state = WorkerState::Unresponsive;
+            }
+            (false, WorkerState::Unresponsive) => {
+                s.worker_state = if s.in_flight > 0 {
+                    WorkerState::Busy
+                } else {
+                    WorkerState::Ready
+                };
+            }
+            _ => {}
+        });
+    }
+
     /// The worker exited; a restart is pending.
     pub fn worker_exited(&self, cause: String) {
         self.with(|s| {
@@ -264,6 +282,50 @@ mod tests {
         });
         s.set_shutting_down();
         assert!(!s.status().ready, "draining is not ready");
+    }
+
+    #[test]
+    fn a_late_heartbeat_makes_the_node_not_ready_until_it_comes_back() {
+        let s = Shared::new(3);
+        s.worker_heartbeat_late(true);
+        assert_eq!(
+            s.status().worker_state,
+            WorkerState::Starting,
+            "only a loaded worker can be late"
+        );
+        s.worker_loaded(&asr_ipc::Hello {
+            protocol_version: asr_ipc::PROTOCOL_VERSION,
+            worker_version: "0".into(),
+            model: "tiny.en".into(),
+            multilingual: false,
+            device: "cpu".into(),
+            compute_type: "int8".into(),
+            threads: 2,
+            load_ms: 300,
+            pid: 42,
+            engine: Default::default(),
+        });
+        s.worker_busy(true);
+        s.worker_heartbeat_late(true);
+        let st = s.status();
+        assert_eq!(st.worker_state, WorkerState::Unresponsive);
+        assert!(!st.ready);
+        // The job ends meanwhile: still unresponsive, nothing in flight.
+        s.worker_busy(false);
+        assert_eq!(s.status().worker_state, WorkerState::Unresponsive);
+        s.worker_heartbeat_late(false);
+        let st = s.status();
+        assert_eq!(st.worker_state, WorkerState::Ready);
+        assert!(st.ready);
+        s.worker_busy(true);
+        s.worker_heartbeat_late(true);
+        s.worker_heartbeat_late(false);
+        assert_eq!(s.status().worker_state, WorkerState::Busy);
+        // Killed for its silence: restarting, not "unresponsive".
+        s.worker_heartbeat_late(true);
+        s.worker_exited("no heartbeat".into());
+        s.worker_heartbeat_late(false);
+        assert_eq!(s.status().worker_state, WorkerState::Restarting);
     }
 
     #[test]

@@ -28,6 +28,43 @@
 //!   moment it is in flight; past it the child's process group is killed and
 //!   the job answered [`AsrError::DecodeTimeout`].
 //!
+//! # Sending a job
+//! A job's header ([`asr_ipc::JobHeader`]) is encoded in the actor before
+//! anything else happens to it: if that fails (a job the protocol cannot
+//! carry), the job is answered [`AsrError::Unsendable`] at once and the
+//! proxy is left exactly as if it had never seen it (nothing sent, nothing
+//! in flight or staged; the free slot is offered to the queue again). The
+//! writer task then sends the header and the audio as 16-bit PCM chunks
+//! (`asr_ipc` *Audio*), encoding one chunk (1 MiB) at a time, so sending
+//! hours of audio costs neither a second copy of it nor a giant frame.
+//!
+//! # Pairing answers with jobs
+//! An answer ([`FromWorker::Progress`], [`FromWorker::Done`],
+//! [`FromWorker::Failed`]) is delivered only to the job whose id it carries,
+//! and that must be the job in flight (the child decodes in the order jobs
+//! were sent); answers for staged jobs cancelled earlier are dropped. Any
+//! other id (the staged job's, answered out of turn, or an unknown one)
+//! means the child and the proxy disagree about what is running, so
+//! nothing it says can be paired any more: every job the proxy holds (in
+//! flight and staged) is answered [`AsrError::WorkerProtocol`], the node is
+//! not ready from that instant, and the child is killed and restarted. No
+//! client can ever receive a transcript of another client's audio. Once a
+//! child is being killed, nothing it still sends is delivered.
+//!
+//! # Liveness
+//! From its `Hello` on, the child sends [`FromWorker::Heartbeat`] every
+//! `worker_heartbeat_interval_secs` (1 s) from a thread of its own that the
+//! engine cannot block; any frame counts as a sign of life. Every [`TICK`]
+//! the proxy checks the silence: past `heartbeat_late` (three intervals)
+//! the worker is published [`crate::api::WorkerState::Unresponsive`] and the
+//! node is not ready (it is ready again if the heartbeat comes back); past
+//! `worker_heartbeat_timeout_secs` (10 s) it is taken for hung (stopped,
+//! starved, swapped out): as for a decode deadline, its process group is
+//! killed, the job in flight is answered [`AsrError::WorkerUnresponsive`]
+//! (504) at once, the staged job goes back to the queue, and the
+//! supervisor restarts the worker. A frozen worker is thus found within
+//! the heartbeat timeout instead of the job's length-based deadline.
+//!
 //! # Failure
 //! When the child exits, a staged job goes back to the front of the queue
 //! ([`QueueMsg::Requeue`]: it never reached the engine), and the in-flight
@@ -45,7 +82,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asr_ipc::{FromWorker, JobRef, ToWorker, ToWorkerRef};
+use asr_ipc::{FromWorker, ToWorker};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -128,7 +165,9 @@ struct Staged {
 enum Outgoing {
     Job {
         id: u64,
-        traceparent: Option<String>,
+        /// The encoded [`asr_ipc::JobHeader`] frame payload.
+        header: Vec<u8>,
+        /// Its audio, sent in chunks after the header.
         payload: Arc<JobPayload>,
     },
     Cancel(u64),
@@ -150,6 +189,12 @@ pub struct WorkerProxyState {
     /// The child was killed (deadline, protocol error): it takes no more
     /// jobs while its exit is on the way.
     dying: bool,
+    /// When the child last sent a frame (its heartbeat or any other).
+    last_heard: Instant,
+    /// Its heartbeat is late and the node is published not ready.
+    heartbeat_late: bool,
+    /// Why this proxy killed the child, if it did.
+    kill_reason: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -219,8 +264,13 @@ impl WorkerProxyState {
         self.hello.is_some() && !self.exited && !self.dying
     }
 
-    /// Kills the child's process group; its exit (and the restart) follow.
-    fn kill(&mut self) {
+    /// Kills the child's process group for `why`; its exit (and the
+    /// restart) follow, and the exit's description (`/health`'s
+    /// `last_worker_exit`, the supervisor's log) carries `why`.
+    fn kill(&mut self, why: impl Into<String>) {
+        if !self.dying {
+            self.kill_reason = Some(why.into());
+        }
         self.dying = true;
         self.guard.kill();
     }
@@ -249,14 +299,31 @@ impl WorkerProxyState {
             .unwrap_or(false)
     }
 
-    /// Sends `job` to the child; returns its `worker.decode` span.
-    fn send_job(&self, job: &QueuedJob) -> tracing::Span {
+    /// Sends `job` to the child; returns its `worker.decode` span. Its
+    /// header is encoded here, first: a job that cannot be sent is refused
+    /// (`Err`) before anything of it reaches the child or this state.
+    fn send_job(&self, job: &QueuedJob) -> Result<tracing::Span, (tracing::Span, AsrError)> {
         let span = crate::telemetry::decode_span(job, self.args.generation, self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
-        let sent = self.send(Outgoing::Job {
+        let header = asr_ipc::JobHeader {
             id: job.id,
             traceparent,
+            sample_count: job.payload.samples.len() as u64,
+            options: job.payload.options.clone(),
+            fault: job.payload.fault,
+            stream_segments: job.payload.stream_segments,
+        };
+        let header = match asr_ipc::encode_job_header(&header) {
+            Ok(h) => h,
+            Err(e) => {
+                let detail = e.to_string();
+                return Err((span, AsrError::Unsendable { detail }));
+            }
+        };
+        let sent = self.send(Outgoing::Job {
+            id: job.id,
+            header,
             payload: job.payload.clone(),
         });
         if !sent {
@@ -264,7 +331,116 @@ impl WorkerProxyState {
             // answers (or requeues) the job.
             tracing::warn!(job_id = job.id, "worker stdin closed at dispatch");
         }
-        span
+        Ok(span)
+    }
+
+    /// Answers a job that could not be sent; the proxy's state is untouched.
+    fn refuse_unsendable(&self, mut job: QueuedJob, span: tracing::Span, err: AsrError) {
+        tracing::error!(parent: &job.span, job_id = job.id, audio_secs = job.audio_secs, error = %err, "job could not be sent to the worker");
+        crate::telemetry::queue_wait_end(&mut job, "unsendable");
+        crate::telemetry::decode_error(&span, &err);
+        let _ = job.reply.send(Err(err));
+    }
+
+    /// Whether an answer about `job_id` may be delivered: `Ok(true)` to the
+    /// job in flight, `Ok(false)` to nobody (a cancelled staged job's, or
+    /// anything from a child being killed), `Err` when it pairs with no job
+    /// the child may be answering (see *Pairing* in the module docs).
+    fn pair(&mut self, job_id: u64, is_final: bool) -> Result<bool, String> {
+        if self.dying || self.exited {
+            tracing::debug!(job_id, "answer from a worker being stopped, dropped");
+            return Ok(false);
+        }
+        if self.in_flight.as_ref().is_some_and(|f| f.job.id == job_id) {
+            return Ok(true);
+        }
+        let skipped = if is_final {
+            self.skip_answer(job_id)
+        } else {
+            self.skipped.contains(&job_id)
+        };
+        if skipped {
+            return Ok(false);
+        }
+        Err(match (&self.in_flight, &self.staged) {
+            (Some(f), Some(s)) if s.job.id == job_id => format!(
+                "worker answered job {job_id} (staged) while job {} was in flight",
+                f.job.id
+            ),
+            (Some(f), _) => format!(
+                "worker answered job {job_id} while job {} was in flight",
+                f.job.id
+            ),
+            (None, _) => format!("worker answered job {job_id} with no job in flight"),
+        })
+    }
+
+    /// The child's answers no longer pair with the jobs: fail every job it
+    /// holds explicitly, and kill it (the supervisor restarts it).
+    fn broken_pairing(&mut self, detail: String) {
+        tracing::error!(generation = self.args.generation, %detail, "worker answers cannot be paired with jobs any more; failing every job it holds and restarting it");
+        // Not ready from this instant, as after a decode deadline.
+        self.args.shared.worker_exited(format!("killed: {detail}"));
+        self.kill(format!("its answers no longer paired with jobs: {detail}"));
+        let err = AsrError::WorkerProtocol { detail };
+        if let Some(f) = self.in_flight.take() {
+            crate::telemetry::decode_error(&f.span, &err);
+            tracing::warn!(parent: &f.job.span, job_id = f.job.id, error = %err, "job failed: worker broke the protocol");
+            let _ = f.job.reply.send(Err(err.clone()));
+        }
+        if let Some(mut s) = self.staged.take() {
+            crate::telemetry::queue_wait_end(&mut s.job, "worker_protocol");
+            crate::telemetry::decode_error(&s.span, &err);
+            tracing::warn!(parent: &s.job.span, job_id = s.job.id, error = %err, "staged job failed: worker broke the protocol");
+            let _ = s.job.reply.send(Err(err));
+        }
+    }
+
+    /// A frame arrived: the child is alive.
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        if self.heartbeat_late {
+            self.heartbeat_late = false;
+            tracing::warn!(
+                generation = self.args.generation,
+                "worker heartbeat back, ready again"
+            );
+            self.args.shared.worker_heartbeat_late(false);
+        }
+    }
+
+    /// The liveness check of every [`TICK`] (see *Liveness*).
+    fn check_heartbeat(&mut self) {
+        if !self.can_take_jobs() {
+            return;
+        }
+        let config = &self.args.config;
+        let silent = self.last_heard.elapsed();
+        let generation = self.args.generation;
+        if silent >= config.heartbeat_timeout() {
+            let job_id = self.in_flight.as_ref().map(|f| f.job.id);
+            tracing::error!(
+                generation,
+                ?silent,
+                ?job_id,
+                "no heartbeat from the worker within the timeout, killing it"
+            );
+            let why = format!(
+                "killed after {:.1} s without a heartbeat",
+                silent.as_secs_f64()
+            );
+            self.args.shared.worker_exited(why.clone());
+            self.kill(why);
+            self.fail_in_flight(AsrError::WorkerUnresponsive { silent_for: silent });
+        } else if silent >= config.heartbeat_late() && !self.heartbeat_late {
+            self.heartbeat_late = true;
+            tracing::warn!(
+                generation,
+                ?silent,
+                "worker heartbeat late, not ready until it comes back"
+            );
+            self.args.shared.worker_heartbeat_late(true);
+        }
     }
 
     /// `job` is now the one the engine decodes: start its decode deadline.
@@ -307,6 +483,7 @@ impl WorkerProxyState {
 
     /// The periodic check ([`WorkerProxyMsg::Tick`]).
     fn tick(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
+        self.check_heartbeat();
         if let Some(s) = &self.staged {
             let now = Instant::now();
             if s.job.reply.is_closed() {
@@ -370,43 +547,28 @@ impl Actor for WorkerProxyActor {
         tasks.push(tokio::spawn(async move {
             let mut stdin = stdin;
             while let Some(out) = rx.recv().await {
-                let (id, frame) = match &out {
+                let res = match out {
                     Outgoing::Job {
                         id,
-                        traceparent,
+                        header,
                         payload,
-                    } => (
-                        *id,
-                        asr_ipc::encode(&ToWorkerRef::Job(JobRef {
-                            id: *id,
-                            traceparent: traceparent.as_deref(),
-                            samples: &payload.samples,
-                            options: &payload.options,
-                            fault: payload.fault,
-                            stream_segments: payload.stream_segments,
-                        })),
-                    ),
-                    Outgoing::Cancel(id) => {
-                        (*id, asr_ipc::encode(&ToWorker::Cancel { job_id: *id }))
-                    }
+                    } => write_job(&mut stdin, id, &header, &payload.samples).await,
+                    Outgoing::Cancel(id) => match asr_ipc::encode(&ToWorker::Cancel { job_id: id })
+                    {
+                        Ok(frame) => write_frame(&mut stdin, &frame)
+                            .await
+                            .map_err(|e| (id, e.to_string())),
+                        Err(e) => Err((id, e.to_string())),
+                    },
                 };
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(job_id = id, error = %e, "could not encode a frame for the worker");
-                        continue;
-                    }
-                };
-                let len = (frame.len() as u32).to_be_bytes();
-                let res = async {
-                    stdin.write_all(&len).await?;
-                    stdin.write_all(&frame).await?;
-                    stdin.flush().await
-                }
-                .await;
-                if let Err(e) = res {
-                    // The child is gone; the exit watcher reports it.
-                    tracing::warn!(job_id = id, error = %e, "writing to the worker failed");
+                if let Err((id, e)) = res {
+                    // The child is gone (its exit watcher reports it), or a
+                    // chunk could not be encoded after its header went out,
+                    // which leaves the child waiting for audio that cannot
+                    // come: either way the child must go (closing its stdin
+                    // makes it exit), and its exit answers or requeues the
+                    // jobs.
+                    tracing::warn!(job_id = id, error = %e, "sending to the worker failed, closing its input");
                     break;
                 }
             }
@@ -468,6 +630,9 @@ impl Actor for WorkerProxyActor {
             load_failure: None,
             exited: false,
             dying: false,
+            last_heard: Instant::now(),
+            heartbeat_late: false,
+            kill_reason: None,
             tasks,
         })
     }
@@ -510,7 +675,13 @@ impl Actor for WorkerProxyActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let generation = state.args.generation;
+        if matches!(msg, WorkerProxyMsg::Frame(_)) {
+            state.heard();
+        }
         match msg {
+            WorkerProxyMsg::Frame(FromWorker::Heartbeat { running }) => {
+                tracing::trace!(generation, ?running, "worker heartbeat");
+            }
             WorkerProxyMsg::Frame(FromWorker::Hello(hello)) => {
                 if hello.protocol_version != asr_ipc::PROTOCOL_VERSION {
                     let cause = format!(
@@ -519,8 +690,8 @@ impl Actor for WorkerProxyActor {
                         asr_ipc::PROTOCOL_VERSION
                     );
                     tracing::error!(generation, "{cause}");
-                    state.load_failure = Some(cause);
-                    state.kill();
+                    state.load_failure = Some(cause.clone());
+                    state.kill(cause);
                     return Ok(());
                 }
                 tracing::info!(
@@ -541,6 +712,7 @@ impl Actor for WorkerProxyActor {
                     hello: hello.clone(),
                 });
                 state.hello = Some(hello);
+                state.last_heard = Instant::now();
                 state
                     .tasks
                     .push(myself.send_interval(TICK, || WorkerProxyMsg::Tick));
@@ -563,12 +735,15 @@ impl Actor for WorkerProxyActor {
                     segments = segments.len(),
                     "decode progress"
                 );
-                if let Some(job) = state
-                    .in_flight
-                    .as_ref()
-                    .filter(|f| f.job.id == job_id)
-                    .map(|f| &f.job)
-                {
+                match state.pair(job_id, false) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(detail) => {
+                        state.broken_pairing(detail);
+                        return Ok(());
+                    }
+                }
+                if let Some(job) = state.in_flight.as_ref().map(|f| &f.job) {
                     if let Some(sink) = &job.progress {
                         let _ = sink.send(crate::api::Progress {
                             decoded_secs,
@@ -581,23 +756,17 @@ impl Actor for WorkerProxyActor {
                 }
             }
             WorkerProxyMsg::Frame(FromWorker::Done(result)) => {
-                if state.skip_answer(result.job_id) {
-                    return Ok(());
+                match state.pair(result.job_id, true) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(detail) => {
+                        state.broken_pairing(detail);
+                        return Ok(());
+                    }
                 }
                 let Some(f) = state.in_flight.take() else {
-                    tracing::warn!(
-                        job_id = result.job_id,
-                        "result for a job that is no longer in flight"
-                    );
-                    return Ok(());
+                    return Ok(()); // (`pair` said it is in flight)
                 };
-                if f.job.id != result.job_id {
-                    tracing::error!(
-                        expected = f.job.id,
-                        got = result.job_id,
-                        "worker answered the wrong job"
-                    );
-                }
                 if let Some(idle) = result.timings.idle_before_us {
                     crate::metrics::engine_idle(Duration::from_micros(idle));
                 }
@@ -628,20 +797,22 @@ impl Actor for WorkerProxyActor {
                 }));
             }
             WorkerProxyMsg::Frame(FromWorker::Failed { job_id, error }) => {
-                if state.skip_answer(job_id) {
-                    return Ok(());
+                match state.pair(job_id, true) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(detail) => {
+                        state.broken_pairing(detail);
+                        return Ok(());
+                    }
                 }
-                let in_flight = state.in_flight.take();
+                let Some(f) = state.in_flight.take() else {
+                    return Ok(()); // (`pair` said it is in flight)
+                };
                 state.promote(&myself);
                 state.report_idle(&myself, None);
-                match in_flight {
-                    Some(f) => {
-                        crate::telemetry::decode_failed(&f.span, "rejected", &error);
-                        tracing::info!(parent: &f.job.span, job_id, generation, error = %error, "worker refused job");
-                        let _ = f.job.reply.send(Err(AsrError::Rejected(error)));
-                    }
-                    None => tracing::warn!(job_id, "failure for a job that is no longer in flight"),
-                }
+                crate::telemetry::decode_failed(&f.span, "rejected", &error);
+                tracing::info!(parent: &f.job.span, job_id, generation, error = %error, "worker refused job");
+                let _ = f.job.reply.send(Err(AsrError::Rejected(error)));
             }
             WorkerProxyMsg::Run(mut job) => {
                 if !state.can_take_jobs() {
@@ -656,16 +827,22 @@ impl Actor for WorkerProxyActor {
                     // (A no-op unless the queue sent it for staging and the
                     // job in flight finished meanwhile.)
                     crate::telemetry::queue_wait_end(&mut job, "dispatched");
-                    let span = state.send_job(&job);
-                    state.start(&myself, job, span);
+                    match state.send_job(&job) {
+                        Ok(span) => state.start(&myself, job, span),
+                        Err((span, err)) => state.refuse_unsendable(job, span, err),
+                    }
                 } else if state.staged.is_none() && state.args.config.stage_next_job {
-                    tracing::debug!(parent: &job.span, job_id = job.id, "job staged in the worker");
-                    let span = state.send_job(&job);
-                    state.staged = Some(Staged {
-                        job,
-                        span,
-                        staged_at: Instant::now(),
-                    });
+                    match state.send_job(&job) {
+                        Ok(span) => {
+                            tracing::debug!(parent: &job.span, job_id = job.id, "job staged in the worker");
+                            state.staged = Some(Staged {
+                                job,
+                                span,
+                                staged_at: Instant::now(),
+                            });
+                        }
+                        Err((span, err)) => state.refuse_unsendable(job, span, err),
+                    }
                 } else {
                     // Two answers to one request for work crossed: keep it
                     // first in line.
@@ -695,11 +872,9 @@ impl Actor for WorkerProxyActor {
                     );
                     // Not ready from this instant: the kill is on its way,
                     // so nobody may read "ready" between the 504 and the exit.
-                    state
-                        .args
-                        .shared
-                        .worker_exited(format!("killed after the decode deadline of {limit:?}"));
-                    state.kill();
+                    let why = format!("killed after the decode deadline of {limit:?}");
+                    state.args.shared.worker_exited(why.clone());
+                    state.kill(why);
                     state.fail_in_flight(AsrError::DecodeTimeout { limit });
                 }
             }
@@ -710,15 +885,19 @@ impl Actor for WorkerProxyActor {
                         state.args.config.load_timeout_secs
                     );
                     tracing::error!(generation, "{cause}");
-                    state.load_failure = Some(cause);
-                    state.kill();
+                    state.load_failure = Some(cause.clone());
+                    state.kill(cause);
                 }
             }
             WorkerProxyMsg::ProtocolError(e) => {
                 tracing::error!(generation, error = %e, "worker broke the protocol, killing it");
-                state.kill();
+                state.kill(format!("broke the protocol: {e}"));
             }
             WorkerProxyMsg::Exited(desc) => {
+                let desc = match &state.kill_reason {
+                    Some(why) => format!("{desc}; {why}"),
+                    None => desc,
+                };
                 state.exited = true;
                 state.to_child = None;
                 tracing::warn!(generation, cause = %desc, "worker exited");
@@ -755,4 +934,34 @@ impl Actor for WorkerProxyActor {
         }
         Ok(())
     }
+}
+
+/// Writes one frame (length prefix, payload) to the child's stdin.
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    w.write_all(&(payload.len() as u32).to_be_bytes()).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+/// Writes a job: its encoded header, then its audio chunk by chunk (each
+/// encoded just before it is written, so at most one chunk's copy exists).
+async fn write_job<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    id: u64,
+    header: &[u8],
+    samples: &[i16],
+) -> Result<(), (u64, String)> {
+    write_frame(w, header)
+        .await
+        .map_err(|e| (id, e.to_string()))?;
+    for chunk in asr_ipc::encode_audio_chunks(id, samples) {
+        let chunk = chunk.map_err(|e| (id, e.to_string()))?;
+        write_frame(w, &chunk)
+            .await
+            .map_err(|e| (id, e.to_string()))?;
+    }
+    Ok(())
 }

@@ -22,6 +22,9 @@
 //! | [`AsrError::ShuttingDown`] | 503 + `Retry-After` | `shutting_down` |
 //! | [`AsrError::QueueTimeout`] | 504 | `queue_timeout` |
 //! | [`AsrError::DecodeTimeout`] | 504 | `decode_timeout` |
+//! | [`AsrError::WorkerUnresponsive`] (no heartbeat) | 504 | `worker_unresponsive` |
+//! | [`AsrError::WorkerProtocol`] (an answer for another job) | 502 | `worker_protocol_error` |
+//! | [`AsrError::Unsendable`] | 500 | `job_unsendable` |
 //! | [`AsrError::WorkerCrashed`] | 500 | `worker_crashed` |
 //! | [`AsrError::Rejected`] by the engine | 500 | `engine_error` |
 //! | [`AsrError::Cancelled`] (the client left; nobody reads it) | 408 | `cancelled` |
@@ -247,6 +250,24 @@ impl From<AsrError> for ApiError {
                 "decode_timeout",
                 "transcription took longer than its deadline and was stopped",
             ),
+            AsrError::WorkerUnresponsive { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "worker_unresponsive",
+                "the transcription worker stopped responding while holding this request; \
+                 it was restarted and the request was not transcribed",
+            ),
+            AsrError::WorkerProtocol { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "worker_protocol_error",
+                "the transcription worker answered out of turn, so its answers could not be \
+                 trusted; it was restarted and this request was not transcribed",
+            ),
+            AsrError::Unsendable { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "job_unsendable",
+                "the request could not be handed to the transcription worker and was not \
+                 transcribed",
+            ),
             AsrError::WorkerCrashed { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "worker_crashed",
@@ -371,6 +392,27 @@ mod tests {
                 },
                 500,
                 "worker_crashed",
+            ),
+            (
+                AsrError::WorkerUnresponsive {
+                    silent_for: Duration::from_secs(10),
+                },
+                504,
+                "worker_unresponsive",
+            ),
+            (
+                AsrError::WorkerProtocol {
+                    detail: "worker answered job 7 while job 6 was in flight (mailbox)".into(),
+                },
+                502,
+                "worker_protocol_error",
+            ),
+            (
+                AsrError::Unsendable {
+                    detail: "a job of 9 samples exceeds the limit (cuda)".into(),
+                },
+                500,
+                "job_unsendable",
             ),
             (AsrError::Quarantined, 422, "input_quarantined"),
             (

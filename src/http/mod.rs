@@ -10,7 +10,7 @@
 //! | `POST`, `GET`, `DELETE` | `/v1/jobs`, `/v1/jobs/{id}`, `/v1/jobs/{id}/result` | async jobs (see [`jobs`]); live when the app data also holds a `web::Data<JobService>` (from [`jobs::app_data`]) |
 //!
 //! Other methods on these routes get a JSON 405. Test-only request header:
-//! `X-Fault-Inject: crash | hang | slow:<ms>`, honoured only when the node
+//! `X-Fault-Inject: crash | hang | slow:<ms> | out-of-order | wrong-id`, honoured only when the node
 //! runs with `enable_fault_injection` and ignored otherwise.
 //!
 //! Mount the routes with [`configure`]; it needs a `web::Data<AsrNode>`

@@ -274,7 +274,10 @@ async fn transcribe_request<B: Backend>(
     );
     let samples = web::block(move || {
         decode_span.in_scope(|| {
-            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs);
+            // 16-bit PCM for the node, converted here, off the async
+            // threads (hours of audio take a moment).
+            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs)
+                .map(|pcm| audio::to_i16(&pcm));
             if let Ok(samples) = &out {
                 Span::current().record(
                     "audio_secs",
@@ -369,11 +372,15 @@ async fn stream_answer<B: Backend>(
 fn log_asr_error(e: &AsrError) {
     match e {
         AsrError::WorkerCrashed { .. }
+        | AsrError::WorkerProtocol { .. }
+        | AsrError::Unsendable { .. }
         | AsrError::Internal(_)
         | AsrError::Rejected(crate::api::WorkerError::Engine(_)) => {
             tracing::error!(error = %e, "transcription failed")
         }
-        AsrError::Unavailable { .. } | AsrError::DecodeTimeout { .. } => {
+        AsrError::Unavailable { .. }
+        | AsrError::DecodeTimeout { .. }
+        | AsrError::WorkerUnresponsive { .. } => {
             tracing::warn!(error = %e, "transcription failed")
         }
         _ => tracing::info!(error = %e, "transcription refused"),
@@ -403,8 +410,9 @@ pub fn parse_max_queue_wait(headers: &HeaderMap) -> Result<Option<Duration>, Api
     }
 }
 
-/// Reads `X-Fault-Inject: crash | hang | slow:<ms>`; ignored (with a debug
-/// log) unless fault injection is enabled, a 400 when enabled and malformed.
+/// Reads `X-Fault-Inject: crash | hang | slow:<ms> | out-of-order |
+/// wrong-id`; ignored (with a debug log) unless fault injection is enabled,
+/// a 400 when enabled and malformed.
 pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, ApiError> {
     let Some(value) = headers.get(FAULT_HEADER) else {
         return Ok(None);
@@ -416,7 +424,7 @@ pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, 
     let bad = || {
         ApiError::bad_request(
             "invalid_fault",
-            "X-Fault-Inject must be crash, hang or slow:<ms>",
+            "X-Fault-Inject must be crash, hang, slow:<ms>, out-of-order or wrong-id",
         )
     };
     let value = value
@@ -427,6 +435,8 @@ pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, 
     match value.as_str() {
         "crash" => Ok(Some(Fault::Crash)),
         "hang" => Ok(Some(Fault::Hang)),
+        "out-of-order" => Ok(Some(Fault::AnswerOutOfOrder)),
+        "wrong-id" => Ok(Some(Fault::AnswerWrongId)),
         other => {
             let ms = other
                 .strip_prefix("slow:")

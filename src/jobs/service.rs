@@ -928,6 +928,7 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
             let bytes = store::read_audio(&dir, id)
                 .map_err(|e| format!("reading the stored audio: {e}"))?;
             audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max)
+                .map(|pcm| audio::to_i16(&pcm))
                 .map_err(|e| e.to_string())
         })
         .await

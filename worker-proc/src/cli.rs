@@ -3,7 +3,7 @@
 //! ```text
 //! worker-proc --model-dir DIR [--device cpu|cuda|auto] [--compute-type int8]
 //!             [--threads N] [--enable-fault-injection] [--log-level warning]
-//!             [--parent-pid PID]
+//!             [--parent-pid PID] [--heartbeat-interval-ms 1000]
 //! worker-proc --model-dir DIR transcribe FILE.wav [--beam-size N] [--runs N] [--json]
 //!             [--vad [--vad-min-silence-ms MS] …]
 //! ```
@@ -53,6 +53,11 @@ pub struct Cli {
     /// this process (closes the start-up race of PR_SET_PDEATHSIG).
     #[arg(long)]
     pub parent_pid: Option<u32>,
+    /// Server mode: send a `Heartbeat` frame this often (ms) once the model
+    /// is loaded, so the parent can tell a frozen worker from a busy one.
+    #[arg(long, default_value_t = asr_ipc::DEFAULT_HEARTBEAT_INTERVAL_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval_ms: u64,
     /// Run a subcommand instead of serving the protocol.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -204,6 +209,7 @@ pub fn run(cli: Cli) -> i32 {
             threads_effective: effective_threads(cli.threads),
             enable_fault_injection: cli.enable_fault_injection,
             parent_pid: cli.parent_pid,
+            heartbeat_interval: std::time::Duration::from_millis(cli.heartbeat_interval_ms),
         }),
         Some(Command::Transcribe(args)) => transcribe_cmd::run(
             &model_dir,

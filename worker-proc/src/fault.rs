@@ -17,7 +17,9 @@ pub const FAULT_ON_LOAD_ENV: &str = "WORKER_PROC_FAULT_ON_LOAD";
 pub const EXIT_FAULT_ON_LOAD: i32 = 5;
 
 /// Applies a job's fault before it is decoded. `Crash` and `Hang` never
-/// return; `SlowMs` sleeps and returns.
+/// return; `SlowMs` sleeps and returns. `AnswerOutOfOrder` and
+/// `AnswerWrongId` change how the job is answered, not how it starts: the
+/// job loop (`protocol`) applies them.
 pub fn before_job(fault: Option<Fault>, enabled: bool, job_id: u64) {
     let Some(fault) = fault else { return };
     if !enabled {
@@ -42,6 +44,7 @@ pub fn before_job(fault: Option<Fault>, enabled: bool, job_id: u64) {
             log_warn!("job {job_id}: injected delay of {ms} ms");
             std::thread::sleep(Duration::from_millis(ms));
         }
+        Fault::AnswerOutOfOrder | Fault::AnswerWrongId => {}
     }
 }
 

@@ -28,7 +28,7 @@
 //! ```text
 //! worker-proc --model-dir DIR [--device cpu|cuda|auto] [--compute-type int8]
 //!             [--threads N] [--enable-fault-injection] [--log-level warning]
-//!             [--parent-pid PID]
+//!             [--parent-pid PID] [--heartbeat-interval-ms 1000]
 //! worker-proc --model-dir DIR [--threads N …] transcribe FILE.wav
 //!             [--beam-size N] [--runs N] [--json] [--word-timestamps] [--vad] …
 //! ```

@@ -14,10 +14,19 @@
 //! decode it, answer `Progress` after each 30 s window and exactly one
 //! `Done` or `Failed`. There is no thread pool and no timeout around the
 //! engine: a job that hangs is the parent's to kill. A second thread only
-//! reads stdin: it deserialises the frames as they come (a job the parent
-//! staged is ready the moment the engine finishes the one before) and
-//! applies `Cancel` at once (a staged job is answered `Cancelled` without
-//! decoding; the running one stops before its next 30 s window).
+//! reads stdin: it deserialises the frames as they come and puts each job
+//! back together from its header and 16-bit PCM chunks
+//! ([`asr_ipc::JobAssembler`]; a job the parent staged is ready the moment
+//! the engine finishes the one before), and applies `Cancel` at once (a
+//! staged job is answered `Cancelled` without decoding; the running one
+//! stops before its next 30 s window). The PCM becomes `f32` (`x / 32768`,
+//! as faster-whisper's `decode_audio`) just before the features.
+//!
+//! A third thread sends `Heartbeat` every `--heartbeat-interval-ms`, busy or
+//! idle: it only sleeps and writes, so nothing the engine does can hold it
+//! up, and its silence tells the parent the whole process is frozen. Every
+//! frame is written whole under one lock on stdout (`write_to_parent`), so
+//! heartbeats never split another frame.
 //!
 //! | event | effect |
 //! | --- | --- |
@@ -27,6 +36,8 @@
 //! | a frame cannot be written (parent gone) | exit [`EXIT_PROTOCOL`] |
 //! | invalid audio or options | `Failed` (`InvalidAudio` / `InvalidOptions`), keep serving |
 //! | engine error, or a bug (panic) in a job | `Failed` (`Engine`), keep serving |
+//! | audio chunks that do not fit their header, a frame inside a job's audio | log, exit [`EXIT_PROTOCOL`] (as a malformed frame) |
+//! | fault `AnswerOutOfOrder` / `AnswerWrongId` (fault injection only) | the next job is decoded and answered first / the answers carry the id + 1000 |
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -39,8 +50,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asr_ipc::{
-    decode, read_frame, write_frame, FrameError, FromWorker, Hello, Job, JobResult, LoadFailure,
-    Segment, ToWorker, WorkerError,
+    decode, encode, read_frame, write_payload, Fault, FrameError, FromWorker, Hello, Job,
+    JobAssembler, JobResult, LoadFailure, Segment, ToWorker, WorkerError,
 };
 
 use crate::engine::{Engine, EngineSettings};
@@ -73,6 +84,8 @@ pub struct ServerConfig {
     pub enable_fault_injection: bool,
     /// The parent's pid, if the parent passed it: exit if it is not ours.
     pub parent_pid: Option<u32>,
+    /// How often to send `Heartbeat` once the model is loaded.
+    pub heartbeat_interval: Duration,
 }
 
 /// Makes the kernel SIGKILL us when the parent dies, and checks that it has
@@ -126,14 +139,27 @@ fn take_stdout() -> io::Result<File> {
 
 type Out = BufWriter<File>;
 
+/// The frames' way to the parent, shared by the main and heartbeat threads.
+type SharedOut = Mutex<Out>;
+
+/// Writes one frame whole (encoded first, then written and flushed under the
+/// lock), so frames from different threads never interleave.
+fn write_to_parent(out: &SharedOut, msg: &FromWorker) -> Result<(), FrameError> {
+    let payload = encode(msg)?;
+    // A panic while holding the lock cannot leave a frame half-written
+    // from our side of it: the lock is only held here.
+    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+    write_payload(&mut *out, &payload)
+}
+
 /// Runs server mode and returns the process exit code.
 pub fn serve(config: &ServerConfig) -> i32 {
     if let Err(e) = tie_to_parent(config.parent_pid) {
         log_error!("{e}; exiting");
         return EXIT_SETUP;
     }
-    let mut out: Out = match take_stdout() {
-        Ok(f) => BufWriter::with_capacity(1 << 16, f),
+    let out: Arc<SharedOut> = match take_stdout() {
+        Ok(f) => Arc::new(Mutex::new(BufWriter::with_capacity(1 << 16, f))),
         Err(e) => {
             log_error!("cannot set up stdout for frames: {e}");
             return EXIT_SETUP;
@@ -160,7 +186,7 @@ pub fn serve(config: &ServerConfig) -> i32 {
                 model_path: config.model_dir.display().to_string(),
                 cause,
             });
-            if let Err(e) = write_frame(&mut out, &msg) {
+            if let Err(e) = write_to_parent(&out, &msg) {
                 log_error!("cannot send LoadFailed: {e}");
             }
             return EXIT_LOAD_FAILED;
@@ -197,21 +223,30 @@ pub fn serve(config: &ServerConfig) -> i32 {
             system_config: engine.system_config,
         },
     });
-    if let Err(e) = write_frame(&mut out, &hello) {
+    if let Err(e) = write_to_parent(&out, &hello) {
         log_error!("cannot send Hello: {e}");
         return EXIT_PROTOCOL;
     }
 
     let cancels = Arc::new(Cancels::new(pipeline.cancel.clone()));
+    if let Err(e) = spawn_heartbeat(out.clone(), cancels.clone(), config.heartbeat_interval) {
+        log_error!("cannot start the heartbeat thread: {e}");
+        return EXIT_SETUP;
+    }
     let inbound = spawn_reader(cancels.clone());
+    // The reader thread only ends after sending Eof or Broken, so a closed
+    // channel means it died (a bug): treat it as broken input.
+    let next = || {
+        inbound
+            .recv()
+            .unwrap_or_else(|_| Inbound::Broken("the stdin reader stopped".into()))
+    };
+    // Messages taken from the reader ahead of their turn (fault injection).
+    let mut ahead: std::collections::VecDeque<Inbound> = std::collections::VecDeque::new();
     // End of the previous job, for `Timings::idle_before_us`.
     let mut last_done: Option<Instant> = None;
     loop {
-        // The reader thread only ends after sending Eof or Broken, so a
-        // closed channel means it died (a bug): treat it as broken input.
-        let msg = inbound
-            .recv()
-            .unwrap_or_else(|_| Inbound::Broken("the stdin reader stopped".into()));
+        let msg = ahead.pop_front().unwrap_or_else(next);
         match msg {
             Inbound::Eof => {
                 log_info!("stdin closed, exiting");
@@ -225,13 +260,34 @@ pub fn serve(config: &ServerConfig) -> i32 {
                 log_error!("{e}; exiting");
                 return EXIT_PROTOCOL;
             }
+            Inbound::Job(mut job)
+                if config.enable_fault_injection && job.fault == Some(Fault::AnswerOutOfOrder) =>
+            {
+                // A broken worker, for the parent's pairing tests: the job
+                // after this one is decoded and answered first.
+                log_warn!(
+                    "job {}: injected out-of-order answer, answering the next job first",
+                    job.id
+                );
+                job.fault = None;
+                match next() {
+                    later @ Inbound::Job(_) => {
+                        ahead.push_back(later);
+                        ahead.push_back(Inbound::Job(job));
+                    }
+                    other => {
+                        ahead.push_back(Inbound::Job(job));
+                        ahead.push_back(other);
+                    }
+                }
+            }
             Inbound::Job(job) => {
                 let id = job.id;
                 let idle = last_done.map(|t| t.elapsed());
                 let res = if cancels.start(id) {
                     log_info!("job {id} cancelled before it started");
-                    write_frame(
-                        &mut out,
+                    write_to_parent(
+                        &out,
                         &FromWorker::Failed {
                             job_id: id,
                             error: WorkerError::Cancelled,
@@ -243,7 +299,7 @@ pub fn serve(config: &ServerConfig) -> i32 {
                         job,
                         idle,
                         config.enable_fault_injection,
-                        &mut out,
+                        &out,
                     )
                 };
                 cancels.finish(id);
@@ -269,6 +325,28 @@ enum Inbound {
     Broken(String),
 }
 
+/// Sends `Heartbeat` every `interval` on a thread of its own, until the
+/// parent cannot be written to.
+fn spawn_heartbeat(
+    out: Arc<SharedOut>,
+    cancels: Arc<Cancels>,
+    interval: Duration,
+) -> io::Result<()> {
+    let interval = interval.max(Duration::from_millis(1));
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let running = cancels.running();
+            if let Err(e) = write_to_parent(&out, &FromWorker::Heartbeat { running }) {
+                // The main thread finds out too, at its next frame.
+                log_error!("cannot send a heartbeat: {e}; heartbeats stop");
+                return;
+            }
+        })
+        .map(|_| ())
+}
+
 /// Reads and deserialises frames on a thread of its own, so a job the
 /// parent staged is in memory before the engine needs it, and a
 /// [`ToWorker::Cancel`] takes effect while the main thread decodes.
@@ -280,20 +358,47 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
         .spawn(move || {
             let stdin = io::stdin();
             let mut input = stdin.lock();
+            let mut jobs = JobAssembler::default();
             loop {
                 let msg = match read_frame(&mut input) {
-                    Ok(None) => Inbound::Eof,
+                    Ok(None) => match jobs.expect_idle() {
+                        Ok(()) => Inbound::Eof,
+                        Err(e) => Inbound::Broken(format!("stdin closed inside a job: {e}")),
+                    },
                     Err(e) => Inbound::Broken(format!("unreadable frame from the parent: {e}")),
                     Ok(Some(payload)) => match decode::<ToWorker>(&payload) {
-                        Ok(ToWorker::Job(job)) => {
-                            cancels.received(job.id);
-                            Inbound::Job(job)
+                        Ok(ToWorker::Job(header)) => {
+                            let id = header.id;
+                            match jobs.header(header) {
+                                Ok(job) => {
+                                    // Cancellable from its header on.
+                                    cancels.received(id);
+                                    match job {
+                                        Some(job) => Inbound::Job(job),
+                                        None => continue,
+                                    }
+                                }
+                                Err(e) => Inbound::Broken(format!("bad job from the parent: {e}")),
+                            }
                         }
-                        Ok(ToWorker::Cancel { job_id }) => {
-                            cancels.cancel(job_id);
-                            continue;
-                        }
-                        Ok(ToWorker::Shutdown) => Inbound::Shutdown,
+                        Ok(ToWorker::AudioChunk(chunk)) => match jobs.chunk(chunk) {
+                            Ok(Some(job)) => Inbound::Job(job),
+                            Ok(None) => continue,
+                            Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
+                        },
+                        // Nothing may come between a job's header and the
+                        // end of its audio.
+                        Ok(ToWorker::Cancel { job_id }) => match jobs.expect_idle() {
+                            Ok(()) => {
+                                cancels.cancel(job_id);
+                                continue;
+                            }
+                            Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
+                        },
+                        Ok(ToWorker::Shutdown) => match jobs.expect_idle() {
+                            Ok(()) => Inbound::Shutdown,
+                            Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
+                        },
                         Err(e) => Inbound::Broken(format!(
                             "malformed frame of {} bytes from the parent: {e}",
                             payload.len()
@@ -364,6 +469,11 @@ impl Cancels {
         }
     }
 
+    /// The job running now, if any.
+    fn running(&self) -> Option<u64> {
+        self.lock().running
+    }
+
     /// Job `id` starts; true if it was cancelled already.
     fn start(&self, id: u64) -> bool {
         let mut st = self.lock();
@@ -389,22 +499,45 @@ fn run_job(
     job: Job,
     idle_before: Option<Duration>,
     faults: bool,
-    out: &mut Out,
+    out: &SharedOut,
 ) -> Result<(), FrameError> {
-    let job_id = job.id;
-    fault::before_job(job.fault, faults, job_id);
-    let audio_secs = job.samples.len() as f64 / asr_ipc::SAMPLE_RATE as f64;
+    let Job {
+        id,
+        traceparent,
+        samples,
+        options,
+        fault,
+        stream_segments,
+    } = job;
+    fault::before_job(fault, faults, id);
+    // The id the answers carry: the job's own, unless a broken worker is
+    // being simulated (fault injection only).
+    let job_id = if faults && fault == Some(Fault::AnswerWrongId) {
+        log_warn!(
+            "job {id}: injected wrong id, answering as job {}",
+            id + 1000
+        );
+        id + 1000
+    } else {
+        id
+    };
+    // faster-whisper's decode_audio: s16 PCM / 32768 (the 16-bit copy is
+    // freed at once).
+    let samples: Vec<f32> = {
+        let pcm = samples;
+        pcm.iter().map(|&s| f32::from(s) / 32768.0).collect()
+    };
+    let audio_secs = samples.len() as f64 / asr_ipc::SAMPLE_RATE as f64;
     log_info!(
-        "job {job_id} started: {audio_secs:.2} s of audio, beam {}{}",
-        job.options.beam_size,
-        job.traceparent
+        "job {id} started: {audio_secs:.2} s of audio, beam {}{}",
+        options.beam_size,
+        traceparent
             .as_deref()
             .map(|t| format!(", traceparent {t}"))
             .unwrap_or_default()
     );
     let mut write_error: Option<FrameError> = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let stream_segments = job.stream_segments;
         let mut progress = |decoded_secs: f32, total_secs: f32, segments: &[Segment]| {
             if write_error.is_none() {
                 let msg = FromWorker::Progress {
@@ -417,12 +550,12 @@ fn run_job(
                         Vec::new()
                     },
                 };
-                if let Err(e) = write_frame(out, &msg) {
+                if let Err(e) = write_to_parent(out, &msg) {
                     write_error = Some(e);
                 }
             }
         };
-        pipeline.transcribe(&job.samples, &job.options, &mut progress)
+        pipeline.transcribe(&samples, &options, &mut progress)
     }));
     if let Some(e) = write_error {
         return Err(e);
@@ -431,7 +564,7 @@ fn run_job(
         Ok(Ok(t)) => {
             let total_ms = t.timings.total_us as f64 / 1e3;
             log_info!(
-                "job {job_id} done: {} segments, {audio_secs:.2} s of audio in {total_ms:.0} ms (rtf {:.3})",
+                "job {id} done: {} segments, {audio_secs:.2} s of audio in {total_ms:.0} ms (rtf {:.3})",
                 t.segments.len(),
                 total_ms / 1e3 / audio_secs.max(1e-9)
             );
@@ -449,14 +582,14 @@ fn run_job(
             })
         }
         Ok(Err(WorkerError::Cancelled)) => {
-            log_info!("job {job_id} cancelled while decoding");
+            log_info!("job {id} cancelled while decoding");
             FromWorker::Failed {
                 job_id,
                 error: WorkerError::Cancelled,
             }
         }
         Ok(Err(error)) => {
-            log_warn!("job {job_id} failed: {error}");
+            log_warn!("job {id} failed: {error}");
             FromWorker::Failed { job_id, error }
         }
         Err(panic) => {
@@ -465,14 +598,14 @@ fn run_job(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            log_error!("job {job_id}: internal error: {what}");
+            log_error!("job {id}: internal error: {what}");
             FromWorker::Failed {
                 job_id,
                 error: WorkerError::Engine(format!("internal error: {what}")),
             }
         }
     };
-    write_frame(out, &answer)
+    write_to_parent(out, &answer)
 }
 
 #[cfg(test)]

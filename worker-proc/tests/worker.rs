@@ -10,11 +10,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use asr_ipc::{
-    read_frame, write_frame, DecodeOptions, Fault, FromWorker, Job, ToWorker, WorkerError,
+    read_frame, write_frame, write_job, DecodeOptions, Fault, FromWorker, Job, JobHeader, ToWorker,
+    WorkerError,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,18 +36,15 @@ fn model_dir() -> PathBuf {
 }
 
 /// "Hello world. This is a test of the speech worker." (espeak-ng, 16 kHz).
-fn speech() -> Vec<f32> {
+fn speech() -> Vec<i16> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello.wav");
     let mut reader = hound::WavReader::open(&path).expect("tests/data/hello.wav");
     assert_eq!(reader.spec().sample_rate, 16_000);
-    reader
-        .samples::<i16>()
-        .map(|s| s.expect("pcm") as f32 / 32768.0)
-        .collect()
+    reader.samples::<i16>().map(|s| s.expect("pcm")).collect()
 }
 
 /// [`speech`] repeated to at least 65 s: three 30 s windows.
-fn three_windows_of_speech() -> Vec<f32> {
+fn three_windows_of_speech() -> Vec<i16> {
     let samples = speech();
     let mut long = Vec::new();
     while long.len() < 16_000 * 65 {
@@ -54,11 +53,16 @@ fn three_windows_of_speech() -> Vec<f32> {
     long
 }
 
-/// A running worker with a thread turning its stdout into frames.
+/// Heartbeats received: when, and the job the worker said was running.
+type Heartbeats = Arc<Mutex<Vec<(Instant, Option<u64>)>>>;
+
+/// A running worker with a thread turning its stdout into frames
+/// (heartbeats are set aside in `heartbeats`, with their arrival times).
 struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
     frames: Receiver<Result<FromWorker, String>>,
+    heartbeats: Heartbeats,
 }
 
 impl Worker {
@@ -78,10 +82,16 @@ impl Worker {
         let mut stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
+        let heartbeats: Heartbeats = Arc::default();
+        let beats = heartbeats.clone();
         thread::spawn(move || loop {
             match read_frame(&mut stdout) {
                 Ok(Some(payload)) => {
                     let msg = asr_ipc::decode::<FromWorker>(&payload).map_err(|e| e.to_string());
+                    if let Ok(FromWorker::Heartbeat { running }) = msg {
+                        beats.lock().unwrap().push((Instant::now(), running));
+                        continue;
+                    }
                     if tx.send(msg).is_err() {
                         return;
                     }
@@ -97,7 +107,31 @@ impl Worker {
             child,
             stdin,
             frames: rx,
+            heartbeats,
         }
+    }
+
+    /// Heartbeats received so far.
+    fn heartbeats(&self) -> Vec<(Instant, Option<u64>)> {
+        self.heartbeats.lock().unwrap().clone()
+    }
+
+    /// Sends a whole job: its header, then its audio in chunks.
+    fn send_job(&mut self, job: &Job) {
+        let header = JobHeader {
+            id: job.id,
+            traceparent: job.traceparent.clone(),
+            sample_count: job.samples.len() as u64,
+            options: job.options.clone(),
+            fault: job.fault,
+            stream_segments: job.stream_segments,
+        };
+        write_job(
+            self.stdin.as_mut().expect("stdin open"),
+            &header,
+            &job.samples,
+        )
+        .expect("write job");
     }
 
     fn next(&self) -> FromWorker {
@@ -191,15 +225,15 @@ impl Drop for Worker {
     }
 }
 
-fn job(id: u64, samples: Vec<f32>, options: DecodeOptions) -> ToWorker {
-    ToWorker::Job(Job {
+fn job(id: u64, samples: Vec<i16>, options: DecodeOptions) -> Job {
+    Job {
         id,
         traceparent: None,
         samples,
         options,
         fault: None,
         stream_segments: false,
-    })
+    }
 }
 
 #[test]
@@ -238,7 +272,7 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
 
     let samples = speech();
     let duration = samples.len() as f32 / 16_000.0;
-    w.send(&job(1, samples.clone(), DecodeOptions::default()));
+    w.send_job(&job(1, samples.clone(), DecodeOptions::default()));
     let (progress, answer) = w.answer(1);
     let FromWorker::Done(result) = answer else {
         panic!("expected Done, got {answer:?}")
@@ -273,7 +307,7 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
         language: Some("de".into()),
         ..DecodeOptions::default()
     };
-    w.send(&job(2, samples.clone(), de));
+    w.send_job(&job(2, samples.clone(), de));
     assert!(matches!(
         w.answer(2).1,
         FromWorker::Failed {
@@ -281,7 +315,7 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
             error: WorkerError::InvalidOptions(_)
         }
     ));
-    w.send(&job(3, vec![], DecodeOptions::default()));
+    w.send_job(&job(3, vec![], DecodeOptions::default()));
     assert!(matches!(
         w.answer(3).1,
         FromWorker::Failed {
@@ -289,19 +323,12 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
             error: WorkerError::InvalidAudio(_)
         }
     ));
-    w.send(&job(4, vec![0.0, f32::NAN], DecodeOptions::default()));
-    assert!(matches!(
-        w.answer(4).1,
-        FromWorker::Failed {
-            job_id: 4,
-            error: WorkerError::InvalidAudio(_)
-        }
-    ));
+    // (Non-finite samples cannot happen: the audio is 16-bit PCM.)
     let beam0 = DecodeOptions {
         beam_size: 0,
         ..DecodeOptions::default()
     };
-    w.send(&job(5, samples.clone(), beam0));
+    w.send_job(&job(5, samples.clone(), beam0));
     assert!(matches!(
         w.answer(5).1,
         FromWorker::Failed {
@@ -315,8 +342,8 @@ fn decodes_real_speech_keeps_serving_and_exits_on_eof() {
         beam_size: 1,
         ..DecodeOptions::default()
     };
-    w.send(&job(6, samples.clone(), greedy.clone()));
-    w.send(&job(7, samples, greedy));
+    w.send_job(&job(6, samples.clone(), greedy.clone()));
+    w.send_job(&job(7, samples, greedy));
     for id in [6, 7] {
         let FromWorker::Done(again) = w.answer(id).1 else {
             panic!("expected Done for job {id}")
@@ -419,7 +446,7 @@ fn faults_are_honoured_only_when_enabled() {
         fault: Some(Fault::Crash),
         stream_segments: false,
     };
-    w.send(&ToWorker::Job(j.clone()));
+    w.send_job(&j);
     assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
     w.close_stdin();
     assert_eq!(w.wait().code(), Some(0));
@@ -427,7 +454,7 @@ fn faults_are_honoured_only_when_enabled() {
     // Enabled: SIGABRT at the start of the job, nothing more on stdout.
     let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
     w.hello();
-    w.send(&ToWorker::Job(j.clone()));
+    w.send_job(&j);
     let status = w.wait();
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
     w.assert_stdout_done();
@@ -437,7 +464,7 @@ fn faults_are_honoured_only_when_enabled() {
     w.hello();
     j.fault = Some(Fault::SlowMs(300));
     let t = Instant::now();
-    w.send(&ToWorker::Job(j.clone()));
+    w.send_job(&j);
     assert!(matches!(w.answer(1).1, FromWorker::Done(_)));
     assert!(t.elapsed() >= Duration::from_millis(300));
 
@@ -445,7 +472,7 @@ fn faults_are_honoured_only_when_enabled() {
     let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
     w.hello();
     j.fault = Some(Fault::Hang);
-    w.send(&ToWorker::Job(j.clone()));
+    w.send_job(&j);
     assert!(matches!(
         w.frames.recv_timeout(Duration::from_secs(2)),
         Err(mpsc::RecvTimeoutError::Timeout)
@@ -473,7 +500,7 @@ fn stray_stdout_prints_cannot_reach_the_protocol() {
     // stderr, and stdout must hold nothing but frames.
     let mut w = Worker::spawn(&model_dir(), &["--log-level", "info"], &[]);
     w.hello();
-    w.send(&job(
+    w.send_job(&job(
         9,
         speech(),
         DecodeOptions {
@@ -574,17 +601,17 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
     w.send(&ToWorker::Cancel { job_id: 99 });
     // Job 1 is held 1.5 s; 2, 3 and 4 are staged behind it, and 3 is
     // cancelled while it waits.
-    w.send(&ToWorker::Job(Job {
+    w.send_job(&Job {
         id: 1,
         traceparent: None,
         samples: samples.clone(),
         options: greedy.clone(),
         fault: Some(Fault::SlowMs(1500)),
         stream_segments: false,
-    }));
-    w.send(&job(2, samples.clone(), greedy.clone()));
-    w.send(&job(3, samples.clone(), greedy.clone()));
-    w.send(&job(4, samples.clone(), greedy.clone()));
+    });
+    w.send_job(&job(2, samples.clone(), greedy.clone()));
+    w.send_job(&job(3, samples.clone(), greedy.clone()));
+    w.send_job(&job(4, samples.clone(), greedy.clone()));
     w.send(&ToWorker::Cancel { job_id: 3 });
     let FromWorker::Done(first) = w.answer(1).1 else {
         panic!("job 1 decodes")
@@ -614,7 +641,7 @@ fn staged_jobs_run_in_order_and_cancel_skips_or_stops_them() {
 
     // A running job stops at its next 30 s window: 3 windows of speech,
     // cancelled after the first.
-    w.send(&job(5, three_windows_of_speech(), greedy));
+    w.send_job(&job(5, three_windows_of_speech(), greedy));
     match w.next() {
         FromWorker::Progress { job_id: 5, .. } => {}
         other => panic!("expected progress, got {other:?}"),
@@ -641,7 +668,7 @@ fn streamed_segments_arrive_window_by_window_and_equal_the_result() {
     let model = model_dir();
     let mut w = Worker::spawn(&model, &[], &[]);
     w.hello();
-    w.send(&ToWorker::Job(Job {
+    w.send_job(&Job {
         id: 1,
         traceparent: None,
         samples: three_windows_of_speech(),
@@ -652,7 +679,7 @@ fn streamed_segments_arrive_window_by_window_and_equal_the_result() {
         },
         fault: None,
         stream_segments: true,
-    }));
+    });
     let (streamed, answer) = w.answer_streamed(1);
     let FromWorker::Done(result) = answer else {
         panic!("expected Done, got {answer:?}")
@@ -670,4 +697,115 @@ fn streamed_segments_arrive_window_by_window_and_equal_the_result() {
     );
     let ids: Vec<u32> = streamed.concat().iter().map(|s| s.id).collect();
     assert_eq!(ids, (0..result.segments.len() as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn heartbeats_come_while_the_engine_is_held_and_stop_when_the_process_is_frozen() {
+    let model = model_dir();
+    let mut w = Worker::spawn(
+        &model,
+        &["--enable-fault-injection", "--heartbeat-interval-ms", "100"],
+        &[],
+    );
+    w.hello();
+    // Idle: heartbeats with nothing running.
+    thread::sleep(Duration::from_millis(450));
+    let idle = w.heartbeats();
+    assert!(idle.len() >= 3, "{} heartbeats in 450 ms", idle.len());
+    assert!(idle.iter().all(|(_, running)| running.is_none()));
+
+    // The main thread stuck in a job: heartbeats go on, naming the job.
+    let mut j = job(
+        7,
+        speech(),
+        DecodeOptions {
+            beam_size: 1,
+            ..DecodeOptions::default()
+        },
+    );
+    j.fault = Some(Fault::Hang);
+    w.send_job(&j);
+    thread::sleep(Duration::from_millis(800));
+    let busy: Vec<_> = w.heartbeats().split_off(idle.len());
+    assert!(
+        busy.len() >= 5,
+        "{} heartbeats in 800 ms of a hung job",
+        busy.len()
+    );
+    assert_eq!(busy.last().unwrap().1, Some(7));
+
+    // The whole process stopped: silence; resumed: heartbeats again.
+    let pid = w.child.id() as libc::pid_t;
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    thread::sleep(Duration::from_millis(200));
+    let before = w.heartbeats().len();
+    thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        w.heartbeats().len(),
+        before,
+        "no heartbeat from a stopped worker"
+    );
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    thread::sleep(Duration::from_millis(500));
+    assert!(w.heartbeats().len() >= before + 2, "heartbeats resume");
+    w.child.kill().expect("kill");
+}
+
+#[test]
+fn injected_out_of_order_and_wrong_id_answers() {
+    // The broken workers the service's pairing tests run against.
+    let model = model_dir();
+    let greedy = DecodeOptions {
+        beam_size: 1,
+        ..DecodeOptions::default()
+    };
+    let mut w = Worker::spawn(&model, &["--enable-fault-injection"], &[]);
+    w.hello();
+    let mut first = job(1, speech(), greedy.clone());
+    first.fault = Some(Fault::AnswerOutOfOrder);
+    w.send_job(&first);
+    w.send_job(&job(2, speech(), greedy.clone()));
+    // Job 2 is answered before job 1.
+    let FromWorker::Done(a) = w.answer(2).1 else {
+        panic!("job 2 answered first")
+    };
+    assert_eq!(a.job_id, 2);
+    let FromWorker::Done(b) = w.answer(1).1 else {
+        panic!("then job 1")
+    };
+    assert_eq!(b.job_id, 1);
+
+    let mut wrong = job(3, speech(), greedy);
+    wrong.fault = Some(Fault::AnswerWrongId);
+    w.send_job(&wrong);
+    let FromWorker::Done(c) = w.answer(1003).1 else {
+        panic!("job 3 answered as 1003")
+    };
+    assert_eq!(c.job_id, 1003);
+    w.close_stdin();
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn audio_that_does_not_fit_its_header_is_a_protocol_error() {
+    let model = model_dir();
+    let mut w = Worker::spawn(&model, &[], &[]);
+    w.hello();
+    let header = JobHeader {
+        id: 1,
+        traceparent: None,
+        sample_count: 16_000,
+        options: DecodeOptions::default(),
+        fault: None,
+        stream_segments: false,
+    };
+    w.send(&ToWorker::Job(header));
+    // A chunk of another job: no resync, exit 4, nothing written.
+    w.send(&ToWorker::AudioChunk(asr_ipc::AudioChunk {
+        job_id: 2,
+        pcm: asr_ipc::Pcm(vec![0; 100]),
+    }));
+    assert_eq!(w.wait().code(), Some(4));
+    w.assert_stdout_done();
 }

@@ -372,6 +372,8 @@ async fn fault_header_only_when_enabled() {
         ("crash", Fault::Crash),
         ("Hang", Fault::Hang),
         ("slow:250", Fault::SlowMs(250)),
+        ("out-of-order", Fault::AnswerOutOfOrder),
+        ("wrong-id", Fault::AnswerWrongId),
     ] {
         let res = post(
             backend.clone(),
