@@ -130,6 +130,7 @@ impl Handler<TranscribeAudio> for AsrActor {
             let hint = msg.format_hint;
             let samples = tokio::task::spawn_blocking(move || {
                 audio::decode_to_mono_16k_limited(&msg.audio, hint.as_deref(), max_secs)
+                    .map(|pcm| audio::to_i16(&pcm))
             })
             .await
             .map_err(|e| AsrError::Internal(format!("audio decode task failed: {e}")))??;

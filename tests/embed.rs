@@ -173,7 +173,7 @@ async fn a_ractor_host_supervises_the_asr_tree_and_sees_it_stop() {
     )
     .expect("decode fixture");
     let t = node
-        .transcribe(TranscriptionRequest::new(pcm))
+        .transcribe(TranscriptionRequest::from_f32(&pcm))
         .await
         .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);
