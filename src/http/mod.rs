@@ -32,7 +32,9 @@ pub mod form;
 pub mod format;
 pub mod jobs;
 pub mod language;
+pub mod host;
 pub mod metrics;
+pub mod refusals;
 pub mod routes;
 pub mod stream;
 
