@@ -133,17 +133,22 @@ pub enum AudioError {
     /// The audio holds NaN or infinite samples.
     #[error("the audio contains non-finite samples")]
     NonFinite,
-    /// Too many packets failed to decode (see [`MAX_SKIPPED_FRACTION`]).
+    /// Too much of the audio was lost to damage (see
+    /// [`MAX_SKIPPED_FRACTION`]): packets that failed to decode, or gaps
+    /// where the container skipped damaged frames.
     #[error(
-        "the audio is damaged: {skipped} of {total} audio packets could not be decoded \
-         (more than {max_percent:.0} %)",
+        "the audio is damaged: {skipped_packets} of {total_packets} audio packets could not be \
+         decoded and {gap_secs:.1} s are missing where damaged frames were skipped \
+         (more than {max_percent:.0} % lost)",
         max_percent = MAX_SKIPPED_FRACTION * 100.0
     )]
     Damaged {
         /// Packets that failed to decode.
-        skipped: u64,
+        skipped_packets: u64,
         /// Packets of the audio track.
-        total: u64,
+        total_packets: u64,
+        /// Seconds missing between packets (frames the container skipped).
+        gap_secs: f64,
     },
     /// The audio is longer than the limit.
     #[error("the audio is longer than the limit of {max_secs:.1} s (at least {secs:.1} s)")]
@@ -321,6 +326,25 @@ pub struct DecodeReport {
     /// The stream ended early (cut upload) or became unreadable after good
     /// audio; what decoded before is kept.
     pub truncated: bool,
+    /// The container became unreadable after good audio (not a clean cut):
+    /// the rest of the file was dropped.
+    pub unreadable_tail: bool,
+    /// Frames at 16 kHz the container declares, if it does.
+    pub declared_frames: Option<u64>,
+    /// Seconds missing between packets: a packet whose timestamp lies past
+    /// the end of the one before means the container skipped frames (a
+    /// FLAC reader resyncing past frames with bad CRCs does that silently).
+    pub gap_secs: f64,
+}
+
+impl DecodeReport {
+    /// Whether more than [`MAX_SKIPPED_FRACTION`] of the audio was lost.
+    pub fn too_damaged(&self) -> bool {
+        let total = self.decoded_packets + self.skipped_packets;
+        let packets = self.skipped_packets as f64 > MAX_SKIPPED_FRACTION * total as f64;
+        let gaps = self.gap_secs > MAX_SKIPPED_FRACTION * (self.audio_secs + self.gap_secs);
+        packets || gaps
+    }
 }
 
 /// A decoded upload.
@@ -441,10 +465,7 @@ pub fn pcm_bytes_for(secs: f64) -> usize {
 }
 
 /// Runs a decode under `catch_unwind`.
-fn guarded<T>(
-    upload: &Upload,
-    f: impl FnOnce() -> Result<T, AudioError>,
-) -> Result<T, AudioError> {
+fn guarded<T>(upload: &Upload, f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
     if upload.is_empty() {
         return Err(AudioError::Empty);
     }
@@ -776,6 +797,7 @@ fn decode_pass(
     let mut format = open_format(upload, hint)?;
 
     // Refuse early when the container declares a length over the limit.
+    let mut declared_frames = None;
     if let Some(track) = format.default_track(TrackType::Audio) {
         let rate = track
             .codec_params
@@ -785,6 +807,7 @@ fn decode_pass(
         if let (Some(frames), Some(rate)) = (track.num_frames, rate) {
             if rate > 0 {
                 let secs = frames as f64 / f64::from(rate);
+                declared_frames = Some((secs * f64::from(TARGET_SAMPLE_RATE)).ceil() as u64);
                 if secs > max_audio_secs {
                     return Err(AudioError::TooLong {
                         secs,
@@ -796,12 +819,18 @@ fn decode_pass(
     }
 
     let (mut decoder, mut track_id) = open_track(format.as_ref())?;
+    let mut tick_secs = tick_secs(format.as_ref(), track_id);
+    let mut next_pts: Option<i64> = None;
+    let mut gap_ticks = 0f64;
     let mut rate: Option<u32> = None;
     let mut resampler: Option<StreamResampler> = None;
     let mut source_frames = 0u64;
     let mut mono: Vec<f32> = Vec::new();
     let mut scratch: Vec<f32> = Vec::new();
-    let mut report = DecodeReport::default();
+    let mut report = DecodeReport {
+        declared_frames,
+        ..DecodeReport::default()
+    };
 
     loop {
         let packet = match format.next_packet() {
@@ -810,7 +839,11 @@ fn decode_pass(
             Err(SymphoniaError::ResetRequired) => {
                 // A chained stream (e.g. concatenated Ogg streams): new track
                 // list, new decoder; a sample-rate change is refused below.
+                report.gap_secs += gap_ticks * tick_secs.unwrap_or(0.0);
+                gap_ticks = 0.0;
                 (decoder, track_id) = open_track(format.as_ref())?;
+                tick_secs = self::tick_secs(format.as_ref(), track_id);
+                next_pts = None;
                 continue;
             }
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -822,6 +855,7 @@ fn decode_pass(
                 // any further; keep what decoded, like an early end.
                 tracing::warn!(error = %e, decoded_packets = report.decoded_packets, "audio container unreadable past this point, keeping decoded audio");
                 report.truncated = true;
+                report.unreadable_tail = true;
                 break;
             }
             Err(e) => return Err(probe_error(e)),
@@ -829,6 +863,17 @@ fn decode_pass(
         if packet.track_id != track_id {
             continue;
         }
+        let pts = packet.pts.get();
+        if let Some(expected) = next_pts {
+            // (Not after the first packet: Vorbis's first block overlaps.)
+            if pts > expected && report.decoded_packets + report.skipped_packets > 1 {
+                gap_ticks += (pts - expected) as f64;
+            }
+        }
+        // Containers that do not time their packets (MKV blocks: no
+        // duration) cannot show gaps.
+        next_pts = (!packet.dur.is_zero())
+            .then(|| pts.saturating_add(i64::try_from(packet.dur.get()).unwrap_or(i64::MAX)));
         let buf = match decoder.decode(&packet) {
             Ok(buf) => buf,
             Err(SymphoniaError::DecodeError(_)) | Err(SymphoniaError::IoError(_)) => {
@@ -887,11 +932,12 @@ fn decode_pass(
     let rate = match rate {
         Some(rate) if source_frames > 0 => rate,
         _ => {
-            return Err(if report.skipped_packets > 0 {
+            let declared = report.declared_frames.is_some_and(|f| f > 0);
+            return Err(if report.skipped_packets > 0 || declared {
                 AudioError::Corrupt("none of the audio packets could be decoded".into())
             } else {
                 AudioError::NoSamples
-            })
+            });
         }
     };
     if let Some(r) = resampler.take() {
@@ -907,23 +953,35 @@ fn decode_pass(
     };
     report.source_rate = rate;
     report.audio_secs = report.frames as f64 / f64::from(TARGET_SAMPLE_RATE);
+    report.gap_secs += gap_ticks * tick_secs.unwrap_or(0.0);
 
-    if report.skipped_packets > 0 || report.truncated {
+    if report.skipped_packets > 0 || report.truncated || report.gap_secs > 0.0 {
         tracing::warn!(
             decoded_packets = report.decoded_packets,
             skipped_packets = report.skipped_packets,
+            gap_secs = report.gap_secs,
             truncated = report.truncated,
             "audio decoded with damaged or missing packets"
         );
     }
-    let total = report.decoded_packets + report.skipped_packets;
-    if report.skipped_packets as f64 > MAX_SKIPPED_FRACTION * total as f64 {
+    if report.too_damaged() {
         return Err(AudioError::Damaged {
-            skipped: report.skipped_packets,
-            total,
+            skipped_packets: report.skipped_packets,
+            total_packets: report.decoded_packets + report.skipped_packets,
+            gap_secs: (report.gap_secs * 1000.0).round() / 1000.0,
         });
     }
     Ok(report)
+}
+
+/// Seconds per timestamp tick of a track, when it says.
+fn tick_secs(format: &dyn FormatReader, track_id: u32) -> Option<f64> {
+    format
+        .tracks()
+        .iter()
+        .find(|t| t.id == track_id)
+        .and_then(|t| t.time_base)
+        .map(|tb| f64::from(tb.numer.get()) / f64::from(tb.denom.get()))
 }
 
 /// Averages interleaved frames of `channels` samples into `out`, clamping
@@ -999,7 +1057,11 @@ mod tests {
     }
 
     /// A decode without the `catch_unwind` guard (a panic fails the test).
-    fn decode_inner(bytes: &[u8], hint: Option<&str>, max: f64) -> Result<DecodeReport, AudioError> {
+    fn decode_inner(
+        bytes: &[u8],
+        hint: Option<&str>,
+        max: f64,
+    ) -> Result<DecodeReport, AudioError> {
         let upload = Upload::from(bytes.to_vec());
         let mut budget = Unbudgeted;
         let mut out = Output::collect(&mut budget, max_output_frames(max), 0);
@@ -1172,8 +1234,7 @@ mod tests {
             ("tone440_16k_mono.m4a", Some("m4a"), 1.0, 0.15),
             ("tone440_48k_mono_2s.webm", Some("webm"), 2.0, 0.03),
         ] {
-            let out =
-                decode(&fixture(name), hint).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let out = decode(&fixture(name), hint).unwrap_or_else(|e| panic!("{name}: {e}"));
             // ffmpeg's sine source has amplitude 1/8 (lossy codecs overshoot a little).
             let peak = out.iter().fold(0.0f32, |m, s| m.max(s.abs()));
             assert!(peak > 0.08 && peak < 0.3, "{name}: peak {peak}");
@@ -1316,6 +1377,157 @@ mod tests {
             Err(AudioError::TooLong { .. }) => {}
             other => panic!("expected TooLong, got {other:?}"),
         }
+    }
+
+    /// The 13 s speech FLAC with one byte flipped every KiB from `from`
+    /// on: most frames fail their CRC and the reader skips them silently.
+    fn bad_crc_flac(from: usize) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/speech/clip10.flac");
+        let mut b = std::fs::read(path).unwrap();
+        for i in (from..b.len()).step_by(1024) {
+            b[i] ^= 0x55;
+        }
+        b
+    }
+
+    #[test]
+    fn flac_with_bad_crcs_is_damaged_not_a_short_success() {
+        let upload = Upload::from(bad_crc_flac(8 * 1024));
+        match measure_upload(&upload, None, 60.0) {
+            Err(AudioError::Damaged { gap_secs, .. }) => {
+                assert!(gap_secs > 0.3, "gap {gap_secs}")
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        let e = decode_to_mono_16k(&bad_crc_flac(8 * 1024), None).unwrap_err();
+        assert_eq!(e.code(), "damaged_audio");
+        // Every frame damaged: nothing (or next to nothing) decodes.
+        assert!(matches!(
+            decode_to_mono_16k(&bad_crc_flac(1024), None),
+            Err(AudioError::Corrupt(_)) | Err(AudioError::Damaged { .. })
+        ));
+        // The intact file has no gaps and no skipped packets.
+        let r = measure_upload(
+            &Upload::from(fixture("tone440_44k1_stereo.flac")),
+            None,
+            60.0,
+        )
+        .unwrap();
+        assert_eq!((r.gap_secs, r.skipped_packets), (0.0, 0));
+    }
+
+    #[test]
+    fn streaming_resampling_matches_resampling_the_whole_clip() {
+        // rubato's own whole-clip path, as the decoder used to do it.
+        let rate = 44_100;
+        let frames = tone(rate, 1, 3.3, 440.0, 0.5);
+        let mono: Vec<f32> = frames.iter().map(|f| f[0]).collect();
+        let mut fft = Fft::<f32>::new(
+            rate as usize,
+            SR as usize,
+            RESAMPLER_CHUNK,
+            1,
+            FixedSync::Input,
+        )
+        .unwrap();
+        let input = InterleavedSlice::new(&mono[..], 1, mono.len()).unwrap();
+        let whole = fft
+            .process_all(&input, mono.len(), None)
+            .unwrap()
+            .take_data();
+        let streamed = decode(&wav_bytes(rate, 1, WavFormat::Float32, &frames), None).unwrap();
+        assert_eq!(streamed.len(), whole.len());
+        for (a, b) in streamed.iter().zip(&whole) {
+            assert!(
+                (a - b.clamp(-1.0, 1.0)).abs() <= 1.0 / 32768.0,
+                "{a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_bounds_the_output_and_a_full_budget_refuses() {
+        /// A budget of `limit` bytes that records its peak.
+        struct Capped {
+            limit: usize,
+            held: usize,
+            peak: usize,
+        }
+        impl PcmBudget for Capped {
+            fn try_resize(&mut self, total: usize) -> bool {
+                if total > self.limit {
+                    return false;
+                }
+                self.held = total;
+                self.peak = self.peak.max(total);
+                true
+            }
+        }
+        let wav = wav_bytes(
+            48_000,
+            2,
+            WavFormat::Pcm16,
+            &tone(48_000, 2, 20.0, 440.0, 0.5),
+        );
+        let upload = Upload::from(wav);
+        // Room for it: the reservation ends at exactly the samples' size.
+        let mut b = Capped {
+            limit: 1 << 20,
+            held: 0,
+            peak: 0,
+        };
+        let d = decode_upload(&upload, None, 60.0, &mut b).unwrap();
+        assert_eq!(d.samples.len(), 320_000);
+        assert_eq!(b.held, 640_000);
+        assert!(b.peak <= 1 << 20);
+        // No room: refused, nothing left reserved.
+        let mut b = Capped {
+            limit: 600_000,
+            held: 0,
+            peak: 0,
+        };
+        assert_eq!(
+            decode_upload(&upload, None, 60.0, &mut b),
+            Err(AudioError::OverBudget {
+                needed_bytes: 640_000
+            })
+        );
+        assert_eq!(b.held, 0);
+        assert!(b.peak <= 600_000);
+        // Too long beats over budget.
+        let mut b = Capped {
+            limit: 100_000,
+            held: 0,
+            peak: 0,
+        };
+        assert!(matches!(
+            decode_upload(&upload, None, 10.0, &mut b),
+            Err(AudioError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn spooled_uploads_decode_like_memory_ones() {
+        use std::io::Write as _;
+        let wav = wav_bytes(
+            22_050,
+            1,
+            WavFormat::Pcm16,
+            &tone(22_050, 1, 1.0, 440.0, 0.5),
+        );
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&wav).unwrap();
+        let spooled = Upload::File {
+            file,
+            len: wav.len() as u64,
+        };
+        let a = decode_upload(&spooled, None, 60.0, &mut Unbudgeted).unwrap();
+        // Twice: each pass reads from the start.
+        let b = decode_upload(&spooled, None, 60.0, &mut Unbudgeted).unwrap();
+        let c = decode_upload(&Upload::from(wav), None, 60.0, &mut Unbudgeted).unwrap();
+        assert_eq!(a, c);
+        assert_eq!(b, c);
     }
 
     #[test]

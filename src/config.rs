@@ -99,11 +99,19 @@ pub struct NodeConfig {
 
     /// Uploads read (and decoded) at once, both endpoints together; more
     /// are refused at once with 429 `too_many_uploads` + Retry-After.
-    #[arg(long, env = "WHISPER_NODE_MAX_CONCURRENT_UPLOADS", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "WHISPER_NODE_MAX_CONCURRENT_UPLOADS",
+        default_value_t = 32
+    )]
     pub max_concurrent_uploads: usize,
 
     /// Longest time to receive a whole upload body, seconds (408 beyond).
-    #[arg(long, env = "WHISPER_NODE_UPLOAD_TIMEOUT_SECS", default_value_t = 600.0)]
+    #[arg(
+        long,
+        env = "WHISPER_NODE_UPLOAD_TIMEOUT_SECS",
+        default_value_t = 600.0
+    )]
     pub upload_timeout_secs: f64,
 
     /// Least upload rate, bytes per second, over every 10 s window of the

@@ -78,9 +78,9 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     .expect("decode fixture");
     let t = node
         // TEMPORARY widening until the request carries i16 (worker proxy).
-        .transcribe(TranscriptionRequest::new(
-            whisper_node::audio::i16_to_f32(&pcm),
-        ))
+        .transcribe(TranscriptionRequest::new(whisper_node::audio::i16_to_f32(
+            &pcm,
+        )))
         .await
         .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);

@@ -225,8 +225,12 @@ impl From<AudioError> for ApiError {
 
 impl From<crate::ingest::UploadsBusy> for ApiError {
     fn from(e: crate::ingest::UploadsBusy) -> Self {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_uploads", e.to_string())
-            .with_retry_after(crate::ingest::UPLOADS_BUSY_RETRY_AFTER)
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            e.to_string(),
+        )
+        .with_retry_after(crate::ingest::UPLOADS_BUSY_RETRY_AFTER)
     }
 }
 

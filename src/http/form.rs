@@ -485,7 +485,9 @@ impl<S> Paced<S> {
             (0, end)
         } else {
             (
-                limits.min_bytes_per_sec.saturating_mul(RATE_WINDOW.as_secs()),
+                limits
+                    .min_bytes_per_sec
+                    .saturating_mul(RATE_WINDOW.as_secs()),
                 now + RATE_WINDOW,
             )
         };
@@ -528,7 +530,9 @@ where
                     return self.fail(Trip::Late);
                 }
                 if self.quota > 0 {
-                    if now >= self.window_end && self.window_bytes + (chunk.len() as u64) < self.quota {
+                    if now >= self.window_end
+                        && self.window_bytes + (chunk.len() as u64) < self.quota
+                    {
                         return self.fail(Trip::Slow);
                     }
                     self.window_bytes += chunk.len() as u64;

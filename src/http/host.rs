@@ -231,8 +231,11 @@ mod tests {
             AllowedHosts::parse("a.com, *", addr("127.0.0.1:1")).unwrap(),
             AllowedHosts::Any
         );
-        let h = AllowedHosts::parse("asr.example.com, *.corp.example, 10.0.0.5, [::1]", addr("0.0.0.0:1"))
-            .unwrap();
+        let h = AllowedHosts::parse(
+            "asr.example.com, *.corp.example, 10.0.0.5, [::1]",
+            addr("0.0.0.0:1"),
+        )
+        .unwrap();
         for ok in [
             "asr.example.com",
             "ASR.example.com:443",
@@ -243,7 +246,13 @@ mod tests {
         ] {
             assert!(h.allows(ok), "{ok}");
         }
-        for bad in ["corp.example", "xcorp.example", "example.com", "localhost", "10.0.0.6"] {
+        for bad in [
+            "corp.example",
+            "xcorp.example",
+            "example.com",
+            "localhost",
+            "10.0.0.6",
+        ] {
             assert!(!h.allows(bad), "{bad}");
         }
         assert!(AllowedHosts::parse(" , ", addr("0.0.0.0:1")).is_err());

@@ -12,9 +12,11 @@
 //! the handler future and with it the pending `transcribe` future, which
 //! is how the node learns the reply is no longer wanted.
 //!
-//! Packets of the upload that could not be decoded and were skipped (below
-//! the refusal threshold of [`crate::audio::MAX_SKIPPED_FRACTION`]) are
-//! reported in the `X-Audio-Skipped-Packets` header of the answer.
+//! Audio lost to damage below the refusal threshold of
+//! [`crate::audio::MAX_SKIPPED_FRACTION`] (above it the upload is a 422
+//! `damaged_audio`) is reported with the answer: `X-Audio-Skipped-Packets`
+//! (packets that failed to decode) and `X-Audio-Gap-Seconds` (audio the
+//! container skipped), each sent when above zero.
 //! Capacity refusals (429, 503) are logged through [`super::refusals`],
 //! which summarises floods.
 //!
@@ -58,6 +60,26 @@ pub const FAULT_HEADER: &str = "x-fault-inject";
 /// Response header: packets of the upload that failed to decode and were
 /// skipped (sent when above zero).
 pub const SKIPPED_PACKETS_HEADER: &str = "x-audio-skipped-packets";
+/// Response header: seconds of audio missing where the container skipped
+/// damaged frames (sent when above zero).
+pub const GAP_SECONDS_HEADER: &str = "x-audio-gap-seconds";
+
+/// The damage headers of an accepted upload.
+fn damage_headers(report: &audio::DecodeReport) -> Vec<(header::HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    if report.skipped_packets > 0 {
+        out.push((
+            header::HeaderName::from_static(SKIPPED_PACKETS_HEADER),
+            HeaderValue::from(report.skipped_packets),
+        ));
+    }
+    if report.gap_secs > 0.0 {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", report.gap_secs)) {
+            out.push((header::HeaderName::from_static(GAP_SECONDS_HEADER), v));
+        }
+    }
+    out
+}
 
 /// Mounts every route of the node on `cfg`: `POST /v1/audio/transcriptions`,
 /// `GET /health`, `GET /ready`, `GET /metrics` (each also answers `HEAD`;
@@ -295,7 +317,7 @@ async fn transcribe_request<B: Backend>(
     decode_span.record("audio_secs", decoded.report.audio_secs);
     decode_span.record("skipped_packets", decoded.report.skipped_packets);
     drop(upload_permit);
-    let skipped = decoded.report.skipped_packets;
+    let damage = damage_headers(&decoded.report);
 
     // Built from `new` so fields added to the request later keep a default.
     // TEMPORARY widening to f32 until `TranscriptionRequest::samples` is
@@ -307,8 +329,16 @@ async fn transcribe_request<B: Backend>(
     request.fault = fault;
     request.max_queue_wait = max_queue_wait;
     if form.stream {
-        return stream_answer::<B>(req, node, request, span, form.granularities.word, pcm, skipped)
-            .await;
+        return stream_answer::<B>(
+            req,
+            node,
+            request,
+            span,
+            form.granularities.word,
+            pcm,
+            damage,
+        )
+        .await;
     }
     // If the client leaves while the job waits, stop waiting: the job's
     // reply port closes and the queue drops the job before decode.
@@ -339,8 +369,8 @@ async fn transcribe_request<B: Backend>(
     if let Some(idle) = transcript.result.timings.idle_before_us {
         ok.insert_header(("x-engine-idle-us", idle));
     }
-    if skipped > 0 {
-        ok.insert_header((SKIPPED_PACKETS_HEADER, skipped));
+    for h in damage {
+        ok.insert_header(h);
     }
     Ok(ok.body(rendered.body))
 }
@@ -372,7 +402,7 @@ async fn stream_answer<B: Backend>(
     span: Span,
     words: bool,
     pcm: PcmLease,
-    skipped: u64,
+    damage: Vec<(header::HeaderName, HeaderValue)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tx, mut segments) = tokio::sync::mpsc::unbounded_channel();
     request.segments = Some(tx);
@@ -397,11 +427,8 @@ async fn stream_answer<B: Backend>(
             return Err(ApiError::from(e));
         }
     };
-    if skipped > 0 {
-        events.headers_mut().insert(
-            header::HeaderName::from_static(SKIPPED_PACKETS_HEADER),
-            HeaderValue::from(skipped),
-        );
+    for (name, value) in damage {
+        events.headers_mut().insert(name, value);
     }
     Ok(events)
 }

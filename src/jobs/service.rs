@@ -21,8 +21,8 @@ use crate::api::{
 };
 use crate::audio::{self, AudioError, Upload};
 use crate::config::JobsConfig;
-use crate::ingest::{Ingest, IngestError};
 use crate::http::format::{Granularities, ResponseFormat};
+use crate::ingest::{Ingest, IngestError};
 use crate::node::AsrNode;
 
 /// Longest an accept waits for the store's commit before it answers 503.
@@ -778,7 +778,7 @@ async fn accept(
         word_timestamps: granularities.word,
         file_hint,
         audio_secs,
-        upload_bytes: upload.len() as u64,
+        upload_bytes: upload.len(),
         fault,
     };
     let created_at_ms = now_ms();
@@ -948,11 +948,13 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
             .and_then(|r| r.map_err(|e| format!("opening the stored audio: {e}")))
     };
     let decoded = match opened {
-        Ok(upload) => inner
-            .ingest
-            .decode(Arc::new(upload), spec.file_hint.clone())
-            .instrument(span.clone())
-            .await,
+        Ok(upload) => {
+            inner
+                .ingest
+                .decode(Arc::new(upload), spec.file_hint.clone())
+                .instrument(span.clone())
+                .await
+        }
         Err(e) => Err(IngestError::Internal(e)),
     };
     let (samples, _pcm) = match decoded {
