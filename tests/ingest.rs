@@ -360,7 +360,7 @@ async fn an_unusable_job_store_leaves_sync_transcription_working() {
     );
     let (status, ready) = svc.get_json("/ready").await;
     assert_eq!(status, 200, "{ready}");
-    assert_eq!(ready["jobs"]["state"], "unavailable", "{ready}");
+    assert_eq!(ready["async_jobs"]["state"], "unavailable", "{ready}");
     let j = post_job(
         &svc.base,
         std::fs::read(fixture("hello.wav")).unwrap(),

@@ -525,7 +525,7 @@ fn status_json<B: Backend>(
             "ingest".into(),
             serde_json::to_value(node.ingest().stats()).unwrap_or_default(),
         );
-        map.insert("jobs".into(), jobs_health(req));
+        map.insert("async_jobs".into(), jobs_health(req));
     }
     v
 }
