@@ -450,6 +450,29 @@ mod tests {
             .status(),
             413
         );
+        let damaged = ApiError::from(AudioError::Damaged {
+            skipped_packets: 0,
+            total_packets: 13,
+            gap_secs: 7.9,
+        });
+        assert_eq!(
+            (damaged.status().as_u16(), damaged.code()),
+            (422, "damaged_audio")
+        );
+        let busy = ApiError::from(AudioError::OverBudget { needed_bytes: 1 });
+        assert_eq!(
+            (busy.status().as_u16(), busy.code(), busy.retry_after_secs()),
+            (503, "decode_busy", Some(2))
+        );
+        let uploads = ApiError::from(crate::ingest::UploadsBusy { limit: 3 });
+        assert_eq!(
+            (
+                uploads.status().as_u16(),
+                uploads.code(),
+                uploads.retry_after_secs()
+            ),
+            (429, "too_many_uploads", Some(1))
+        );
     }
 
     #[test]

@@ -1036,6 +1036,23 @@ mod tests {
         assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_multipart"));
     }
 
+    #[actix_web::test]
+    async fn a_stalled_body_is_408_when_its_time_runs_out() {
+        let (body, headers) =
+            create_form_data_payload_and_headers_from_fields(vec![file(b"abcdef")]);
+        // Half the body, then nothing, ever.
+        let half = futures::stream::iter(vec![Ok::<_, PayloadError>(body.slice(..body.len() / 2))])
+            .chain(futures::stream::pending());
+        let limits = FormLimits {
+            timeout: Duration::from_millis(200),
+            ..LIMITS
+        };
+        let started = std::time::Instant::now();
+        let e = read_form(&headers, half, limits).await.unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (408, "upload_timeout"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     #[test]
     fn temperature_schedules() {
         let d = DecodeOptions::default().temperatures;

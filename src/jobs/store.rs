@@ -888,7 +888,11 @@ mod tests {
             ack,
         });
         assert!(rx.await.unwrap().is_err());
+        // Health (read by /health and /ready) says so until a commit works.
+        assert!(h.health().current_error().is_some());
+        assert_eq!(h.health().failed_transactions.load(Ordering::Relaxed), 1);
         h.hooks().fail.store(false, Ordering::Relaxed);
         insert(&h, new_job(JobId::random(), 2)).await;
+        assert_eq!(h.health().current_error(), None);
     }
 }
