@@ -108,9 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bytes = std::fs::read(&wav)?;
     let pcm = whisper_node::audio::decode_to_mono_16k(&bytes, None)?;
-    let transcript = node
-        .transcribe(TranscriptionRequest::from_f32(&pcm))
-        .await?;
+    let transcript = node.transcribe(TranscriptionRequest::new(pcm)).await?;
     println!("transcript: {}", transcript.result.text);
 
     node.shutdown().await;

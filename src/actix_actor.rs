@@ -34,8 +34,10 @@
 //!
 //! The actor holds no state of its own and never blocks its arbiter: each
 //! message becomes a future that waits on the ractor tree (the one queue
-//! and worker every other entry point shares); decoding an encoded file
-//! runs on the blocking pool. Several `AsrActor`s (one per arbiter, say)
+//! and worker every other entry point shares); an encoded file is decoded
+//! through the node's shared decode path ([`crate::ingest::Ingest`]: decode
+//! slots on the blocking pool, the length limit, the PCM memory budget),
+//! like HTTP uploads. Several `AsrActor`s (one per arbiter, say)
 //! may wrap clones of the same node. Stopping the actor does not stop the
 //! node: [`AsrNode::shutdown`] does.
 
@@ -43,7 +45,10 @@ use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 
 use crate::api::{AsrError, DecodeOptions, NodeStatus, Transcript, TranscriptionRequest};
-use crate::audio::{self, AudioError};
+use std::sync::Arc;
+
+use crate::audio::{AudioError, Upload};
+use crate::ingest::IngestError;
 use crate::node::AsrNode;
 
 /// The node, as an actix actor.
@@ -126,17 +131,24 @@ impl Handler<TranscribeAudio> for AsrActor {
             // A full queue is answered before the file is decoded, as over
             // HTTP.
             node.admission_precheck()?;
-            let max_secs = node.config().max_audio_secs;
-            let hint = msg.format_hint;
-            let samples = tokio::task::spawn_blocking(move || {
-                audio::decode_to_mono_16k_limited(&msg.audio, hint.as_deref(), max_secs)
-                    .map(|pcm| audio::to_i16(&pcm))
-            })
-            .await
-            .map_err(|e| AsrError::Internal(format!("audio decode task failed: {e}")))??;
-            let mut request = TranscriptionRequest::new(samples);
+            // The node's one decode path: a decode slot, the blocking pool,
+            // the length limit and the shared PCM budget, whose lease is
+            // held until the answer (the queued samples are in memory).
+            let (decoded, lease) = node
+                .ingest()
+                .decode(Arc::new(Upload::from(msg.audio)), msg.format_hint)
+                .await
+                .map_err(|e| match e {
+                    IngestError::Audio(e) => TranscribeError::Audio(e),
+                    IngestError::Internal(e) => {
+                        TranscribeError::Asr(AsrError::Internal(format!("audio decode: {e}")))
+                    }
+                })?;
+            let mut request = TranscriptionRequest::new(decoded.samples);
             request.options = msg.options;
-            Ok(node.transcribe(request).await?)
+            let answer = node.transcribe(request).await;
+            drop(lease);
+            Ok(answer?)
         })
     }
 }

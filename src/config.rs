@@ -21,6 +21,15 @@ pub struct Cli {
     #[arg(long, env = "WHISPER_NODE_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
 
+    /// Host names requests may address (the `Host` header, port ignored),
+    /// comma-separated: `auto` (default) allows only loopback names
+    /// (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) when listening
+    /// on a loopback address, which stops DNS rebinding against a local
+    /// node, and any host otherwise; `*` allows any; `*.example.com`
+    /// allows the subdomains. Others get 421 `host_not_allowed`.
+    #[arg(long, env = "WHISPER_NODE_ALLOWED_HOSTS", default_value = "auto")]
+    pub allowed_hosts: String,
+
     /// The node's own settings.
     #[command(flatten)]
     pub node: NodeConfig,
@@ -77,6 +86,49 @@ pub struct NodeConfig {
     /// carry to the worker, `asr_ipc::MAX_JOB_SECS`).
     #[arg(long, env = "WHISPER_NODE_MAX_AUDIO_SECS", default_value_t = 3.0 * 3600.0)]
     pub max_audio_secs: f64,
+
+    /// Memory for decoded audio (16 kHz 16-bit PCM, 32,000 bytes per
+    /// second), shared by every decode and request of the process, MiB;
+    /// when full, a decode is refused with 503 `decode_busy` + Retry-After.
+    /// Must hold the longest allowed audio (--max-audio-secs).
+    #[arg(
+        long,
+        env = "WHISPER_NODE_DECODE_MEMORY_BUDGET_MIB",
+        default_value_t = 384
+    )]
+    pub decode_memory_budget_mib: usize,
+
+    /// Uploads read (and decoded) at once, both endpoints together; more
+    /// are refused at once with 429 `too_many_uploads` + Retry-After.
+    #[arg(
+        long,
+        env = "WHISPER_NODE_MAX_CONCURRENT_UPLOADS",
+        default_value_t = 32
+    )]
+    pub max_concurrent_uploads: usize,
+
+    /// Longest time to receive a whole upload body, seconds (408 beyond).
+    #[arg(
+        long,
+        env = "WHISPER_NODE_UPLOAD_TIMEOUT_SECS",
+        default_value_t = 600.0
+    )]
+    pub upload_timeout_secs: f64,
+
+    /// Least upload rate, bytes per second, over every 10 s window of the
+    /// body (408 below it; 0 = no minimum).
+    #[arg(
+        long,
+        env = "WHISPER_NODE_UPLOAD_MIN_BYTES_PER_SEC",
+        default_value_t = 1024
+    )]
+    pub upload_min_bytes_per_sec: u64,
+
+    /// Folder for upload bodies larger than 1 MiB, kept in unnamed
+    /// temporary files while they are read and decoded (default: the
+    /// system's temporary folder, TMPDIR).
+    #[arg(long, env = "WHISPER_NODE_UPLOAD_SPOOL_DIR")]
+    pub upload_spool_dir: Option<PathBuf>,
 
     /// Decode deadline = floor + factor × audio seconds; past it the worker is
     /// killed and restarted and the job answered 504.
@@ -230,7 +282,29 @@ impl NodeConfig {
         {
             return err("worker heartbeat timeout must be at least twice the heartbeat interval");
         }
+        let longest = crate::audio::pcm_bytes_for(self.max_audio_secs);
+        if self.decode_memory_budget_bytes() < longest {
+            return Err(ConfigError(format!(
+                "the decode memory budget ({} MiB) cannot hold the longest allowed audio \
+                 ({} s needs {} MiB of 16 kHz PCM): raise --decode-memory-budget-mib \
+                 or lower --max-audio-secs",
+                self.decode_memory_budget_mib,
+                self.max_audio_secs,
+                longest.div_ceil(1024 * 1024)
+            )));
+        }
+        if self.max_concurrent_uploads == 0 {
+            return err("max concurrent uploads must be at least 1");
+        }
+        if !positive(self.upload_timeout_secs) {
+            return err("upload timeout must be positive");
+        }
         Ok(())
+    }
+
+    /// The decode memory budget in bytes.
+    pub fn decode_memory_budget_bytes(&self) -> usize {
+        self.decode_memory_budget_mib.saturating_mul(1024 * 1024)
     }
 
     /// The shutdown grace period.
@@ -434,6 +508,17 @@ mod tests {
             };
             assert!(c.validate().is_err(), "{interval} / {timeout}");
         }
+    }
+
+    #[test]
+    fn a_decode_budget_smaller_than_the_longest_audio_is_refused() {
+        let mut c = NodeConfig::default();
+        assert_eq!(c.decode_memory_budget_mib, 384);
+        c.decode_memory_budget_mib = 300; // 3 h needs 330 MiB
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--decode-memory-budget-mib"), "{e}");
+        c.max_audio_secs = 3600.0;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //!   what a host application embeds.
 //! - [`actors`]: the ractor supervision tree: supervisor, ingress, bounded
 //!   queue, worker proxy (which owns the child process).
-//! - [`audio`]: in-process decoding of uploads (symphonia) and resampling to
-//!   16 kHz mono (rubato), before anything is queued.
+//! - [`audio`]: in-process, streaming decoding of uploads (symphonia) and
+//!   resampling to 16 kHz mono 16-bit PCM (rubato), before anything is
+//!   queued.
+//! - [`ingest`]: [`ingest::Ingest`], the limits shared by every upload
+//!   and decode (concurrent uploads, decode slots, the decoded-PCM memory
+//!   budget).
 //! - [`http`]: actix-web routes (`/v1/audio/transcriptions`, `/health`,
 //!   `/ready`, `/metrics`), errors → status codes, and [`http::configure`]
 //!   for mounting the routes in a host's `App`.
@@ -35,6 +39,7 @@ pub mod api;
 pub mod audio;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod node;

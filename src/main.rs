@@ -2,12 +2,16 @@
 //! waits for the worker to load the model), then serve HTTP until SIGINT or
 //! SIGTERM; then drain (see [`AsrNode::shutdown`]), stop the worker and exit 0.
 //! A model that cannot be loaded is a start-up error (exit code 1) naming the
-//! path and the cause.
+//! path and the cause; a job store that cannot be opened is not (the node
+//! serves without async jobs and says so in `/health`).
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::Parser;
 use whisper_node::config::Cli;
+use whisper_node::http::host::AllowedHosts;
+use whisper_node::http::jobs::JobsUnavailable;
 use whisper_node::jobs::JobService;
 use whisper_node::AsrNode;
 
@@ -17,12 +21,21 @@ async fn main() -> anyhow::Result<()> {
     // Logs, OTLP trace export when OTEL_EXPORTER_OTLP_ENDPOINT is set, and
     // the Prometheus recorder; the guard flushes spans when dropped.
     let telemetry = whisper_node::telemetry::init();
+    let allowed_hosts = AllowedHosts::parse(&cli.allowed_hosts, cli.listen)
+        .map_err(anyhow::Error::msg)
+        .context("--allowed-hosts")?;
+    tracing::info!(allowed_hosts = ?allowed_hosts, "Host header check");
+    let allowed_hosts = web::Data::new(allowed_hosts);
     tracing::info!(model_dir = %cli.node.model_dir.display(), listen = %cli.listen, "starting");
     let node = AsrNode::start(cli.node.clone())
         .await
         .context("start-up failed")?;
     // Async jobs (`/v1/jobs`): their own durable store and runner, beside
     // the node; unfinished jobs of an earlier run are re-queued here.
+    // A job store that cannot be opened (unwritable or locked folder)
+    // leaves the node serving synchronous transcription: the job routes
+    // answer 503 `store_unavailable` and /health and /ready say why.
+    let mut jobs_unavailable = None;
     let jobs = if cli.jobs.disabled {
         tracing::info!("async jobs are disabled");
         None
@@ -30,18 +43,29 @@ async fn main() -> anyhow::Result<()> {
         match JobService::start(node.clone(), cli.jobs.clone()).await {
             Ok(jobs) => Some(jobs),
             Err(e) => {
-                node.shutdown().await;
-                return Err(e).context("the async job service failed to start");
+                tracing::error!(
+                    error = %e,
+                    data_dir = %cli.jobs.data_dir.display(),
+                    "the async job service failed to start; serving without it (job routes answer 503 store_unavailable)"
+                );
+                jobs_unavailable = Some(web::Data::new(JobsUnavailable {
+                    reason: e.to_string(),
+                }));
+                None
             }
         }
     };
     let jobs_data = jobs.as_ref().map(whisper_node::http::jobs::app_data);
     let data = web::Data::new(node.clone());
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone());
-        let app = match &jobs_data {
-            Some(jobs) => app.app_data(jobs.clone()),
-            None => app,
+        let app = App::new()
+            .app_data(data.clone())
+            .app_data(allowed_hosts.clone())
+            .wrap(from_fn(whisper_node::http::host::check));
+        let app = match (&jobs_data, &jobs_unavailable) {
+            (Some(jobs), _) => app.app_data(jobs.clone()),
+            (None, Some(unavailable)) => app.app_data(unavailable.clone()),
+            (None, None) => app,
         };
         app.configure(whisper_node::http::configure)
     })

@@ -36,6 +36,7 @@ pub struct AsrNode {
 
 struct Inner {
     config: Arc<NodeConfig>,
+    ingest: crate::ingest::Ingest,
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
     handles: Handles,
@@ -117,6 +118,7 @@ impl AsrNode {
         };
         Ok(AsrNode {
             inner: Arc::new(Inner {
+                ingest: crate::ingest::Ingest::new(&config),
                 config,
                 shared,
                 supervisor,
@@ -178,6 +180,12 @@ impl AsrNode {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// The ingest limits (uploads, decodes, decoded-PCM budget) that every
+    /// path into this node shares.
+    pub fn ingest(&self) -> &crate::ingest::Ingest {
+        &self.inner.ingest
     }
 
     /// The ingress actor, for hosts that want to message the tree directly.

@@ -41,7 +41,7 @@ async fn an_actix_host_transcribes_through_the_actor() {
     // Decoded PCM.
     let pcm = whisper_node::audio::decode_to_mono_16k(&wav, Some("wav")).unwrap();
     let t = asr
-        .send(Transcribe(TranscriptionRequest::from_f32(&pcm)))
+        .send(Transcribe(TranscriptionRequest::new(pcm)))
         .await
         .expect("mailbox")
         .expect("transcribes");

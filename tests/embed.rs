@@ -77,7 +77,7 @@ async fn a_host_app_mounts_the_routes_and_transcribes() {
     )
     .expect("decode fixture");
     let t = node
-        .transcribe(TranscriptionRequest::from_f32(&pcm))
+        .transcribe(TranscriptionRequest::new(pcm))
         .await
         .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);
@@ -173,7 +173,7 @@ async fn a_ractor_host_supervises_the_asr_tree_and_sees_it_stop() {
     )
     .expect("decode fixture");
     let t = node
-        .transcribe(TranscriptionRequest::from_f32(&pcm))
+        .transcribe(TranscriptionRequest::new(pcm))
         .await
         .expect("transcribes");
     assert_words(&t.result.text, &["hello", "world"]);

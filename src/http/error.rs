@@ -14,6 +14,11 @@
 //! | empty, corrupt or sample-less audio, NaN samples | 400 | `empty_file`, `corrupt_audio`, `no_audio`, `invalid_samples` |
 //! | upload over `max_upload_bytes` | 413 | `upload_too_large` |
 //! | audio over `max_audio_secs` | 413 | `audio_too_long` |
+//! | more than 5 % of the audio packets undecodable (bad CRCs, damaged frames) | 422 | `damaged_audio` |
+//! | too many uploads being read at once (`--max-concurrent-uploads`) | 429 + `Retry-After` | `too_many_uploads` |
+//! | the upload arrived too slowly (`--upload-min-bytes-per-sec`, `--upload-timeout-secs`) | 408 | `upload_timeout` |
+//! | the shared decode memory budget is full (`--decode-memory-budget-mib`) | 503 + `Retry-After` | `decode_busy` |
+//! | `Host` not in `--allowed-hosts` | 421 | `host_not_allowed` |
 //! | unknown container or codec | 415 | `unsupported_audio` |
 //! | [`AsrError::Quarantined`] | 422 | `input_quarantined` |
 //! | [`AsrError::Rejected`] with invalid options / audio | 400 | `invalid_options` / `invalid_audio` |
@@ -205,14 +210,30 @@ impl ResponseError for ApiError {
 impl From<AudioError> for ApiError {
     fn from(e: AudioError) -> Self {
         let status = match &e {
+            AudioError::OverBudget { .. } => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+                    .with_retry_after(crate::audio::OVER_BUDGET_RETRY_AFTER);
+            }
             AudioError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AudioError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AudioError::Damaged { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AudioError::Empty
             | AudioError::Corrupt(_)
             | AudioError::NoSamples
             | AudioError::NonFinite => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code(), e.to_string()).with_param("file")
+    }
+}
+
+impl From<crate::ingest::UploadsBusy> for ApiError {
+    fn from(e: crate::ingest::UploadsBusy) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            e.to_string(),
+        )
+        .with_retry_after(crate::ingest::UPLOADS_BUSY_RETRY_AFTER)
     }
 }
 
@@ -470,6 +491,29 @@ mod tests {
             })
             .status(),
             413
+        );
+        let damaged = ApiError::from(AudioError::Damaged {
+            skipped_packets: 0,
+            total_packets: 13,
+            gap_secs: 7.9,
+        });
+        assert_eq!(
+            (damaged.status().as_u16(), damaged.code()),
+            (422, "damaged_audio")
+        );
+        let busy = ApiError::from(AudioError::OverBudget { needed_bytes: 1 });
+        assert_eq!(
+            (busy.status().as_u16(), busy.code(), busy.retry_after_secs()),
+            (503, "decode_busy", Some(2))
+        );
+        let uploads = ApiError::from(crate::ingest::UploadsBusy { limit: 3 });
+        assert_eq!(
+            (
+                uploads.status().as_u16(),
+                uploads.code(),
+                uploads.retry_after_secs()
+            ),
+            (429, "too_many_uploads", Some(1))
         );
     }
 

@@ -25,9 +25,31 @@
 //! over the body limit, is a 413 before more is read. Nothing beyond the
 //! limits is ever buffered. Text fields are capped at
 //! [`MAX_TEXT_FIELD_BYTES`] (400) and a form at [`MAX_FIELDS`] parts (400).
+//!
+//! # Slow bodies
+//! A body must arrive at [`FormLimits::min_bytes_per_sec`] or faster in
+//! every [`RATE_WINDOW`] (10 s) from the start of the request (so a client
+//! that sends 50 MiB and then trickles, or one that sends a byte a second,
+//! is cut off within one window), and whole within [`FormLimits::timeout`].
+//! Either is a 408 `upload_timeout`, answered as soon as the window or the
+//! time runs out, not when the next byte happens to arrive. (How many
+//! uploads may be read at once is [`crate::ingest::Ingest`]'s limit.)
+//!
+//! # Where the file goes
+//! The `file` part is kept in memory up to [`SPOOL_THRESHOLD_BYTES`]
+//! (1 MiB); a larger one is written, as it arrives, to an unnamed
+//! temporary file (`tempfile::tempfile_in`: no name on disk, removed by the
+//! OS when closed, even if the process dies) in
+//! [`FormLimits::spool_dir`], and decoded from there. So a slow or large
+//! upload holds at most 1 MiB of memory.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::error::PayloadError;
@@ -35,11 +57,14 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::mime::{self, Mime};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
 use super::format::{Granularities, ResponseFormat};
 use super::language;
 use crate::api::{DecodeOptions, Task};
+use crate::audio::Upload;
+use crate::ingest::UploadSettings;
 
 /// Room for multipart framing and the text fields on top of the file.
 pub const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -47,8 +72,11 @@ pub const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 /// Largest text field (a long `prompt`).
 pub const MAX_TEXT_FIELD_BYTES: usize = 8 * 1024;
 
-/// Largest buffer reserved up front from a declared `Content-Length`.
-const PRESIZE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Largest `file` part kept in memory; larger ones are spooled to disk.
+pub const SPOOL_THRESHOLD_BYTES: usize = 1024 * 1024;
+
+/// The window over which the minimum upload rate is measured.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Most parts a form may have.
 pub const MAX_FIELDS: usize = 32;
@@ -64,31 +92,49 @@ pub const MAX_BEAM_SIZE: u32 = 32;
 /// API has no such switch. `vad_filter=false` decodes every sample.
 pub const DEFAULT_VAD_FILTER: bool = true;
 
-/// Size limits for reading a form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits for reading a form.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FormLimits {
     /// Largest `file` field, bytes.
     pub max_file_bytes: usize,
     /// Largest whole body, bytes (file + framing + text fields).
     pub max_body_bytes: usize,
+    /// Longest time to receive the whole body.
+    pub timeout: Duration,
+    /// Least bytes per [`RATE_WINDOW`] / its seconds; 0 = no minimum.
+    pub min_bytes_per_sec: u64,
+    /// Largest `file` kept in memory (see [`SPOOL_THRESHOLD_BYTES`]).
+    pub spool_threshold: usize,
+    /// Folder of spooled files (`None`: the system's temp folder).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl FormLimits {
     /// Limits for an upload limit of `max_upload_bytes` (the node's
-    /// `--max-upload-bytes`).
+    /// `--max-upload-bytes`), with the default pacing and spooling.
     pub fn for_upload_limit(max_upload_bytes: usize) -> Self {
+        Self::new(max_upload_bytes, &UploadSettings::default())
+    }
+
+    /// Limits for an upload limit of `max_upload_bytes` read under
+    /// `settings` (the node's, from [`crate::ingest::Ingest`]).
+    pub fn new(max_upload_bytes: usize, settings: &UploadSettings) -> Self {
         Self {
             max_file_bytes: max_upload_bytes,
             max_body_bytes: max_upload_bytes.saturating_add(FORM_OVERHEAD_BYTES),
+            timeout: settings.timeout,
+            min_bytes_per_sec: settings.min_bytes_per_sec,
+            spool_threshold: SPOOL_THRESHOLD_BYTES,
+            spool_dir: settings.spool_dir.clone(),
         }
     }
 }
 
 /// A parsed and validated transcription form.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct TranscriptionForm {
-    /// The audio bytes.
-    pub file: Vec<u8>,
+    /// The audio: in memory, or spooled to a temporary file.
+    pub file: Upload,
     /// The decoder hint: the file name's extension, else the part's
     /// content type.
     pub file_hint: Option<String>,
@@ -163,8 +209,9 @@ where
     check_content_type(headers)?;
 
     // Count the body as it streams; past the limit the stream fails and the
-    // flag tells that failure apart from a malformed body.
-    let tripped = Rc::new(Cell::new(false));
+    // flag tells that failure apart from a malformed body. The pacing
+    // wrapper fails it the same way when the body comes too slowly.
+    let tripped = Rc::new(Cell::new(Trip::None));
     let flag = Rc::clone(&tripped);
     let mut seen = 0usize;
     let max_body = limits.max_body_bytes;
@@ -172,13 +219,14 @@ where
         let chunk = chunk?;
         seen = seen.saturating_add(chunk.len());
         if seen > max_body {
-            flag.set(true);
+            flag.set(Trip::Overflow);
             return Err(PayloadError::Overflow);
         }
         Ok(chunk)
     });
+    let limited = Paced::new(limited, &limits, Rc::clone(&tripped));
     let mut multipart = Multipart::new(headers, limited);
-    let map_err = |e: MultipartError| multipart_error(e, tripped.get(), limits);
+    let map_err = |e: MultipartError| multipart_error(e, tripped.get(), &limits);
 
     let mut raw = RawForm::default();
     let mut fields = 0usize;
@@ -203,15 +251,15 @@ where
                     .with_param("file"));
                 }
                 raw.file_hint = file_hint(&field);
-                // Pre-size from the declared length, but never trust a
-                // client's claim for more than a few MiB up front.
+                // Pre-size from the declared length, but never beyond what
+                // is kept in memory.
                 let capacity = declared.map_or(0, |n| {
                     usize::try_from(n)
                         .unwrap_or(usize::MAX)
                         .min(limits.max_file_bytes)
-                        .min(PRESIZE_MAX_BYTES)
+                        .min(limits.spool_threshold)
                 });
-                raw.file = Some(read_file(&mut field, capacity, limits, &map_err).await?);
+                raw.file = Some(read_file(&mut field, capacity, &limits, &map_err).await?);
             }
             "model"
             | "language"
@@ -237,9 +285,41 @@ where
     raw.validate()
 }
 
-fn multipart_error(e: MultipartError, tripped: bool, limits: FormLimits) -> ApiError {
-    if tripped {
-        return ApiError::upload_too_large(limits.max_file_bytes);
+/// Why the body stream was failed on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trip {
+    None,
+    Overflow,
+    Slow,
+    Late,
+}
+
+/// The 408 of a body that came too slowly.
+pub fn upload_timeout(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::REQUEST_TIMEOUT,
+        "upload_timeout",
+        message,
+    )
+}
+
+fn multipart_error(e: MultipartError, tripped: Trip, limits: &FormLimits) -> ApiError {
+    match tripped {
+        Trip::None => {}
+        Trip::Overflow => return ApiError::upload_too_large(limits.max_file_bytes),
+        Trip::Slow => {
+            return upload_timeout(format!(
+                "the upload arrived slower than {} bytes per second over {} s",
+                limits.min_bytes_per_sec,
+                RATE_WINDOW.as_secs()
+            ))
+        }
+        Trip::Late => {
+            return upload_timeout(format!(
+                "the upload was not complete within {} s",
+                limits.timeout.as_secs_f64()
+            ))
+        }
     }
     match e {
         // `check_content_type` has already refused these; kept for safety.
@@ -306,18 +386,184 @@ fn file_hint(field: &Field) -> Option<String> {
 async fn read_file(
     field: &mut Field,
     capacity: usize,
-    limits: FormLimits,
+    limits: &FormLimits,
     map_err: &impl Fn(MultipartError) -> ApiError,
-) -> Result<Vec<u8>, ApiError> {
-    let mut buf = Vec::with_capacity(capacity);
+) -> Result<Upload, ApiError> {
+    let mut spool = Spool::new(capacity, limits);
     while let Some(chunk) = field.next().await {
         let chunk = chunk.map_err(map_err)?;
-        if buf.len() + chunk.len() > limits.max_file_bytes {
+        if spool.len + chunk.len() as u64 > limits.max_file_bytes as u64 {
             return Err(ApiError::upload_too_large(limits.max_file_bytes));
         }
-        buf.extend_from_slice(&chunk);
+        spool.write(&chunk).await.map_err(spool_error)?;
     }
-    Ok(buf)
+    spool.finish().await.map_err(spool_error)
+}
+
+fn spool_error(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "could not spool an upload to disk");
+    ApiError::internal()
+}
+
+/// The `file` part: in memory up to the threshold, then in an unnamed
+/// temporary file.
+struct Spool {
+    mem: Vec<u8>,
+    file: Option<tokio::fs::File>,
+    len: u64,
+    threshold: usize,
+    dir: Option<PathBuf>,
+}
+
+impl Spool {
+    fn new(capacity: usize, limits: &FormLimits) -> Self {
+        Self {
+            mem: Vec::with_capacity(capacity),
+            file: None,
+            len: 0,
+            threshold: limits.spool_threshold,
+            dir: limits.spool_dir.clone(),
+        }
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.len += chunk.len() as u64;
+        if let Some(f) = self.file.as_mut() {
+            return f.write_all(chunk).await;
+        }
+        if self.mem.len() + chunk.len() <= self.threshold {
+            self.mem.extend_from_slice(chunk);
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || match dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut file = tokio::fs::File::from_std(file);
+        file.write_all(&std::mem::take(&mut self.mem)).await?;
+        file.write_all(chunk).await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn finish(self) -> std::io::Result<Upload> {
+        match self.file {
+            None => Ok(Upload::Memory(Bytes::from(self.mem))),
+            Some(mut f) => {
+                f.flush().await?;
+                Ok(Upload::File {
+                    file: f.into_std().await,
+                    len: self.len,
+                })
+            }
+        }
+    }
+}
+
+/// A body stream that fails (and marks `trip`) when it falls behind the
+/// minimum rate in a [`RATE_WINDOW`] or runs past the total time; the
+/// timer fires on its own, so a stalled client is answered on time.
+struct Paced<S> {
+    inner: Pin<Box<S>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    end: tokio::time::Instant,
+    window_end: tokio::time::Instant,
+    window_bytes: u64,
+    quota: u64,
+    trip: Rc<Cell<Trip>>,
+    done: bool,
+}
+
+impl<S> Paced<S> {
+    fn new(inner: S, limits: &FormLimits, trip: Rc<Cell<Trip>>) -> Self {
+        let now = tokio::time::Instant::now();
+        let end = now + limits.timeout;
+        let (quota, window_end) = if limits.min_bytes_per_sec == 0 {
+            (0, end)
+        } else {
+            (
+                limits
+                    .min_bytes_per_sec
+                    .saturating_mul(RATE_WINDOW.as_secs()),
+                now + RATE_WINDOW,
+            )
+        };
+        Self {
+            inner: Box::pin(inner),
+            sleep: Box::pin(tokio::time::sleep_until(window_end.min(end))),
+            end,
+            window_end,
+            window_bytes: 0,
+            quota,
+            trip,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, why: Trip) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.trip.set(why);
+        self.done = true;
+        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the upload is too slow",
+        )))))
+    }
+}
+
+impl<S> Stream for Paced<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>>,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let now = tokio::time::Instant::now();
+                if now >= self.end {
+                    return self.fail(Trip::Late);
+                }
+                if self.quota > 0 {
+                    if now >= self.window_end
+                        && self.window_bytes + (chunk.len() as u64) < self.quota
+                    {
+                        return self.fail(Trip::Slow);
+                    }
+                    self.window_bytes += chunk.len() as u64;
+                    if self.window_bytes >= self.quota {
+                        // Quota met: a new window starts now.
+                        self.window_bytes = 0;
+                        self.window_end = now + RATE_WINDOW;
+                        let deadline = self.window_end.min(self.end);
+                        self.sleep.as_mut().reset(deadline);
+                    }
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => {
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    let why = if tokio::time::Instant::now() >= self.end {
+                        Trip::Late
+                    } else {
+                        Trip::Slow
+                    };
+                    return self.fail(why);
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 async fn read_text(
@@ -347,7 +593,7 @@ async fn read_text(
 /// Form values as sent, before validation.
 #[derive(Debug, Default)]
 struct RawForm {
-    file: Option<Vec<u8>>,
+    file: Option<Upload>,
     file_hint: Option<String>,
     model: Option<String>,
     language: Option<String>,
@@ -532,6 +778,10 @@ mod tests {
     const LIMITS: FormLimits = FormLimits {
         max_file_bytes: 1024,
         max_body_bytes: 1024 + FORM_OVERHEAD_BYTES,
+        timeout: Duration::from_secs(60),
+        min_bytes_per_sec: 0,
+        spool_threshold: 512,
+        spool_dir: None,
     };
 
     /// The body as a stream of `chunk`-byte pieces.
@@ -583,7 +833,8 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(form.file, b"RIFFxxxx");
+        assert_eq!(form.file.to_vec().unwrap(), b"RIFFxxxx");
+        assert!(!form.file.is_spooled());
         assert_eq!(form.file_hint.as_deref(), Some("wav"));
         assert_eq!(form.model.as_deref(), Some("whisper-1"));
         assert_eq!(form.language, Some("en"));
@@ -669,10 +920,11 @@ mod tests {
         assert_eq!((e.status().as_u16(), e.code()), (413, "upload_too_large"));
         // exactly at the limit is fine
         static EXACT: [u8; 1024] = [7u8; 1024];
-        assert_eq!(
-            parse(vec![file(&EXACT)], LIMITS).await.unwrap().file.len(),
-            1024
-        );
+        let exact = parse(vec![file(&EXACT)], LIMITS).await.unwrap().file;
+        assert_eq!(exact.len(), 1024);
+        // Past the spool threshold (512 here) the file is on disk.
+        assert!(exact.is_spooled());
+        assert_eq!(exact.to_vec().unwrap(), EXACT);
     }
 
     #[actix_web::test]
@@ -682,6 +934,7 @@ mod tests {
         let limits = FormLimits {
             max_file_bytes: 1024,
             max_body_bytes: 2048,
+            ..LIMITS
         };
         let fields = vec![file(b"abc"), TestFormField::new("junk", &JUNK[..])];
         let e = parse(fields, limits).await.unwrap_err();
@@ -781,6 +1034,23 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_multipart"));
+    }
+
+    #[actix_web::test]
+    async fn a_stalled_body_is_408_when_its_time_runs_out() {
+        let (body, headers) =
+            create_form_data_payload_and_headers_from_fields(vec![file(b"abcdef")]);
+        // Half the body, then nothing, ever.
+        let half = futures::stream::iter(vec![Ok::<_, PayloadError>(body.slice(..body.len() / 2))])
+            .chain(futures::stream::pending());
+        let limits = FormLimits {
+            timeout: Duration::from_millis(200),
+            ..LIMITS
+        };
+        let started = std::time::Instant::now();
+        let e = read_form(&headers, half, limits).await.unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (408, "upload_timeout"));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

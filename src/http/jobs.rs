@@ -23,7 +23,14 @@
 //! `store_unavailable` (with `Retry-After`) when the job could not be made
 //! durable, 503 `shutting_down`, 404 `job_not_found` for an unknown or
 //! malformed id, 404 `jobs_disabled` when the node runs without a
-//! [`JobService`] (no `web::Data<JobService>` in the app data).
+//! [`JobService`] (no `web::Data<JobService>` in the app data), 503
+//! `store_unavailable` on every job route when the service could not start
+//! (its data folder is unwritable, locked or corrupt: the app data holds a
+//! [`JobsUnavailable`] instead; synchronous transcription is unaffected).
+//! Uploads take a permit of the node's shared
+//! [`Ingest`](crate::ingest::Ingest) like the synchronous endpoint (429
+//! `too_many_uploads`) and are validated by a counting decode that holds no
+//! PCM.
 //!
 //! Polls are answered from memory: no handler here waits on the store or
 //! the node, except `POST`, which waits for its own durable write.
@@ -61,6 +68,18 @@ pub fn app_data(jobs: &JobService) -> web::Data<JobService> {
     web::Data::new(jobs.clone())
 }
 
+/// App data saying that the job service was configured but could not
+/// start: the job routes answer 503 `store_unavailable` with this reason's
+/// gist, and `/health` and `/ready` report it.
+#[derive(Debug, Clone)]
+pub struct JobsUnavailable {
+    /// Why (logged at start-up; shown in `/health`).
+    pub reason: String,
+}
+
+/// `Retry-After` of the job routes while the job service is unavailable.
+const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Mounts the job routes (called by [`super::configure`]).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -95,15 +114,23 @@ async fn method_not_allowed(allow: &'static str) -> HttpResponse {
 }
 
 fn service(req: &HttpRequest) -> Result<web::Data<JobService>, ApiError> {
-    req.app_data::<web::Data<JobService>>()
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "jobs_disabled",
-                "async jobs are not enabled on this server",
-            )
-        })
+    if let Some(jobs) = req.app_data::<web::Data<JobService>>() {
+        return Ok(jobs.clone());
+    }
+    if req.app_data::<web::Data<JobsUnavailable>>().is_some() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "async jobs are unavailable: the job store could not be opened \
+             (synchronous transcription still works)",
+        )
+        .with_retry_after(UNAVAILABLE_RETRY_AFTER));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "jobs_disabled",
+        "async jobs are not enabled on this server",
+    ))
 }
 
 fn not_found() -> ApiError {
@@ -160,7 +187,9 @@ async fn create(req: HttpRequest, body: web::Payload) -> HttpResponse {
     let status = response.status().as_u16();
     crate::telemetry::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    if response.status().is_server_error() {
+    if super::refusals::is_refusal(status) {
+        super::refusals::refused(JOBS_ROUTE, status, outcome, elapsed_ms);
+    } else if response.status().is_server_error() {
         tracing::warn!(parent: &span, status, outcome, elapsed_ms, "job submission failed");
     } else {
         tracing::info!(parent: &span, status, outcome, elapsed_ms, "job submission answered");
@@ -172,10 +201,13 @@ async fn create_job(req: &HttpRequest, body: web::Payload) -> Result<HttpRespons
     let jobs = service(req)?;
     let limits = jobs.limits();
     let fault = parse_fault(req.headers(), limits.fault_injection)?;
+    let ingest = jobs.ingest().clone();
+    // Held while the body is read and validated.
+    let _upload_permit = ingest.try_upload()?;
     let form = read_form(
         req.headers(),
         body,
-        FormLimits::for_upload_limit(limits.max_upload_bytes),
+        FormLimits::new(limits.max_upload_bytes, ingest.upload_settings()),
     )
     .await?;
     if form.stream {
@@ -199,6 +231,12 @@ async fn create_job(req: &HttpRequest, body: web::Payload) -> Result<HttpRespons
             match &e {
                 SubmitError::Store(_) | SubmitError::Internal(_) => {
                     tracing::error!(error = %e, "job not accepted")
+                }
+                // Capacity refusals: summarised by `super::refusals`.
+                SubmitError::BacklogFull { .. }
+                | SubmitError::ShuttingDown
+                | SubmitError::Audio(crate::audio::AudioError::OverBudget { .. }) => {
+                    tracing::debug!(error = %e, "job refused")
                 }
                 _ => tracing::info!(error = %e, "job refused"),
             }

@@ -4,12 +4,14 @@
 //! | method | route | answer |
 //! | --- | --- | --- |
 //! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]) or, with `stream=true`, Server-Sent Events (see [`stream`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` and (after the worker's first job) `X-Engine-Idle-Us` (how long the engine waited for this job since its previous one) headers; errors as [`ApiError`] |
-//! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"` |
+//! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"`, `"ingest"` ([`IngestStats`](crate::ingest::IngestStats): uploads in progress, decode budget in use) and `"async_jobs"` (`{"state": "ok" \| "failing" \| "unavailable" \| "disabled", …}`, the job store) |
 //! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
 //! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
 //! | `POST`, `GET`, `DELETE` | `/v1/jobs`, `/v1/jobs/{id}`, `/v1/jobs/{id}/result` | async jobs (see [`jobs`]); live when the app data also holds a `web::Data<JobService>` (from [`jobs::app_data`]) |
 //!
-//! Other methods on these routes get a JSON 405. Test-only request header:
+//! Every route answers 421 `host_not_allowed` to a `Host` outside
+//! `--allowed-hosts` when the app is wrapped with [`host::check`] (the
+//! binary does). Other methods on these routes get a JSON 405. Test-only request header:
 //! `X-Fault-Inject: crash | hang | slow:<ms> | out-of-order | wrong-id`, honoured only when the node
 //! runs with `enable_fault_injection` and ignored otherwise.
 //!
@@ -25,14 +27,18 @@
 //! - [`error`]: [`ApiError`] and the status-code table.
 //! - [`language`]: Whisper's languages, codes and names.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
+//! - [`host`]: the `Host` check (`--allowed-hosts`, DNS rebinding).
+//! - [`refusals`]: rate-limited logging of capacity refusals.
 
 pub mod disconnect;
 pub mod error;
 pub mod form;
 pub mod format;
+pub mod host;
 pub mod jobs;
 pub mod language;
 pub mod metrics;
+pub mod refusals;
 pub mod routes;
 pub mod stream;
 

@@ -1,12 +1,24 @@
 //! The handlers and [`configure`], which mounts them.
 //!
-//! A transcription request goes: fault header → multipart form (streamed
-//! under the upload limit) → audio decode on a blocking thread (never on
-//! the actix worker thread; at most one decode per core at a time, process
-//! wide, others wait for a slot) → [`AsrNode::transcribe`] → rendering. Every
+//! A transcription request goes: fault header → an upload permit of the
+//! node's [`Ingest`](crate::ingest::Ingest) (429 `too_many_uploads` at once
+//! when none is free) → multipart form (streamed under the upload limit and
+//! the minimum rate, large files spooled to disk; see [`super::form`]) →
+//! streaming audio decode through [`Ingest::decode`](crate::ingest::Ingest::decode)
+//! (on the blocking pool, one decode per core, shared with the async jobs,
+//! under the decoded-PCM budget) → [`AsrNode::transcribe`] → rendering.
+//! The decoded audio's share of the budget is held until the answer. Every
 //! step's failure is an [`ApiError`]. If the client disconnects, actix drops
 //! the handler future and with it the pending `transcribe` future, which
 //! is how the node learns the reply is no longer wanted.
+//!
+//! Audio lost to damage below the refusal threshold of
+//! [`crate::audio::MAX_SKIPPED_FRACTION`] (above it the upload is a 422
+//! `damaged_audio`) is reported with the answer: `X-Audio-Skipped-Packets`
+//! (packets that failed to decode) and `X-Audio-Gap-Seconds` (audio the
+//! container skipped), each sent when above zero.
+//! Capacity refusals (429, 503) are logged through [`super::refusals`],
+//! which summarises floods.
 //!
 //! Each request runs in an `http.request` server span
 //! ([`crate::telemetry::http_server_span`]: an incoming W3C `traceparent` is
@@ -18,13 +30,12 @@
 //! counted in `asr_requests_total{outcome,status}`.
 
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use tokio::sync::Semaphore;
 use tracing::{field, Instrument, Span};
 
 use super::error::ApiError;
@@ -33,6 +44,7 @@ use super::format::render;
 use crate::api::{AsrError, Fault, NodeStatus, Task, Transcript, TranscriptionRequest};
 use crate::audio;
 use crate::config::NodeConfig;
+use crate::ingest::{Ingest, IngestError, PcmLease};
 use crate::node::AsrNode;
 
 /// Route of the transcription endpoint.
@@ -45,9 +57,29 @@ pub const READY_ROUTE: &str = "/ready";
 /// when the node runs with `enable_fault_injection`).
 pub const FAULT_HEADER: &str = "x-fault-inject";
 
-/// Concurrent audio decodes allowed in this process: one per core.
-static DECODE_SLOTS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+/// Response header: packets of the upload that failed to decode and were
+/// skipped (sent when above zero).
+pub const SKIPPED_PACKETS_HEADER: &str = "x-audio-skipped-packets";
+/// Response header: seconds of audio missing where the container skipped
+/// damaged frames (sent when above zero).
+pub const GAP_SECONDS_HEADER: &str = "x-audio-gap-seconds";
+
+/// The damage headers of an accepted upload.
+fn damage_headers(report: &audio::DecodeReport) -> Vec<(header::HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    if report.skipped_packets > 0 {
+        out.push((
+            header::HeaderName::from_static(SKIPPED_PACKETS_HEADER),
+            HeaderValue::from(report.skipped_packets),
+        ));
+    }
+    if report.gap_secs > 0.0 {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", report.gap_secs)) {
+            out.push((header::HeaderName::from_static(GAP_SECONDS_HEADER), v));
+        }
+    }
+    out
+}
 
 /// Mounts every route of the node on `cfg`: `POST /v1/audio/transcriptions`,
 /// `GET /health`, `GET /ready`, `GET /metrics` (each also answers `HEAD`;
@@ -102,6 +134,8 @@ pub fn app_data(node: &AsrNode) -> web::Data<AsrNode> {
 pub(crate) trait Backend: 'static {
     /// The node's configuration.
     fn config(&self) -> &NodeConfig;
+    /// The shared ingest limits.
+    fn ingest(&self) -> &Ingest;
     /// A status snapshot.
     fn status(&self) -> NodeStatus;
     /// Whether a job submitted now would certainly be refused (see
@@ -119,6 +153,10 @@ pub(crate) trait Backend: 'static {
 impl Backend for AsrNode {
     fn config(&self) -> &NodeConfig {
         AsrNode::config(self)
+    }
+
+    fn ingest(&self) -> &Ingest {
+        AsrNode::ingest(self)
     }
 
     fn status(&self) -> NodeStatus {
@@ -220,7 +258,9 @@ async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> Htt
     let status = response.status().as_u16();
     crate::telemetry::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    if response.status().is_server_error() {
+    if super::refusals::is_refusal(status) {
+        super::refusals::refused(TRANSCRIPTIONS_ROUTE, status, outcome, elapsed_ms);
+    } else if response.status().is_server_error() {
         tracing::warn!(parent: &span, status, outcome, elapsed_ms, "transcription request failed");
     } else {
         tracing::info!(parent: &span, status, outcome, elapsed_ms, "transcription request finished");
@@ -237,10 +277,13 @@ async fn transcribe_request<B: Backend>(
     let config = node.config();
     let fault = parse_fault(req.headers(), config.enable_fault_injection)?;
     let max_queue_wait = parse_max_queue_wait(req.headers())?;
+    let ingest = node.ingest().clone();
+    // Held while the body is read and decoded.
+    let upload_permit = ingest.try_upload()?;
     let form = read_form(
         req.headers(),
         body,
-        FormLimits::for_upload_limit(config.max_upload_bytes),
+        FormLimits::new(config.max_upload_bytes, ingest.upload_settings()),
     )
     .await?;
     if let Some(model) = &form.model {
@@ -256,56 +299,43 @@ async fn transcribe_request<B: Backend>(
         ApiError::from(e)
     })?;
     let options = form.decode_options(config.beam_size);
-    let max_audio_secs = config.max_audio_secs;
     let hint = form.file_hint.clone();
-    let file = form.file;
-    // At most one decode per core at a time, so a burst of uploads queues
-    // here instead of oversubscribing the CPU (and memory) all at once. The
-    // slot is held for the decode only, not while the node transcribes.
-    let slot = DECODE_SLOTS
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let file = Arc::new(form.file);
     let decode_span = tracing::info_span!(
         parent: &span,
         "audio.decode",
         bytes = file.len(),
-        audio_secs = field::Empty
+        spooled = file.is_spooled(),
+        audio_secs = field::Empty,
+        skipped_packets = field::Empty
     );
-    let samples = web::block(move || {
-        decode_span.in_scope(|| {
-            // 16-bit PCM for the node, converted here, off the async
-            // threads (hours of audio take a moment).
-            let out = audio::decode_to_mono_16k_limited(&file, hint.as_deref(), max_audio_secs)
-                .map(|pcm| audio::to_i16(&pcm));
-            if let Ok(samples) = &out {
-                Span::current().record(
-                    "audio_secs",
-                    samples.len() as f64 / f64::from(audio::TARGET_SAMPLE_RATE),
-                );
-            }
-            out
-        })
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "audio decode task failed");
-        ApiError::internal()
-    })?
-    .map_err(|e| {
-        tracing::info!(code = e.code(), error = %e, "upload refused");
-        ApiError::from(e)
-    })?;
-    drop(slot);
+    let (decoded, pcm) = ingest
+        .decode(file, hint)
+        .instrument(decode_span.clone())
+        .await
+        .map_err(|e| decode_error(&decode_span, e))?;
+    decode_span.record("audio_secs", decoded.report.audio_secs);
+    decode_span.record("skipped_packets", decoded.report.skipped_packets);
+    drop(upload_permit);
+    let damage = damage_headers(&decoded.report);
 
     // Built from `new` so fields added to the request later keep a default.
-    let mut request = TranscriptionRequest::new(samples);
+    let mut request = TranscriptionRequest::new(decoded.samples);
     request.options = options;
     request.parent_span = span.clone();
     request.fault = fault;
     request.max_queue_wait = max_queue_wait;
     if form.stream {
-        return stream_answer::<B>(req, node, request, span, form.granularities.word).await;
+        return stream_answer::<B>(
+            req,
+            node,
+            request,
+            span,
+            form.granularities.word,
+            pcm,
+            damage,
+        )
+        .await;
     }
     // If the client leaves while the job waits, stop waiting: the job's
     // reply port closes and the queue drops the job before decode.
@@ -313,6 +343,8 @@ async fn transcribe_request<B: Backend>(
         answer = node.transcribe(request) => answer,
         () = super::disconnect::closed(req) => Err(AsrError::Cancelled),
     };
+    // The decoded audio leaves the budget once the node has answered.
+    drop(pcm);
     let transcript = answer.map_err(|e| {
         log_asr_error(&e);
         ApiError::from(e)
@@ -334,7 +366,27 @@ async fn transcribe_request<B: Backend>(
     if let Some(idle) = transcript.result.timings.idle_before_us {
         ok.insert_header(("x-engine-idle-us", idle));
     }
+    for h in damage {
+        ok.insert_header(h);
+    }
     Ok(ok.body(rendered.body))
+}
+
+/// The answer to a failed decode, logged (capacity refusals aside, which
+/// [`super::refusals`] logs).
+fn decode_error(span: &Span, e: IngestError) -> ApiError {
+    match e {
+        IngestError::Audio(e) => {
+            if !matches!(e, audio::AudioError::OverBudget { .. }) {
+                tracing::info!(parent: span, code = e.code(), error = %e, "upload refused");
+            }
+            ApiError::from(e)
+        }
+        IngestError::Internal(e) => {
+            tracing::error!(parent: span, error = %e, "audio decode task failed");
+            ApiError::internal()
+        }
+    }
 }
 
 /// `stream=true` (see [`super::stream`]): waits for the first segments,
@@ -346,11 +398,18 @@ async fn stream_answer<B: Backend>(
     mut request: TranscriptionRequest,
     span: Span,
     words: bool,
+    pcm: PcmLease,
+    damage: Vec<(header::HeaderName, HeaderValue)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tx, mut segments) = tokio::sync::mpsc::unbounded_channel();
     request.segments = Some(tx);
-    let mut answer: super::stream::Answer = Box::pin(async move { node.transcribe(request).await });
-    let events = match super::stream::start(req, &mut answer, &mut segments).await {
+    let mut answer: super::stream::Answer = Box::pin(async move {
+        // The decoded audio's budget is held until the node answers.
+        let answer = node.transcribe(request).await;
+        drop(pcm);
+        answer
+    });
+    let mut events = match super::stream::start(req, &mut answer, &mut segments).await {
         super::stream::Start::Segments(first) => {
             super::stream::EventStream::new(req.clone(), span, words, answer, segments)
                 .into_response(Some(first))
@@ -365,6 +424,9 @@ async fn stream_answer<B: Backend>(
             return Err(ApiError::from(e));
         }
     };
+    for (name, value) in damage {
+        events.headers_mut().insert(name, value);
+    }
     Ok(events)
 }
 
@@ -378,10 +440,12 @@ fn log_asr_error(e: &AsrError) {
         | AsrError::Rejected(crate::api::WorkerError::Engine(_)) => {
             tracing::error!(error = %e, "transcription failed")
         }
-        AsrError::Unavailable { .. }
-        | AsrError::DecodeTimeout { .. }
-        | AsrError::WorkerUnresponsive { .. } => {
+        AsrError::DecodeTimeout { .. } | AsrError::WorkerUnresponsive { .. } => {
             tracing::warn!(error = %e, "transcription failed")
+        }
+        // Capacity refusals: summarised by `super::refusals`.
+        AsrError::Busy { .. } | AsrError::Unavailable { .. } | AsrError::ShuttingDown => {
+            tracing::debug!(error = %e, "transcription refused")
         }
         _ => tracing::info!(error = %e, "transcription refused"),
     }
@@ -447,21 +511,53 @@ pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, 
     }
 }
 
-fn status_json(status: &NodeStatus, label: &str) -> serde_json::Value {
+fn status_json<B: Backend>(
+    req: &HttpRequest,
+    node: &B,
+    status: &NodeStatus,
+    label: &str,
+) -> serde_json::Value {
     let mut v = serde_json::to_value(status).unwrap_or_else(|e| {
         tracing::error!(error = %e, "node status serialisation failed");
         serde_json::json!({})
     });
     if let Some(map) = v.as_object_mut() {
         map.insert("status".into(), label.into());
+        map.insert(
+            "ingest".into(),
+            serde_json::to_value(node.ingest().stats()).unwrap_or_default(),
+        );
+        map.insert("async_jobs".into(), jobs_health(req));
     }
     v
+}
+
+/// The async job service's state for `/health` and `/ready`: `ok`,
+/// `failing` (its last store transaction failed: new jobs get 503
+/// `store_unavailable`, later state changes of running jobs may be lost),
+/// `unavailable` (it could not start; the job routes answer 503) or
+/// `disabled`. Synchronous transcription does not depend on it, so it does
+/// not change `/ready`'s status code.
+fn jobs_health(req: &HttpRequest) -> serde_json::Value {
+    if let Some(jobs) = req.app_data::<web::Data<crate::jobs::JobService>>() {
+        let error = jobs.store_error();
+        return serde_json::json!({
+            "state": if error.is_some() { "failing" } else { "ok" },
+            "store_error": error,
+            "store_failed_transactions": jobs.store_failures(),
+        });
+    }
+    if let Some(u) = req.app_data::<web::Data<super::jobs::JobsUnavailable>>() {
+        return serde_json::json!({ "state": "unavailable", "error": u.reason });
+    }
+    serde_json::json!({ "state": "disabled" })
 }
 
 /// `GET /health`: 200 while the process is alive, with the node's status.
 async fn health<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let node = backend::<B>(&req)?;
-    Ok(HttpResponse::Ok().json(status_json(&node.status(), "ok")))
+    let status = node.status();
+    Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ok")))
 }
 
 /// `GET /ready`: 200 when a request sent now would be admitted, else 503
@@ -470,7 +566,7 @@ async fn ready<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let node = backend::<B>(&req)?;
     let status = node.status();
     if status.ready {
-        return Ok(HttpResponse::Ok().json(status_json(&status, "ready")));
+        return Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ready")));
     }
     let label = if status.shutting_down {
         "shutting_down"
@@ -479,7 +575,7 @@ async fn ready<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     };
     Ok(HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, HeaderValue::from(1u64)))
-        .json(status_json(&status, label)))
+        .json(status_json(&req, &**node, &status, label)))
 }
 
 #[cfg(test)]

@@ -9,18 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::store::{self, StoreHandle, StoredJob, Write};
 use super::types::{now_ms, JobError, JobId, JobProgress, JobSpec, JobStatus, JobView};
 use crate::api::{
     AsrError, DecodeOptions, Fault, JobResult, Progress, Transcript, TranscriptionRequest,
 };
-use crate::audio::{self, AudioError};
+use crate::audio::{self, AudioError, Upload};
 use crate::config::JobsConfig;
 use crate::http::format::{Granularities, ResponseFormat};
+use crate::ingest::{Ingest, IngestError};
 use crate::node::AsrNode;
 
 /// Longest an accept waits for the store's commit before it answers 503.
@@ -48,6 +50,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn load(&self) -> EngineLoad;
     /// The node's limits for uploads.
     fn limits(&self) -> EngineLimits;
+    /// The node's shared ingest limits (decode slots, PCM budget, uploads).
+    fn ingest(&self) -> Ingest;
 }
 
 /// A glance at the node.
@@ -104,13 +108,17 @@ impl Engine for AsrNode {
             shutdown_grace: c.shutdown_grace(),
         }
     }
+
+    fn ingest(&self) -> Ingest {
+        AsrNode::ingest(self).clone()
+    }
 }
 
 /// A job to accept: the upload as sent and how to decode and render it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JobSubmission {
-    /// The upload's bytes, stored as they are.
-    pub upload: Vec<u8>,
+    /// The upload (in memory or spooled), stored as it is.
+    pub upload: Upload,
     /// Decoder hint: file extension or content type.
     pub file_hint: Option<String>,
     /// Decode options.
@@ -141,7 +149,8 @@ pub enum SubmitError {
         /// The limit, bytes.
         limit: usize,
     },
-    /// The upload is not usable audio (400/413/415).
+    /// The upload is not usable audio (400/413/415/422), or could not be
+    /// decoded now (503 `decode_busy`).
     #[error(transparent)]
     Audio(#[from] AudioError),
     /// The job could not be made durable (503).
@@ -225,8 +234,8 @@ struct Inner {
     /// Cancelled at shutdown.
     stop: CancellationToken,
     accepting: AtomicBool,
-    /// Upload validations at a time (one per core).
-    decode_slots: Semaphore,
+    /// Decode slots and the PCM budget, shared with the sync endpoint.
+    ingest: Ingest,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     store_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -453,6 +462,7 @@ impl JobService {
             "job service started"
         );
         let limits = engine.limits();
+        let ingest = engine.ingest();
         let inner = Arc::new(Inner {
             config,
             data_dir,
@@ -463,9 +473,7 @@ impl JobService {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             accepting: AtomicBool::new(true),
-            decode_slots: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            ingest,
             tasks: Mutex::new(Vec::new()),
             store_thread: Mutex::new(Some(opened.thread)),
         });
@@ -488,6 +496,26 @@ impl JobService {
     /// The service's settings.
     pub fn config(&self) -> &JobsConfig {
         &self.inner.config
+    }
+
+    /// The node's shared ingest limits, which job uploads go through.
+    pub fn ingest(&self) -> &Ingest {
+        &self.inner.ingest
+    }
+
+    /// The store's health for `/health` and `/ready`: `None` while its
+    /// transactions succeed, else the last failure.
+    pub fn store_error(&self) -> Option<String> {
+        self.inner.store.health().current_error()
+    }
+
+    /// Store transactions that failed since start.
+    pub fn store_failures(&self) -> u64 {
+        self.inner
+            .store
+            .health()
+            .failed_transactions
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Validates the upload (decodes it, off the async threads), then makes
@@ -709,38 +737,31 @@ async fn accept(
         granularities,
         fault,
     } = sub;
-    if upload.len() > inner.limits.max_upload_bytes {
+    if upload.len() > inner.limits.max_upload_bytes as u64 {
         return Err(SubmitError::UploadTooLarge {
             limit: inner.limits.max_upload_bytes,
         });
     }
     let upload = Arc::new(upload);
 
-    // 1. Validate: decode the whole upload, off the async threads.
-    let audio_secs = {
-        let _slot = inner
-            .decode_slots
-            .acquire()
-            .await
-            .map_err(|e| SubmitError::Internal(e.to_string()))?;
-        let (bytes, hint, max) = (
-            upload.clone(),
-            file_hint.clone(),
-            inner.limits.max_audio_secs,
-        );
-        tokio::task::spawn_blocking(move || {
-            audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max)
-                .map(|pcm| pcm.len() as f64 / f64::from(audio::TARGET_SAMPLE_RATE))
-        })
+    // 1. Validate: decode the whole upload, counting only (no PCM is kept,
+    //    so validation needs none of the decode budget), off the async
+    //    threads in one of the node's shared decode slots.
+    let report = inner
+        .ingest
+        .measure(upload.clone(), file_hint.clone())
         .await
-        .map_err(|e| SubmitError::Internal(e.to_string()))??
-    };
+        .map_err(|e| match e {
+            IngestError::Audio(e) => SubmitError::Audio(e),
+            IngestError::Internal(e) => SubmitError::Internal(e),
+        })?;
+    let audio_secs = report.audio_secs;
 
     // 2. The upload, durably.
     let id = JobId::random();
     {
-        let (dir, bytes) = (inner.data_dir.clone(), upload.clone());
-        tokio::task::spawn_blocking(move || store::write_audio(&dir, id, &bytes))
+        let (dir, upload) = (inner.data_dir.clone(), upload.clone());
+        tokio::task::spawn_blocking(move || store::write_upload(&dir, id, &upload))
             .await
             .map_err(|e| SubmitError::Internal(e.to_string()))?
             .map_err(|e| {
@@ -757,7 +778,7 @@ async fn accept(
         word_timestamps: granularities.word,
         file_hint,
         audio_secs,
-        upload_bytes: upload.len() as u64,
+        upload_bytes: upload.len(),
         fault,
     };
     let created_at_ms = now_ms();
@@ -917,26 +938,34 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
     };
     let span = tracing::info_span!("async_job", job = %id, audio_secs = spec.audio_secs);
 
-    // Its audio, read back and decoded on a blocking thread.
-    let samples = {
-        let (dir, hint, max) = (
-            inner.data_dir.clone(),
-            spec.file_hint.clone(),
-            inner.limits.max_audio_secs,
-        );
-        tokio::task::spawn_blocking(move || {
-            let bytes = store::read_audio(&dir, id)
-                .map_err(|e| format!("reading the stored audio: {e}"))?;
-            audio::decode_to_mono_16k_limited(&bytes, hint.as_deref(), max)
-                .map(|pcm| audio::to_i16(&pcm))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
+    // Its audio, decoded from the stored file through the node's shared
+    // decode slots and PCM budget; the budget is held until the answer.
+    let opened = {
+        let dir = inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || store::open_audio(&dir, id))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| format!("opening the stored audio: {e}")))
     };
-    let samples = match samples {
-        Ok(s) => s,
+    let decoded = match opened {
+        Ok(upload) => {
+            inner
+                .ingest
+                .decode(Arc::new(upload), spec.file_hint.clone())
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => Err(IngestError::Internal(e)),
+    };
+    let (samples, _pcm) = match decoded {
+        Ok((d, lease)) => (d.samples, lease),
+        Err(IngestError::Audio(AudioError::OverBudget { needed_bytes })) => {
+            // The node holds too much decoded audio right now (sync
+            // requests): try again later rather than fail the job.
+            tracing::info!(parent: &span, needed_bytes, "no decode budget for this async job now; back to the backlog");
+            requeue(inner, id);
+            return RunEnd::Requeued(audio::OVER_BUDGET_RETRY_AFTER);
+        }
         Err(e) => {
             tracing::error!(parent: &span, error = %e, "the stored audio of a job is unusable");
             finish(

@@ -46,6 +46,7 @@ use tokio::sync::oneshot;
 
 use super::types::{JobError, JobId, JobSpec, JobStatus};
 use crate::api::JobResult;
+use crate::audio::Upload;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "jobs.sqlite3";
@@ -177,12 +178,50 @@ pub struct StoreHooks {
     pub commits: AtomicU64,
 }
 
+/// How the store's transactions have been going: written by the store
+/// thread, read by `/health` and `/ready` (never blocks either side).
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// Transactions that failed since start.
+    pub failed_transactions: AtomicU64,
+    /// Whether the last transaction failed.
+    pub failing: AtomicBool,
+    /// The last failure, for humans.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    fn record(&self, outcome: &Result<(), String>) {
+        match outcome {
+            Ok(()) => self.failing.store(false, Ordering::Release),
+            Err(e) => {
+                self.failed_transactions.fetch_add(1, Ordering::AcqRel);
+                self.failing.store(true, Ordering::Release);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+        }
+    }
+
+    /// The last failure, if the last transaction failed.
+    pub fn current_error(&self) -> Option<String> {
+        if self.failing.load(Ordering::Acquire) {
+            self.last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        } else {
+            None
+        }
+    }
+}
+
 /// The sending side of the store thread. Cheap to clone; `send` never
 /// blocks.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Write>,
     hooks: Arc<StoreHooks>,
+    health: Arc<StoreHealth>,
 }
 
 impl StoreHandle {
@@ -205,6 +244,11 @@ impl StoreHandle {
     /// The test hooks.
     pub fn hooks(&self) -> &StoreHooks {
         &self.hooks
+    }
+
+    /// How the transactions have been going.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 }
 
@@ -336,11 +380,13 @@ pub fn open(data_dir: &Path) -> Result<Opened, OpenError> {
     }
 
     let hooks = Arc::new(StoreHooks::default());
+    let health = Arc::new(StoreHealth::default());
     let (tx, rx) = mpsc::channel();
     let writer = Writer {
         conn,
         audio_dir,
         hooks: hooks.clone(),
+        health: health.clone(),
         _lock: lock,
     };
     let thread = std::thread::Builder::new()
@@ -348,7 +394,7 @@ pub fn open(data_dir: &Path) -> Result<Opened, OpenError> {
         .spawn(move || writer.run(rx))
         .map_err(|e| OpenError::Thread(e.to_string()))?;
     Ok(Opened {
-        handle: StoreHandle { tx, hooks },
+        handle: StoreHandle { tx, hooks, health },
         jobs,
         thread,
     })
@@ -436,11 +482,32 @@ pub fn audio_path(data_dir: &Path, id: JobId) -> PathBuf {
 
 /// Writes an upload durably (see the module doc). Blocking.
 pub fn write_audio(data_dir: &Path, id: JobId, bytes: &[u8]) -> std::io::Result<()> {
+    write_audio_with(data_dir, id, |f| f.write_all(bytes))
+}
+
+/// [`write_audio`] of an upload (in memory or spooled), copied without
+/// loading a spooled one into memory. Blocking.
+pub fn write_upload(data_dir: &Path, id: JobId, upload: &Upload) -> std::io::Result<()> {
+    write_audio_with(data_dir, id, |f| upload.copy_to(f).map(|_| ()))
+}
+
+/// A job's stored upload, opened for decoding. Blocking.
+pub fn open_audio(data_dir: &Path, id: JobId) -> std::io::Result<Upload> {
+    let file = File::open(audio_path(data_dir, id))?;
+    let len = file.metadata()?.len();
+    Ok(Upload::File { file, len })
+}
+
+fn write_audio_with(
+    data_dir: &Path,
+    id: JobId,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = data_dir.join(AUDIO_DIR);
     let tmp = dir.join(format!("{id}.tmp"));
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, dir.join(id.to_string()))?;
@@ -466,6 +533,7 @@ struct Writer {
     conn: Connection,
     audio_dir: PathBuf,
     hooks: Arc<StoreHooks>,
+    health: Arc<StoreHealth>,
     /// Held (with its `flock`) for as long as the thread runs.
     _lock: File,
 }
@@ -519,6 +587,7 @@ impl Writer {
             }
             tx.commit().map_err(|e| e.to_string())
         })();
+        self.health.record(&outcome);
         match &outcome {
             Ok(()) => {
                 self.hooks.commits.fetch_add(1, Ordering::Relaxed);
@@ -819,7 +888,11 @@ mod tests {
             ack,
         });
         assert!(rx.await.unwrap().is_err());
+        // Health (read by /health and /ready) says so until a commit works.
+        assert!(h.health().current_error().is_some());
+        assert_eq!(h.health().failed_transactions.load(Ordering::Relaxed), 1);
         h.hooks().fail.store(false, Ordering::Relaxed);
         insert(&h, new_job(JobId::random(), 2)).await;
+        assert_eq!(h.health().current_error(), None);
     }
 }

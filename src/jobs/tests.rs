@@ -21,6 +21,7 @@ use crate::http::format::{Granularities, ResponseFormat};
 
 /// A node that "decodes" in `decode` time and answers scripted results.
 struct Fake {
+    ingest: crate::ingest::Ingest,
     calls: AtomicUsize,
     decode: Duration,
     idle: AtomicBool,
@@ -30,6 +31,10 @@ struct Fake {
 impl Fake {
     fn new(decode: Duration) -> Arc<Fake> {
         Arc::new(Fake {
+            ingest: crate::ingest::Ingest::new(&crate::config::NodeConfig {
+                max_audio_secs: 600.0,
+                ..Default::default()
+            }),
             calls: AtomicUsize::new(0),
             decode,
             idle: AtomicBool::new(true),
@@ -103,6 +108,10 @@ impl Engine for Fake {
             shutdown_grace: Duration::from_secs(1),
         }
     }
+
+    fn ingest(&self) -> crate::ingest::Ingest {
+        self.ingest.clone()
+    }
 }
 
 /// `secs` of a 440 Hz tone as a 16 kHz mono 16-bit WAV.
@@ -112,7 +121,7 @@ fn wav(secs: f32) -> Vec<u8> {
 
 fn submission(secs: f32) -> JobSubmission {
     JobSubmission {
-        upload: wav(secs),
+        upload: wav(secs).into(),
         file_hint: Some("wav".into()),
         options: DecodeOptions::default(),
         response_format: ResponseFormat::Srt,
@@ -296,6 +305,11 @@ async fn cancel_deletes_and_the_backlog_limit() {
     // Running and cancelled: the runner stops waiting at once.
     fake.idle.store(true, Ordering::SeqCst);
     wait_status(&jobs, b, JobStatus::Running, Duration::from_secs(2)).await;
+    // Its stored audio is decoded first; cancel once the node has it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while fake.calls.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(matches!(jobs.cancel(b), CancelOutcome::Cancelled(_)));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -359,7 +373,7 @@ async fn node_refusals_requeue_and_node_errors_fail() {
 
     // Bad audio never becomes a job.
     let mut garbage = submission(1.0);
-    garbage.upload = b"definitely not audio".to_vec();
+    garbage.upload = b"definitely not audio".to_vec().into();
     assert!(matches!(
         jobs.submit(garbage).await,
         Err(SubmitError::Audio(_))

@@ -25,6 +25,8 @@ struct Seen {
 
 struct Fake {
     config: NodeConfig,
+    /// Built from `config` on first use (tests change `config` first).
+    ingest: std::sync::OnceLock<crate::ingest::Ingest>,
     ready: bool,
     answer: Box<dyn Fn() -> Result<Transcript, AsrError> + Send + Sync>,
     /// Segment batches sent to a streaming request before the answer, as
@@ -36,6 +38,11 @@ struct Fake {
 impl Backend for Fake {
     fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    fn ingest(&self) -> &crate::ingest::Ingest {
+        self.ingest
+            .get_or_init(|| crate::ingest::Ingest::new(&self.config))
     }
 
     fn status(&self) -> NodeStatus {
@@ -125,6 +132,7 @@ fn transcript() -> Transcript {
 fn fake(answer: impl Fn() -> Result<Transcript, AsrError> + Send + Sync + 'static) -> Fake {
     Fake {
         config: NodeConfig::default(),
+        ingest: std::sync::OnceLock::new(),
         ready: true,
         answer: Box::new(answer),
         batches: Vec::new(),
