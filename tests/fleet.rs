@@ -44,7 +44,11 @@ struct Balancer {
 
 impl Balancer {
     fn start(nodes: &[&Service]) -> Balancer {
-        assert_eq!(nodes.len(), 3, "the shipped configuration names three nodes");
+        assert_eq!(
+            nodes.len(),
+            3,
+            "the shipped configuration names three nodes"
+        );
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let port = free_port();
@@ -53,7 +57,10 @@ impl Balancer {
             .arg("-f")
             .arg(repo().join("deploy/haproxy/haproxy.cfg"))
             .env("WHISPER_LB_BIND", format!("127.0.0.1:{port}"))
-            .env("WHISPER_LB_STATS_BIND", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "WHISPER_LB_STATS_BIND",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("WHISPER_LB_STATS_SOCKET", &socket)
             .env("WHISPER_LB_CHECK_INTER", format!("{CHECK_INTER_MS}ms"))
             .stdin(Stdio::null())
@@ -89,7 +96,10 @@ impl Balancer {
                     return lb;
                 }
             }
-            assert!(Instant::now() < deadline, "haproxy did not see three nodes up");
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not see three nodes up"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -111,7 +121,13 @@ impl Balancer {
             .collect();
         lines
             .filter(|l| !l.is_empty())
-            .map(|l| header.iter().cloned().zip(l.split(',').map(str::to_string)).collect())
+            .map(|l| {
+                header
+                    .iter()
+                    .cloned()
+                    .zip(l.split(',').map(str::to_string))
+                    .collect()
+            })
             .collect()
     }
 
@@ -129,7 +145,9 @@ impl Balancer {
 
     fn counter(&self, proxy: &str, server: &str, field: &str) -> u64 {
         let stats = self.stats();
-        self.server(&stats, proxy, server)[field].parse().unwrap_or(0)
+        self.server(&stats, proxy, server)[field]
+            .parse()
+            .unwrap_or(0)
     }
 }
 
@@ -263,14 +281,27 @@ async fn three_nodes_behind_haproxy_answer_200_or_429_and_survive_a_sigkill() {
     assert_200_or_node_429(&replies);
     let ok: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
     assert!(ok.len() >= 3, "too few transcripts: {:?}", tally(&replies));
-    let serving: std::collections::BTreeSet<_> =
-        ok.iter().map(|r| node_of(&r.served_by)).collect();
-    assert_eq!(serving.len(), 3, "leastconn spreads over every node: {serving:?}");
-    let retried: u64 = ["node1", "node2", "node3", "node1-busy", "node2-busy", "node3-busy"]
-        .iter()
-        .map(|s| lb.counter("whisper_sync", s, "wretr") + lb.counter("whisper_sync", s, "wredis"))
-        .sum();
-    assert!(retried > 0, "a full node's refusal is retried on another node");
+    let serving: std::collections::BTreeSet<_> = ok.iter().map(|r| node_of(&r.served_by)).collect();
+    assert_eq!(
+        serving.len(),
+        3,
+        "leastconn spreads over every node: {serving:?}"
+    );
+    let retried: u64 = [
+        "node1",
+        "node2",
+        "node3",
+        "node1-busy",
+        "node2-busy",
+        "node3-busy",
+    ]
+    .iter()
+    .map(|s| lb.counter("whisper_sync", s, "wretr") + lb.counter("whisper_sync", s, "wredis"))
+    .sum();
+    assert!(
+        retried > 0,
+        "a full node's refusal is retried on another node"
+    );
 
     // 2. Another thirty, and node 2 is SIGKILLed while they run.
     let handles = wave(&lb.base, 30);

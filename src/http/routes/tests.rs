@@ -339,7 +339,12 @@ async fn busy_node_is_429_with_retry_after() {
     assert_eq!(json_of(res).await["error"]["code"], "queue_full");
 
     // A balancer that retries only 503 asks for it; the refusal is the same.
-    let res = post(backend.clone(), vec![wav_field()], &[(BUSY_STATUS_HEADER, "503")]).await;
+    let res = post(
+        backend.clone(),
+        vec![wav_field()],
+        &[(BUSY_STATUS_HEADER, "503")],
+    )
+    .await;
     assert_eq!(res.status(), 503);
     assert_eq!(header_of(&res, "retry-after").as_deref(), Some("2"));
     assert_eq!(header_of(&res, QUEUE_FULL_HEADER).as_deref(), Some("true"));
@@ -496,7 +501,11 @@ async fn ready_with_admission_flips_while_the_queue_is_full() {
     // Room left: ready either way.
     for uri in ["/ready", "/ready?admission=1", "/ready?admission"] {
         let (status, _, v) = ready_answer(with_depth(2), uri).await;
-        assert_eq!((status, v["status"].as_str()), (200, Some("ready")), "{uri}");
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("ready")),
+            "{uri}"
+        );
     }
     // Full: plain /ready stays 200 (busy is still ready: work queues) ...
     let (status, _, v) = ready_answer(with_depth(3), "/ready").await;
