@@ -94,7 +94,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes.
-const MIGRATION_LOCK: i64 = 0x7768_6973_7065_72; // "whisper"
+const MIGRATION_LOCK: i64 = 0x0077_6869_7370_6572; // "whisper" in ASCII
 
 /// Columns of a job as read back (never the audio).
 const JOB_COLUMNS: &str = "id, status, (extract(epoch FROM created_at) * 1000)::bigint, \
