@@ -52,7 +52,7 @@ export PATH := $(CARGO_BIN_DIR):$(PATH)
 endif
 endif
 
-.PHONY: help system engine cuda-libs model setup build run test lint fmt fixtures clean-model install
+.PHONY: help system engine cuda-libs model setup build run test lint fmt fixtures clean-model install k8s-validate
 
 help: ## List the targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -70,7 +70,7 @@ help: ## List the targets and variables
 	@echo "  ENGINE_DIR        $(ENGINE_DIR) (where make engine puts the prebuilt library)"
 	@echo "  PREFIX            $(PREFIX) (make install)"
 
-system: ## Install missing system packages (C/C++ compiler, python3+pip, espeak-ng, sox, ffmpeg) and test tools (rotel, prometheus_client)
+system: ## Install missing system packages (C/C++ compiler, python3+pip, espeak-ng, sox, ffmpeg, haproxy, postgresql) and test tools (rotel, prometheus_client)
 	@bash scripts/setup-system.sh
 
 engine: system ## Fetch the engine: the prebuilt libctranslate2 (PyPI ctranslate2 4.8.4) into ENGINE_DIR; ENGINE=source: its C++ source
@@ -103,6 +103,9 @@ test: setup build ## Set up, build, then run every test (release) against the re
 lint: system engine ## cargo fmt --check, then clippy (release profile, warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
+
+k8s-validate: ## Validate deploy/k8s against the Kubernetes schemas (kubernetes-validate from PyPI, pinned)
+	@bash deploy/k8s/validate.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

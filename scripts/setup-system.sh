@@ -9,6 +9,11 @@
 #   espeak-ng, sox (+ mp3, flac,   scripts/make-fixtures.sh synthesises and
 #     ogg/vorbis support)          converts the test speech
 #   ffmpeg (optional)              format-conversion fallback
+#   haproxy, postgresql            the fleet tests (tests/fleet.rs,
+#                                  tests/jobs_postgres.rs) start a real
+#                                  HAProxy and a real PostgreSQL server of
+#                                  their own (temporary, on loopback); the
+#                                  packages' system services are not used
 #
 # Idempotent: when everything is present it only checks and exits (a few ms).
 # Installs with apt-get (Debian/Ubuntu), as root or through sudo.
@@ -17,6 +22,10 @@
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
+# Debian puts haproxy in /usr/sbin and PostgreSQL's server binaries in
+# /usr/lib/postgresql/<version>/bin, neither always on PATH.
+have_haproxy() { have haproxy || [ -x /usr/sbin/haproxy ]; }
+have_postgres() { have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 
 # The Rust toolchain may be installed by rustup without being on PATH yet.
 if ! have cargo && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
@@ -43,6 +52,8 @@ missing_packages() {
             { sox_has flac && sox_has vorbis; } || pkgs+=(libsox-fmt-base)
             sox_has mp3 || pkgs+=(libsox-fmt-mp3)
         fi
+        have_haproxy || pkgs+=(haproxy)
+        have_postgres || pkgs+=(postgresql)
     else
         have ffmpeg || pkgs+=(ffmpeg)
     fi
@@ -102,7 +113,7 @@ extra=""
 have ffmpeg && extra=", ffmpeg"
 cmake_note=""
 [ "${WHISPER_NODE_NEED_CMAKE:-0}" = 1 ] && cmake_note="cmake, "
-echo "setup-system: ok (${cmake_note}C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, cargo)"
+echo "setup-system: ok (${cmake_note}C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, haproxy, postgresql, cargo)"
 
 # ---------------------------------------------------------------------------
 # Observability test tools (tests/otel.rs, tests/metrics.rs)

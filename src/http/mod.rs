@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `POST` | `/v1/audio/transcriptions` | multipart form (see [`form`]) → transcript in the requested `response_format` (see [`format`]) or, with `stream=true`, Server-Sent Events (see [`stream`]), with `X-Job-Id`, `X-Queue-Wait-Ms`, `X-Decode-Ms`, `X-Worker-Generation` and (after the worker's first job) `X-Engine-Idle-Us` (how long the engine waited for this job since its previous one) headers; errors as [`ApiError`] |
 //! | `GET`, `HEAD` | `/health` | 200 while the process is alive: the [`NodeStatus`](crate::api::NodeStatus) JSON plus `"status": "ok"`, `"ingest"` ([`IngestStats`](crate::ingest::IngestStats): uploads in progress, decode budget in use) and `"async_jobs"` (`{"state": "ok" \| "failing" \| "unavailable" \| "disabled", …}`, the job store) |
-//! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when a request would be admitted now, else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"` |
+//! | `GET`, `HEAD` | `/ready` | 200 with `"status": "ready"` when the node takes work (worker loaded, not draining; a busy node is ready: work queues), else 503 with `Retry-After: 1` and `"status": "not_ready"` or `"shutting_down"`; `/ready?admission=1` is also 503 `"status": "busy"` while the queue is full (a transcription sent now would get 429), for load balancers |
 //! | `GET`, `HEAD` | `/metrics` | the node's metrics in the Prometheus text format (see [`crate::metrics`]) |
 //! | `POST`, `GET`, `DELETE` | `/v1/jobs`, `/v1/jobs/{id}`, `/v1/jobs/{id}/result` | async jobs (see [`jobs`]); live when the app data also holds a `web::Data<JobService>` (from [`jobs::app_data`]) |
 //!

@@ -56,6 +56,16 @@ pub const READY_ROUTE: &str = "/ready";
 /// Request header that injects a worker fault (tests only; honoured only
 /// when the node runs with `enable_fault_injection`).
 pub const FAULT_HEADER: &str = "x-fault-inject";
+/// Request header with which a load balancer asks for a full queue to be
+/// answered 503 instead of 429 (`X-Busy-Status: 503`): HAProxy before 2.8
+/// can retry a 503 on another node but not a 429. The answer keeps its body
+/// (`queue_full`) and `Retry-After` and carries [`QUEUE_FULL_HEADER`], so
+/// the balancer can turn the last refusal back into the node's 429 (see
+/// `deploy/haproxy/haproxy.cfg`).
+pub const BUSY_STATUS_HEADER: &str = "x-busy-status";
+/// Response header on a full-queue refusal answered 503 because of
+/// [`BUSY_STATUS_HEADER`].
+pub const QUEUE_FULL_HEADER: &str = "x-queue-full";
 
 /// Response header: packets of the upload that failed to decode and were
 /// skipped (sent when above zero).
@@ -179,6 +189,7 @@ impl Backend for AsrNode {
 pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(TRANSCRIPTIONS_ROUTE)
+            .wrap(actix_web::middleware::from_fn(busy_status))
             .route(web::post().to(transcriptions::<B>))
             .default_service(web::to(|| method_not_allowed("POST"))),
     )
@@ -198,6 +209,28 @@ pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
     // `/v1/jobs…`: live when the app data holds a `web::Data<JobService>`
     // (see `super::jobs::app_data`), 404 `jobs_disabled` otherwise.
     super::jobs::configure(cfg);
+}
+
+/// Honours [`BUSY_STATUS_HEADER`]: a 429 (queue full) becomes a 503 with
+/// [`QUEUE_FULL_HEADER`], everything else passes unchanged. Streamed answers
+/// are refused before their status line, so they are covered too.
+async fn busy_status(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let as_503 = req
+        .headers()
+        .get(BUSY_STATUS_HEADER)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"503");
+    let mut res = next.call(req).await?;
+    if as_503 && res.status() == StatusCode::TOO_MANY_REQUESTS {
+        *res.response_mut().status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        res.headers_mut().insert(
+            header::HeaderName::from_static(QUEUE_FULL_HEADER),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {
@@ -560,18 +593,46 @@ async fn health<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ok")))
 }
 
-/// `GET /ready`: 200 when a request sent now would be admitted, else 503
-/// with `Retry-After: 1`; both with the node's status.
+/// Query flag of `/ready` that adds the queue to the check:
+/// `GET /ready?admission=1`.
+pub const ADMISSION_QUERY: &str = "admission";
+
+/// Whether the query string asks for the admission check
+/// (`admission`, `admission=1` or `admission=true`).
+fn wants_admission(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "1"));
+        key == ADMISSION_QUERY && matches!(value, "" | "1" | "true")
+    })
+}
+
+/// `GET /ready`: 200 when the node can take work (worker loaded, not
+/// draining), else 503 with `Retry-After: 1`; both with the node's status.
+/// A busy node is ready: a request sent now queues. This is the probe for
+/// orchestrators (Kubernetes readiness), where a momentarily full queue
+/// must not take the node out of service.
+///
+/// `GET /ready?admission=1` also answers 503, with `"status": "busy"`, while
+/// the queue is full, i.e. exactly while a transcription sent now would be
+/// refused 429 at once. It flips the moment the queue fills or frees a
+/// place (a read of the published state under a short lock: no actor is
+/// asked), so a load balancer's health check can steer new requests to the
+/// nodes with room (see `deploy/haproxy/haproxy.cfg`).
 async fn ready<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let node = backend::<B>(&req)?;
     let status = node.status();
-    if status.ready {
+    let busy = wants_admission(req.query_string())
+        && status.queue_capacity > 0
+        && status.queue_depth >= status.queue_capacity;
+    if status.ready && !busy {
         return Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ready")));
     }
     let label = if status.shutting_down {
         "shutting_down"
-    } else {
+    } else if !status.ready {
         "not_ready"
+    } else {
+        "busy"
     };
     Ok(HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, HeaderValue::from(1u64)))

@@ -99,11 +99,15 @@
 //! # Layout
 //! - [`types`]: ids, statuses, the stored spec, the client's view.
 //! - [`store`]: the SQLite store and its writer thread, durable uploads.
+//! - [`pg`]: the shared PostgreSQL store of a fleet: claims with
+//!   `FOR UPDATE SKIP LOCKED`, leases, fencing, versioned migrations
+//!   (not yet selectable by `--jobs-store`: see its module doc).
 //! - [`service`]: [`JobService`]: the job table, acceptance, the runner,
 //!   the janitor.
 //!
 //! [`AsrNode::transcribe`]: crate::AsrNode::transcribe
 
+pub mod pg;
 pub mod service;
 pub mod store;
 pub mod types;

@@ -25,6 +25,16 @@ impl JobId {
     pub fn parse(s: &str) -> Option<Self> {
         uuid::Uuid::try_parse(s.trim()).ok().map(Self)
     }
+
+    /// The id as a UUID (for the PostgreSQL store's `uuid` column).
+    pub fn uuid(self) -> uuid::Uuid {
+        self.0
+    }
+
+    /// An id read back from a store.
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
 }
 
 impl fmt::Display for JobId {

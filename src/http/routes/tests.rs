@@ -28,6 +28,8 @@ struct Fake {
     /// Built from `config` on first use (tests change `config` first).
     ingest: std::sync::OnceLock<crate::ingest::Ingest>,
     ready: bool,
+    /// Jobs waiting (the queue holds 3).
+    queue_depth: usize,
     answer: Box<dyn Fn() -> Result<Transcript, AsrError> + Send + Sync>,
     /// Segment batches sent to a streaming request before the answer, as
     /// the worker proxy does after each window.
@@ -61,7 +63,7 @@ impl Backend for Fake {
             device: Some("cpu".into()),
             compute_type: Some("int8".into()),
             engine: None,
-            queue_depth: 0,
+            queue_depth: self.queue_depth,
             queue_capacity: 3,
             in_flight: 0,
             uptime_secs: 12.5,
@@ -134,6 +136,7 @@ fn fake(answer: impl Fn() -> Result<Transcript, AsrError> + Send + Sync + 'stati
         config: NodeConfig::default(),
         ingest: std::sync::OnceLock::new(),
         ready: true,
+        queue_depth: 0,
         answer: Box::new(answer),
         batches: Vec::new(),
         seen: Mutex::new(Vec::new()),
@@ -337,10 +340,43 @@ async fn busy_node_is_429_with_retry_after() {
             queued: 3,
         })
     }));
-    let res = post(backend, vec![wav_field()], &[]).await;
+    let res = post(backend.clone(), vec![wav_field()], &[]).await;
     assert_eq!(res.status(), 429);
     assert_eq!(header_of(&res, "retry-after").as_deref(), Some("2"));
+    assert_eq!(header_of(&res, QUEUE_FULL_HEADER), None);
     assert_eq!(json_of(res).await["error"]["code"], "queue_full");
+
+    // A balancer that retries only 503 asks for it; the refusal is the same.
+    let res = post(
+        backend.clone(),
+        vec![wav_field()],
+        &[(BUSY_STATUS_HEADER, "503")],
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(header_of(&res, "retry-after").as_deref(), Some("2"));
+    assert_eq!(header_of(&res, QUEUE_FULL_HEADER).as_deref(), Some("true"));
+    assert_eq!(json_of(res).await["error"]["code"], "queue_full");
+    // Other values are ignored.
+    let res = post(backend, vec![wav_field()], &[(BUSY_STATUS_HEADER, "500")]).await;
+    assert_eq!(res.status(), 429);
+}
+
+#[actix_web::test]
+async fn busy_status_header_leaves_other_answers_alone() {
+    let backend = web::Data::new(fake(|| Ok(transcript())));
+    let res = post(backend, vec![wav_field()], &[(BUSY_STATUS_HEADER, "503")]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header_of(&res, QUEUE_FULL_HEADER), None);
+    let backend = web::Data::new(fake(|| {
+        Err(AsrError::Unavailable {
+            retry_after: Duration::from_secs(1),
+            reason: "restarting".into(),
+        })
+    }));
+    let res = post(backend, vec![wav_field()], &[(BUSY_STATUS_HEADER, "503")]).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(header_of(&res, QUEUE_FULL_HEADER), None, "not a full queue");
 }
 
 #[actix_web::test]
@@ -451,6 +487,54 @@ async fn health_and_ready() {
     )
     .await;
     assert_eq!(res.status(), 200, "health stays 200 while not ready");
+}
+
+#[actix_web::test]
+async fn ready_with_admission_flips_while_the_queue_is_full() {
+    async fn ready_answer(f: Fake, uri: &str) -> (u16, Option<String>, serde_json::Value) {
+        let app = atest::init_service(
+            App::new()
+                .app_data(web::Data::new(f))
+                .configure(configure_for::<Fake>),
+        )
+        .await;
+        let res = atest::call_service(&app, atest::TestRequest::get().uri(uri).to_request()).await;
+        let status = res.status().as_u16();
+        let retry = header_of(&res, "retry-after");
+        (status, retry, json_of(res).await)
+    }
+    let with_depth = |depth| {
+        let mut f = fake(|| Ok(transcript()));
+        f.queue_depth = depth;
+        f
+    };
+    // Room left: ready either way.
+    for uri in ["/ready", "/ready?admission=1", "/ready?admission"] {
+        let (status, _, v) = ready_answer(with_depth(2), uri).await;
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("ready")),
+            "{uri}"
+        );
+    }
+    // Full: plain /ready stays 200 (busy is still ready: work queues) ...
+    let (status, _, v) = ready_answer(with_depth(3), "/ready").await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ready")));
+    let (status, _, _) = ready_answer(with_depth(3), "/ready?admission=0").await;
+    assert_eq!(status, 200, "admission=0 is the plain check");
+    // ... and the admission check says busy.
+    for uri in ["/ready?admission=1", "/ready?x=y&admission=true"] {
+        let (status, retry, v) = ready_answer(with_depth(3), uri).await;
+        assert_eq!(status, 503, "{uri}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(v["status"], "busy");
+        assert_eq!(v["queue_depth"], 3);
+    }
+    // Not ready wins over busy.
+    let mut f = with_depth(3);
+    f.ready = false;
+    let (status, _, v) = ready_answer(f, "/ready?admission=1").await;
+    assert_eq!((status, v["status"].as_str()), (503, Some("not_ready")));
 }
 
 #[actix_web::test]
