@@ -17,6 +17,12 @@ pub struct Cli {
     #[arg(long, env = "WHISPER_NODE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve on this inherited, already listening TCP socket (a file
+    /// descriptor number, e.g. from a supervisor or systemd socket
+    /// activation) instead of binding `--listen`.
+    #[arg(long, env = "WHISPER_NODE_LISTEN_FD")]
+    pub listen_fd: Option<i32>,
+
     /// HTTP worker threads (actix); 0 = one per core.
     #[arg(long, env = "WHISPER_NODE_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,

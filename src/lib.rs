@@ -28,7 +28,25 @@
 //! - [`jobs`]: async jobs (`/v1/jobs`): [`jobs::JobService`], an in-memory
 //!   job table with a crash-safe SQLite store owned by one writer thread,
 //!   and the runner that feeds the node one async job at a time.
+//! - [`server`]: the whole service as one call, [`server::run`] on a
+//!   listener until a shutdown future resolves (what `whisper-node` runs).
+//! - `actix_actor` (feature `actix`): the node as an actix actor.
 //! - `asr_ipc` (crate `ipc/`): the framed protocol spoken with the worker.
+//!
+//! # Ways in for a host application
+//! Every one reaches the same actor tree (one bounded queue, one worker
+//! process, the same admission rules and typed answers):
+//! - **tokio**: [`AsrNode::start`] → [`AsrNode::transcribe`] with 16 kHz
+//!   mono `i16` PCM; [`AsrNode::status`], [`AsrNode::shutdown`].
+//! - **actix-web**: mount the HTTP API in the host's own `App` with
+//!   [`http::configure`] (and [`http::app_data`] for the node), under any
+//!   scope, beside the host's routes.
+//! - **ractor**: [`AsrNode::spawn_linked`] starts the ASR tree as a child of
+//!   a host actor, which receives its supervision events
+//!   (`examples/ractor_host.rs`).
+//! - **actix actors** (feature `actix`): `actix_actor::AsrActor`, with
+//!   handlers for `Transcribe`, `TranscribeAudio` and `GetStatus`
+//!   (`examples/actix_host.rs`).
 
 #![warn(missing_docs)]
 
@@ -43,6 +61,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod node;
+pub mod server;
 pub mod telemetry;
 
 pub use api::{AsrError, NodeStatus, Transcript, TranscriptionRequest};

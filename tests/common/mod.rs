@@ -86,13 +86,24 @@ impl Service {
         Self::start_with(extra, &[]).expect("service failed to start")
     }
 
-    /// Starts the service; `Err` carries its log if it exited before listening.
+    /// Starts the service; `Err` carries its log if it exited before it
+    /// answered `/health`.
+    ///
+    /// The test binds the listening socket itself (port 0), so it knows the
+    /// address before the service starts, and hands it over as fd 3
+    /// (`--listen-fd 3`).
     pub fn start_with(
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Service, (Option<i32>, String)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+        let listen_fd = {
+            use std::os::fd::AsRawFd;
+            listener.as_raw_fd()
+        };
         let mut cmd = Command::new(service_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--http-workers", "2"]);
+        cmd.args(["--listen-fd", "3", "--http-workers", "2"]);
         if !extra.contains(&"--model-dir") {
             cmd.arg("--model-dir").arg(model_dir());
         }
@@ -111,17 +122,23 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // The service dies with the test binary, whatever happens.
+        // The service dies with the test binary, whatever happens; it gets
+        // the listener as fd 3 (dup2 leaves the copy open across exec).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::dup2(listen_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
         let mut child = spawn_from_long_lived_thread(cmd).expect("spawn whisper-node");
+        // The service owns the socket now; the test's copy would keep the
+        // port accepting connections after the service died.
+        drop(listener);
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
         {
             let logs = logs.clone();
             std::thread::spawn(move || {
@@ -137,23 +154,15 @@ impl Service {
                     }
                     let line = String::from_utf8_lossy(&buf).trim_end().to_string();
                     eprintln!("[svc] {line}");
-                    if let Some(i) = line.find("addr=") {
-                        let addr = line[i + 5..]
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("")
-                            .to_string();
-                        if line.contains("listening") {
-                            let _ = tx.send(addr);
-                        }
-                    }
                     logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }
             });
         }
+        // Up once `/health` answers (the model is loaded by then: the
+        // service serves HTTP only after its worker said hello).
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
+            if health_answers(addr) {
                 return Ok(Service {
                     child,
                     base: format!("http://{addr}"),
@@ -168,8 +177,9 @@ impl Service {
             }
             assert!(
                 Instant::now() < deadline,
-                "service did not start listening within 120 s"
+                "service did not answer /health within 120 s"
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -455,6 +465,33 @@ fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
     let (reply, rx) = mpsc::channel();
     tx.send((cmd, reply)).expect("spawner thread alive");
     rx.recv().expect("spawner answered")
+}
+
+/// Whether `GET /health` on `addr` answers 200 within a moment (a plain
+/// blocking HTTP/1.0 exchange: usable before any runtime exists).
+fn health_answers(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(300)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    head[..got].starts_with(b"HTTP/1.1 200") || head[..got].starts_with(b"HTTP/1.0 200")
 }
 
 /// Sends a signal.
