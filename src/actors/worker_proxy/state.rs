@@ -144,7 +144,7 @@ impl WorkerProxyState {
     /// Sends `job` to the child; returns it with its `worker.decode` span.
     /// Its header is encoded here, first: a job that cannot be sent is
     /// refused (`Err`) before anything of it reaches the child or the slots.
-    pub(super) fn send_job(&self, job: QueuedJob) -> Result<Held, (Held, AsrError)> {
+    pub(super) fn send_job(&self, job: QueuedJob) -> (Held, Result<(), AsrError>) {
         let span = crate::telemetry::decode_span(&job, self.generation(), self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
@@ -161,7 +161,7 @@ impl WorkerProxyState {
             Ok(h) => h,
             Err(e) => {
                 let detail = e.to_string();
-                return Err((held, AsrError::Unsendable { detail }));
+                return (held, Err(AsrError::Unsendable { detail }));
             }
         };
         let sent = self.send(Outgoing::Job {
@@ -174,7 +174,7 @@ impl WorkerProxyState {
             // answers (or requeues) the job.
             tracing::warn!(job_id = held.job.id, "worker stdin closed at dispatch");
         }
-        Ok(held)
+        (held, Ok(()))
     }
 
     /// Answers a job that could not be sent; the slots are untouched.
@@ -466,16 +466,16 @@ impl WorkerProxyState {
                 // in flight finished meanwhile.)
                 crate::telemetry::queue_wait_end(&mut job, "dispatched");
                 match self.send_job(job) {
-                    Ok(held) => self.start(myself, held),
-                    Err((held, err)) => self.refuse_unsendable(held, err),
+                    (held, Ok(())) => self.start(myself, held),
+                    (held, Err(err)) => self.refuse_unsendable(held, err),
                 }
             }
             Placement::Stage => match self.send_job(job) {
-                Ok(held) => {
+                (held, Ok(())) => {
                     tracing::debug!(parent: &held.job.span, job_id = held.job.id, "job staged in the worker");
                     self.slots.stage(held, Instant::now());
                 }
-                Err((held, err)) => self.refuse_unsendable(held, err),
+                (held, Err(err)) => self.refuse_unsendable(held, err),
             },
         }
         self.report_idle(myself, None);
