@@ -133,3 +133,6 @@ impl Actor for IngressActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

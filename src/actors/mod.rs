@@ -12,6 +12,8 @@ pub mod ingress;
 pub mod queue;
 pub mod shared;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod worker_proxy;
 
 pub use ingress::{IngressActor, IngressMsg};

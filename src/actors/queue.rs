@@ -147,6 +147,23 @@ pub fn fingerprint(samples: &[i16]) -> u64 {
     h.finish()
 }
 
+/// How long until a client refused for a full queue should retry: the
+/// waiting audio times the measured real-time factor (decode seconds per
+/// audio second), in whole seconds, between 1 and 120.
+pub fn busy_retry_after(waiting_audio_secs: f64, rtf: f64) -> Duration {
+    let secs = (waiting_audio_secs * rtf).clamp(1.0, 120.0);
+    Duration::from_secs_f64(secs.ceil())
+}
+
+/// The moving average of the real-time factor, with a finished job's `rtf`
+/// (ignored unless finite and positive).
+pub fn update_rtf(average: f64, rtf: Option<f64>) -> f64 {
+    match rtf.filter(|r| r.is_finite() && *r > 0.0) {
+        Some(r) => 0.8 * average + 0.2 * r,
+        None => average,
+    }
+}
+
 /// Quarantined inputs remembered (oldest forgotten first).
 const QUARANTINE_CAPACITY: usize = 1024;
 
@@ -209,11 +226,9 @@ impl QueueState {
         self.shared.set_queue_depth(self.waiting(), full);
     }
 
-    /// How long until a refused client should retry: the waiting audio
-    /// times the measured real-time factor, at least a second.
+    /// How long until a refused client should retry ([`busy_retry_after`]).
     fn busy_retry_after(&self) -> Duration {
-        let secs = (self.waiting_audio_secs() * self.rtf).clamp(1.0, 120.0);
-        Duration::from_secs_f64(secs.ceil())
+        busy_retry_after(self.waiting_audio_secs(), self.rtf)
     }
 
     fn down_retry_after(&self) -> Duration {
@@ -436,9 +451,7 @@ impl Actor for BoundedQueueActor {
         match msg {
             QueueMsg::Submit(job) => state.admit(&myself, job),
             QueueMsg::WorkerIdle { worker, rtf, stage } => {
-                if let Some(rtf) = rtf.filter(|r| r.is_finite() && *r > 0.0) {
-                    state.rtf = 0.8 * state.rtf + 0.2 * rtf;
-                }
+                state.rtf = update_rtf(state.rtf, rtf);
                 state.worker_up = true;
                 state.down_until = None;
                 // The proxy asks only while it holds no staged job.
@@ -478,3 +491,6 @@ impl Actor for BoundedQueueActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use super::ingress::{IngressActor, IngressArgs, IngressMsg};
 use super::queue::{BoundedQueueActor, QueueArgs, QueueLimits, QueueMsg};
 use super::shared::Shared;
+use super::worker_proxy::exit::WorkerExit;
 use super::worker_proxy::{WorkerProxyActor, WorkerProxyArgs, WorkerProxyMsg};
 use crate::api::StartError;
 use crate::config::NodeConfig;
@@ -48,10 +49,9 @@ pub enum SupervisorMsg {
     WorkerExited {
         /// Its generation.
         generation: u64,
-        /// Exit code or signal.
-        cause: String,
-        /// Set when it died before loading the model.
-        load_failure: Option<String>,
+        /// How and why it ended (exit code, signal, or killed by its proxy
+        /// for a reason), and whether it had loaded its model.
+        exit: WorkerExit,
     },
     /// Time to start the next worker.
     RestartWorker,
@@ -255,19 +255,21 @@ impl Actor for SupervisorActor {
                     }
                 }
             }
-            SupervisorMsg::WorkerExited {
-                generation,
-                cause,
-                load_failure,
-            } => {
+            SupervisorMsg::WorkerExited { generation, exit } => {
                 if generation != state.generation {
                     return Ok(());
                 }
                 state.worker = None;
+                tracing::info!(
+                    generation,
+                    kind = exit.cause.label(),
+                    loaded = exit.loaded,
+                    "worker ended"
+                );
                 if let Some(startup) = state.startup.take() {
                     // The very first worker never loaded: a start-up error,
                     // not a restart loop.
-                    let cause = load_failure.unwrap_or(cause);
+                    let cause = exit.load_failure().unwrap_or_else(|| exit.to_string());
                     let _ = startup.send(Err(StartError::ModelLoad {
                         model_path: state.config.model_dir.display().to_string(),
                         cause,
@@ -276,9 +278,9 @@ impl Actor for SupervisorActor {
                     myself.stop(Some("the model could not be loaded".into()));
                     return Ok(());
                 }
-                let cause = match load_failure {
-                    Some(f) => format!("{cause} (load failed: {f})"),
-                    None => cause,
+                let cause = match exit.load_failure() {
+                    Some(f) => format!("{exit} (load failed: {f})"),
+                    None => exit.to_string(),
                 };
                 state.schedule_restart(&myself, &cause);
             }

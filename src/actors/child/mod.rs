@@ -1,4 +1,11 @@
-//! Spawning and killing the `worker-proc` child process.
+//! Spawning, talking to and killing the `worker-proc` child process.
+//!
+//! This module owns everything about the child as a process: the command
+//! line ([`build_command`]), the spawn, the kill ([`ChildGuard`]), how it
+//! ended ([`ProcessExit`]), and (in [`io`]) its framed stdin/stdout, its
+//! stderr and the watch on its exit. What the frames *mean* is the worker
+//! proxy's business ([`super::worker_proxy`]).
+//!
 //!
 //! Three rules keep the child from ever outliving the service (seed lesson 5):
 //! - `prctl(PR_SET_PDEATHSIG, SIGKILL)` in `pre_exec`, so the kernel kills the
@@ -19,6 +26,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 use tokio::process::{Child, Command};
 
 use crate::config::NodeConfig;
+
+pub mod io;
 
 /// Builds the worker command line from the configuration (pure; no spawn).
 pub fn build_command(config: &NodeConfig) -> (PathBuf, Vec<String>) {
@@ -155,23 +164,46 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Describes how a child ended: exit code or signal.
-pub fn describe_exit(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        let name = match sig {
-            libc::SIGKILL => "SIGKILL",
-            libc::SIGABRT => "SIGABRT",
-            libc::SIGSEGV => "SIGSEGV",
-            libc::SIGTERM => "SIGTERM",
-            libc::SIGBUS => "SIGBUS",
-            libc::SIGILL => "SIGILL",
-            libc::SIGFPE => "SIGFPE",
-            _ => "signal",
-        };
-        format!("killed by {name} ({sig})")
-    } else {
-        format!("exited with code {}", status.code().unwrap_or(-1))
+/// How a child process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessExit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// Waiting on it failed.
+    WaitFailed(String),
+}
+
+impl From<&std::process::ExitStatus> for ProcessExit {
+    fn from(status: &std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.signal(), status.code()) {
+            (Some(sig), _) => ProcessExit::Signal(sig),
+            (None, code) => ProcessExit::Code(code.unwrap_or(-1)),
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcessExit::Code(c) => write!(f, "exited with code {c}"),
+            ProcessExit::Signal(sig) => {
+                let name = match *sig {
+                    libc::SIGKILL => "SIGKILL",
+                    libc::SIGABRT => "SIGABRT",
+                    libc::SIGSEGV => "SIGSEGV",
+                    libc::SIGTERM => "SIGTERM",
+                    libc::SIGBUS => "SIGBUS",
+                    libc::SIGILL => "SIGILL",
+                    libc::SIGFPE => "SIGFPE",
+                    _ => "signal",
+                };
+                write!(f, "killed by {name} ({sig})")
+            }
+            ProcessExit::WaitFailed(e) => write!(f, "wait failed: {e}"),
+        }
     }
 }
 
@@ -216,14 +248,11 @@ mod tests {
     #[test]
     fn exits_are_described_by_code_or_signal() {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            describe_exit(&std::process::ExitStatus::from_raw(9)),
-            "killed by SIGKILL (9)"
-        );
-        assert_eq!(
-            describe_exit(&std::process::ExitStatus::from_raw(3 << 8)),
-            "exited with code 3"
-        );
+        let exit = |raw| ProcessExit::from(&std::process::ExitStatus::from_raw(raw));
+        assert_eq!(exit(9), ProcessExit::Signal(9));
+        assert_eq!(exit(9).to_string(), "killed by SIGKILL (9)");
+        assert_eq!(exit(3 << 8), ProcessExit::Code(3));
+        assert_eq!(exit(3 << 8).to_string(), "exited with code 3");
     }
 
     #[tokio::test]
@@ -255,6 +284,9 @@ mod tests {
             .await
             .expect("child killed within 5 s")
             .unwrap();
-        assert_eq!(describe_exit(&status), "killed by SIGKILL (9)");
+        assert_eq!(
+            ProcessExit::from(&status).to_string(),
+            "killed by SIGKILL (9)"
+        );
     }
 }

@@ -1,0 +1,519 @@
+//! The [`WorkerProxyActor`](super::WorkerProxyActor)'s state and what it
+//! does with each event: jobs into slots and frames out to the child,
+//! answers to their clients, kills, and the exit's hand-back to the queue
+//! and the supervisor. The rules are in [`super`]'s docs; the decisions
+//! about slots are [`super::slots`]'.
+
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::exit::{ExitCause, KillReason, WorkerExit};
+use super::slots::{self, Liveness, Pairing, Placement, SlotJob, Slots};
+use super::{WorkerProxyArgs, WorkerProxyMsg, TICK};
+use crate::actors::child::io::Outgoing;
+use crate::actors::child::{ChildGuard, ProcessExit};
+use crate::actors::queue::{JobPayload, QueueMsg, QueuedJob};
+use crate::actors::supervisor::SupervisorMsg;
+use crate::api::{AsrError, Transcript};
+
+/// A job in a slot, with its `worker.decode` span (see
+/// [`crate::telemetry::decode_span`]). A staged job's `queue.wait` span
+/// stays open until the engine starts it.
+pub(super) struct Held {
+    pub(super) job: QueuedJob,
+    pub(super) span: tracing::Span,
+}
+
+impl SlotJob for Held {
+    fn id(&self) -> u64 {
+        self.job.id
+    }
+    fn client_gone(&self) -> bool {
+        self.job.reply.is_closed()
+    }
+    fn queue_deadline(&self) -> Instant {
+        self.job.deadline
+    }
+}
+
+impl AsRef<[i16]> for JobPayload {
+    fn as_ref(&self) -> &[i16] {
+        &self.samples
+    }
+}
+
+/// State of the [`WorkerProxyActor`].
+pub struct WorkerProxyState {
+    pub(super) args: WorkerProxyArgs,
+    pub(super) guard: ChildGuard,
+    /// Frames to the child; `None` once its stdin is to close.
+    pub(super) to_child: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// Its handshake, once it loaded.
+    pub(super) hello: Option<asr_ipc::Hello>,
+    pub(super) slots: Slots<Held>,
+    /// What it reported with `LoadFailed`, if it did.
+    pub(super) load_failure: Option<asr_ipc::LoadFailure>,
+    pub(super) tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for WorkerProxyState {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // `guard` drops after this and kills the process group.
+    }
+}
+
+impl WorkerProxyState {
+    pub(super) fn generation(&self) -> u64 {
+        self.args.generation
+    }
+
+    /// Answers the in-flight job (if any) with `err`.
+    pub(super) fn fail_in_flight(&mut self, err: AsrError) {
+        if let Some(f) = self.slots.take_in_flight() {
+            crate::telemetry::decode_error(&f.job.span, &err);
+            tracing::warn!(parent: &f.job.job.span, job_id = f.job.job.id, generation = self.generation(), error = %err, "job failed in the worker");
+            let _ = f.job.job.reply.send(Err(err));
+        }
+        self.args.shared.worker_busy(false);
+    }
+
+    /// The child died with `f` in flight: retry it, quarantine it, or fail
+    /// it, per `max_crash_retries`.
+    pub(super) fn crashed_in_flight(&mut self, f: Held, cause: &ExitCause) {
+        crate::telemetry::decode_failed(&f.span, "worker_crashed", cause);
+        let max = self.args.config.max_crash_retries;
+        let mut job = f.job;
+        if max == 0 {
+            let _ = job.reply.send(Err(AsrError::WorkerCrashed {
+                detail: cause.to_string(),
+            }));
+        } else if job.attempts < max {
+            job.attempts += 1;
+            let _ = self.args.queue.cast(QueueMsg::Retry(job));
+        } else {
+            tracing::error!(parent: &job.span, job_id = job.id, attempts = job.attempts + 1, "input crashed the worker repeatedly, quarantining it");
+            let _ = self.args.queue.cast(QueueMsg::Quarantine(job.fingerprint));
+            let _ = job.reply.send(Err(AsrError::Quarantined));
+        }
+    }
+
+    /// Tells the queue it may send a job, if a slot is free. `rtf` is that
+    /// of the job just finished, if any.
+    pub(super) fn report_idle(&self, myself: &ActorRef<WorkerProxyMsg>, rtf: Option<f64>) {
+        if let Some(stage) = self.slots.free_slot(self.stopping()) {
+            let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
+                worker: myself.clone(),
+                rtf,
+                stage,
+            });
+        }
+    }
+
+    /// Kills the child's process group for `reason`; its exit (and the
+    /// restart) follow, and the exit's cause carries the first reason.
+    pub(super) fn kill(&mut self, reason: KillReason) {
+        self.slots.kill(reason);
+        self.guard.kill();
+    }
+
+    /// Kills a loaded child for `reason` and publishes it not ready from
+    /// this instant, so nobody reads "ready" between a job's error and the
+    /// exit.
+    pub(super) fn kill_loaded(&mut self, reason: KillReason) {
+        self.args.shared.worker_exited(reason.to_string());
+        self.kill(reason);
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        self.args.shared.is_shutting_down()
+    }
+
+    pub(super) fn send(&self, out: Outgoing) -> bool {
+        self.to_child
+            .as_ref()
+            .map(|tx| tx.send(out).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Sends `job` to the child; returns it with its `worker.decode` span.
+    /// Its header is encoded here, first: a job that cannot be sent is
+    /// refused (`Err`) before anything of it reaches the child or the slots.
+    pub(super) fn send_job(&self, job: QueuedJob) -> (Held, Result<(), AsrError>) {
+        let span = crate::telemetry::decode_span(&job, self.generation(), self.hello.as_ref());
+        // The worker may ignore it; it makes the process boundary explicit.
+        let traceparent = crate::telemetry::traceparent(&span);
+        let header = asr_ipc::JobHeader {
+            id: job.id,
+            traceparent,
+            sample_count: job.payload.samples.len() as u64,
+            options: job.payload.options.clone(),
+            fault: job.payload.fault,
+            stream_segments: job.payload.stream_segments,
+        };
+        let held = Held { job, span };
+        let header = match asr_ipc::encode_job_header(&header) {
+            Ok(h) => h,
+            Err(e) => {
+                let detail = e.to_string();
+                return (held, Err(AsrError::Unsendable { detail }));
+            }
+        };
+        let sent = self.send(Outgoing::Job {
+            id: held.job.id,
+            header,
+            audio: held.job.payload.clone(),
+        });
+        if !sent {
+            // The writer stopped: the child is dying; Exited follows and
+            // answers (or requeues) the job.
+            tracing::warn!(job_id = held.job.id, "worker stdin closed at dispatch");
+        }
+        (held, Ok(()))
+    }
+
+    /// Answers a job that could not be sent; the slots are untouched.
+    pub(super) fn refuse_unsendable(&self, held: Held, err: AsrError) {
+        let Held { mut job, span } = held;
+        tracing::error!(parent: &job.span, job_id = job.id, audio_secs = job.audio_secs, error = %err, "job could not be sent to the worker");
+        crate::telemetry::queue_wait_end(&mut job, "unsendable");
+        crate::telemetry::decode_error(&span, &err);
+        let _ = job.reply.send(Err(err));
+    }
+
+    /// Whether an answer about `job_id` goes to the job in flight; on a
+    /// broken pairing every held job is failed and the child killed.
+    pub(super) fn deliverable(&mut self, job_id: u64, is_final: bool) -> bool {
+        match self.slots.pair(job_id, is_final) {
+            Pairing::Deliver => true,
+            Pairing::Drop => {
+                tracing::debug!(job_id, "answer nobody waits for dropped");
+                false
+            }
+            Pairing::Broken(detail) => {
+                self.broken_pairing(detail);
+                false
+            }
+        }
+    }
+
+    /// The child's answers no longer pair with the jobs: fail every job it
+    /// holds explicitly, and kill it (the supervisor restarts it).
+    pub(super) fn broken_pairing(&mut self, detail: String) {
+        tracing::error!(generation = self.generation(), %detail, "worker answers cannot be paired with jobs any more; failing every job it holds and restarting it");
+        // Not ready from this instant, as after a decode deadline.
+        self.args.shared.worker_exited(format!("killed: {detail}"));
+        let held = self.slots.break_pairing(detail.clone());
+        self.guard.kill();
+        let err = AsrError::WorkerProtocol { detail };
+        if let Some(f) = held.in_flight {
+            crate::telemetry::decode_error(&f.job.span, &err);
+            tracing::warn!(parent: &f.job.job.span, job_id = f.job.job.id, error = %err, "job failed: worker broke the protocol");
+            let _ = f.job.job.reply.send(Err(err.clone()));
+        }
+        if let Some(s) = held.staged {
+            let Held { mut job, span } = s.job;
+            crate::telemetry::queue_wait_end(&mut job, "worker_protocol");
+            crate::telemetry::decode_error(&span, &err);
+            tracing::warn!(parent: &job.span, job_id = job.id, error = %err, "staged job failed: worker broke the protocol");
+            let _ = job.reply.send(Err(err));
+        }
+    }
+
+    /// A frame arrived: the child is alive.
+    pub(super) fn heard(&mut self) {
+        if self.slots.heard(Instant::now()) {
+            tracing::warn!(
+                generation = self.generation(),
+                "worker heartbeat back, ready again"
+            );
+            self.args.shared.worker_heartbeat_late(false);
+        }
+    }
+
+    /// The liveness check of every [`TICK`] (see *Liveness*).
+    pub(super) fn check_heartbeat(&mut self) {
+        let config = &self.args.config;
+        let verdict = self.slots.liveness(
+            Instant::now(),
+            config.heartbeat_late(),
+            config.heartbeat_timeout(),
+        );
+        let generation = self.generation();
+        match verdict {
+            Liveness::Alive => {}
+            Liveness::Late(silent) => {
+                tracing::warn!(
+                    generation,
+                    ?silent,
+                    "worker heartbeat late, not ready until it comes back"
+                );
+                self.args.shared.worker_heartbeat_late(true);
+            }
+            Liveness::Unresponsive(silent) => {
+                let job_id = self.slots.in_flight().map(|f| f.job.job.id);
+                tracing::error!(
+                    generation,
+                    ?silent,
+                    ?job_id,
+                    "no heartbeat from the worker within the timeout, killing it"
+                );
+                self.kill_loaded(KillReason::Unresponsive { silent });
+                self.fail_in_flight(AsrError::WorkerUnresponsive { silent_for: silent });
+            }
+        }
+    }
+
+    /// `held` is now the one the engine decodes: start its decode deadline.
+    pub(super) fn start(&mut self, myself: &ActorRef<WorkerProxyMsg>, held: Held) {
+        let deadline = self.args.config.decode_deadline(held.job.audio_secs);
+        let id = held.job.id;
+        self.slots.start(held, Instant::now(), deadline);
+        self.args.shared.worker_busy(true);
+        myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+    }
+
+    /// The in-flight job was answered: the staged job (if any) takes its place.
+    pub(super) fn promote(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
+        let config = self.args.config.clone();
+        let promoted = self
+            .slots
+            .promote(Instant::now(), |h| config.decode_deadline(h.job.audio_secs));
+        match promoted {
+            Some((f, staged_for)) => {
+                let (id, deadline) = (f.job.job.id, f.deadline);
+                tracing::debug!(parent: &f.job.job.span, job_id = id, "staged job in flight");
+                crate::telemetry::queue_wait_end(&mut f.job.job, "dispatched");
+                crate::telemetry::decode_started_after_staging(&f.job.span, staged_for);
+                self.args.shared.worker_busy(true);
+                myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+            }
+            None => self.args.shared.worker_busy(false),
+        }
+    }
+
+    /// Takes the staged job back from the child (it may not decode it).
+    pub(super) fn unstage(&mut self, why: &'static str) -> Option<QueuedJob> {
+        let s = self.slots.unstage()?;
+        let Held { mut job, span } = s.job;
+        self.send(Outgoing::Cancel(job.id));
+        crate::telemetry::queue_wait_end(&mut job, why);
+        crate::telemetry::decode_skipped(&span, why);
+        Some(job)
+    }
+
+    /// The periodic check ([`WorkerProxyMsg::Tick`]).
+    pub(super) fn tick(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
+        self.check_heartbeat();
+        let now = Instant::now();
+        match self.slots.check_staged(now, self.stopping()) {
+            None => {}
+            Some(why @ slots::Unstage::ClientGone) => {
+                if let Some(job) = self.unstage(why.label()) {
+                    tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
+                }
+                self.report_idle(myself, None);
+            }
+            Some(why @ slots::Unstage::Expired) => {
+                if let Some(job) = self.unstage(why.label()) {
+                    let waited = now - job.admitted_at;
+                    tracing::info!(parent: &job.span, job_id = job.id, ?waited, "job waited past its deadline");
+                    crate::metrics::queue_timeout();
+                    let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+                }
+                self.report_idle(myself, None);
+            }
+            Some(why @ slots::Unstage::ShuttingDown) => {
+                if let Some(job) = self.unstage(why.label()) {
+                    let _ = job.reply.send(Err(AsrError::ShuttingDown));
+                }
+            }
+        }
+        if let Some(id) = self.slots.cancel_in_flight_if_gone() {
+            if let Some(f) = self.slots.in_flight() {
+                tracing::info!(parent: &f.job.job.span, job_id = id, "client gone, cancelling the job in the worker");
+            }
+            self.send(Outgoing::Cancel(id));
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, myself: &ActorRef<WorkerProxyMsg>, hello: asr_ipc::Hello) {
+        let generation = self.generation();
+        if hello.protocol_version != asr_ipc::PROTOCOL_VERSION {
+            let reason = KillReason::WrongProtocol {
+                worker: hello.protocol_version,
+                service: asr_ipc::PROTOCOL_VERSION,
+            };
+            tracing::error!(generation, "{reason}");
+            self.kill(reason);
+            return;
+        }
+        if !self.slots.loaded(Instant::now()) {
+            tracing::warn!(generation, lifecycle = ?self.slots.lifecycle(), "unexpected Hello ignored");
+            return;
+        }
+        tracing::info!(
+            generation,
+            pid = hello.pid,
+            model = %hello.model,
+            device = %hello.device,
+            compute_type = %hello.compute_type,
+            load_ms = hello.load_ms,
+            engine = %hello.engine.version,
+            engine_library = %hello.engine.library,
+            engine_backend = %hello.engine.backend,
+            "worker ready"
+        );
+        self.args.shared.worker_loaded(&hello);
+        let _ = self.args.supervisor.cast(SupervisorMsg::WorkerLoaded {
+            generation,
+            hello: hello.clone(),
+        });
+        self.hello = Some(hello);
+        self.tasks
+            .push(myself.send_interval(TICK, || WorkerProxyMsg::Tick));
+        self.report_idle(myself, None);
+    }
+
+    pub(super) fn on_done(
+        &mut self,
+        myself: &ActorRef<WorkerProxyMsg>,
+        result: asr_ipc::JobResult,
+    ) {
+        if !self.deliverable(result.job_id, true) {
+            return;
+        }
+        let Some(f) = self.slots.take_in_flight() else {
+            return; // (`deliverable` said it is in flight)
+        };
+        let generation = self.generation();
+        if let Some(idle) = result.timings.idle_before_us {
+            crate::metrics::engine_idle(Duration::from_micros(idle));
+        }
+        let Held { job, span } = f.job;
+        let decode_time = f.started_at.elapsed();
+        let rtf = (job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / job.audio_secs);
+        crate::telemetry::decode_succeeded(&span, job.audio_secs, &result, decode_time);
+        tracing::info!(
+            parent: &job.span,
+            job_id = job.id,
+            generation,
+            audio_secs = job.audio_secs,
+            decode_ms = decode_time.as_millis() as u64,
+            "job done"
+        );
+        // Publish "idle" (or the staged job in flight) and ask for the next
+        // job before the client can see its answer, so a status read right
+        // after the answer never shows this job still in flight.
+        self.promote(myself);
+        self.report_idle(myself, rtf);
+        let _ = job.reply.send(Ok(Transcript {
+            job_id: job.id,
+            queue_wait: f.started_at - job.admitted_at,
+            decode_time,
+            worker_generation: generation,
+            result,
+        }));
+    }
+
+    pub(super) fn on_failed(
+        &mut self,
+        myself: &ActorRef<WorkerProxyMsg>,
+        job_id: u64,
+        error: asr_ipc::WorkerError,
+    ) {
+        if !self.deliverable(job_id, true) {
+            return;
+        }
+        let Some(f) = self.slots.take_in_flight() else {
+            return; // (`deliverable` said it is in flight)
+        };
+        self.promote(myself);
+        self.report_idle(myself, None);
+        crate::telemetry::decode_failed(&f.job.span, "rejected", &error);
+        tracing::info!(parent: &f.job.job.span, job_id, generation = self.generation(), error = %error, "worker refused job");
+        let _ = f.job.job.reply.send(Err(AsrError::Rejected(error)));
+    }
+
+    pub(super) fn on_run(&mut self, myself: &ActorRef<WorkerProxyMsg>, mut job: QueuedJob) {
+        match self.slots.placement() {
+            Placement::Gone => {
+                // Lost a race with the child's exit: the queue serves it to
+                // the next worker.
+                tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
+                crate::telemetry::queue_wait_end(&mut job, "requeued");
+                let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                return;
+            }
+            Placement::Requeue => {
+                // Two answers to one request for work crossed: keep it first
+                // in line.
+                tracing::debug!(
+                    job_id = job.id,
+                    "no free slot, returning the job to the queue"
+                );
+                crate::telemetry::queue_wait_end(&mut job, "requeued");
+                let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                return;
+            }
+            Placement::Run => {
+                // (A no-op unless the queue sent it for staging and the job
+                // in flight finished meanwhile.)
+                crate::telemetry::queue_wait_end(&mut job, "dispatched");
+                match self.send_job(job) {
+                    (held, Ok(())) => self.start(myself, held),
+                    (held, Err(err)) => self.refuse_unsendable(held, err),
+                }
+            }
+            Placement::Stage => match self.send_job(job) {
+                (held, Ok(())) => {
+                    tracing::debug!(parent: &held.job.span, job_id = held.job.id, "job staged in the worker");
+                    self.slots.stage(held, Instant::now());
+                }
+                (held, Err(err)) => self.refuse_unsendable(held, err),
+            },
+        }
+        self.report_idle(myself, None);
+    }
+
+    pub(super) fn on_exited(&mut self, myself: &ActorRef<WorkerProxyMsg>, status: ProcessExit) {
+        let generation = self.generation();
+        let (held, killed) = self.slots.exited();
+        let cause = ExitCause::new(status, killed);
+        self.to_child = None;
+        tracing::warn!(generation, cause = %cause, kind = cause.label(), "worker exited");
+        self.args.shared.worker_exited(cause.to_string());
+        // First of all, the queue must stop dispatching to us: the requeued
+        // jobs below arrive after this.
+        let _ = self.args.queue.cast(QueueMsg::WorkerGone {
+            worker: myself.clone(),
+        });
+        // The staged job never reached the engine: it goes back to the front
+        // of the queue, behind the in-flight job's retry.
+        if let Some(s) = held.staged {
+            let Held { mut job, span } = s.job;
+            crate::telemetry::queue_wait_end(&mut job, "requeued");
+            crate::telemetry::decode_skipped(&span, "worker_exited");
+            let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+        }
+        if let Some(f) = held.in_flight {
+            self.crashed_in_flight(f.job, &cause);
+        }
+        let exit = WorkerExit {
+            cause,
+            loaded: self.hello.is_some(),
+            reported_load_failure: self.load_failure.take(),
+        };
+        let desc = exit.to_string();
+        let _ = self
+            .args
+            .supervisor
+            .cast(SupervisorMsg::WorkerExited { generation, exit });
+        let _ = myself.cast(WorkerProxyMsg::Stop(desc));
+    }
+}
