@@ -478,6 +478,8 @@ mod tests {
         let mut c = NodeConfig::default();
         assert_eq!(c.max_audio_secs, 10_800.0);
         c.validate().unwrap();
+        // 24 h of 16 kHz 16-bit PCM is 2.6 GiB: the decode budget must hold it.
+        c.decode_memory_budget_mib = 3 * 1024;
         c.max_audio_secs = asr_ipc::MAX_JOB_SECS;
         c.validate().unwrap();
         c.max_audio_secs = asr_ipc::MAX_JOB_SECS + 1.0;
