@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+pub use crate::error_code::Code;
 pub use asr_ipc::{DecodeOptions, Fault, JobResult, Segment, Task, Word, WorkerError};
 
 /// One transcription request, audio already decoded to 16 kHz mono.
@@ -164,6 +165,112 @@ pub enum AsrError {
     /// An internal fault of the node (500).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Longest worker message quoted back to a client.
+const MAX_QUOTED_LEN: usize = 200;
+
+impl AsrError {
+    /// The error's stable code (which fixes its HTTP status): see
+    /// [`crate::error_code`].
+    pub fn code(&self) -> Code {
+        match self {
+            AsrError::Busy { .. } => Code::QueueFull,
+            AsrError::Unavailable { .. } => Code::WorkerUnavailable,
+            AsrError::ShuttingDown => Code::ShuttingDown,
+            AsrError::QueueTimeout { .. } => Code::QueueTimeout,
+            AsrError::DecodeTimeout { .. } => Code::DecodeTimeout,
+            AsrError::WorkerUnresponsive { .. } => Code::WorkerUnresponsive,
+            AsrError::WorkerProtocol { .. } => Code::WorkerProtocolError,
+            AsrError::Unsendable { .. } => Code::JobUnsendable,
+            AsrError::WorkerCrashed { .. } => Code::WorkerCrashed,
+            AsrError::Quarantined => Code::InputQuarantined,
+            AsrError::Rejected(WorkerError::InvalidOptions(_)) => Code::InvalidOptions,
+            AsrError::Rejected(WorkerError::InvalidAudio(_)) => Code::InvalidAudio,
+            AsrError::Rejected(WorkerError::Engine(_)) => Code::EngineError,
+            AsrError::Cancelled | AsrError::Rejected(WorkerError::Cancelled) => Code::Cancelled,
+            AsrError::Internal(_) => Code::InternalError,
+        }
+    }
+
+    /// What a client is told: a short sentence about its request that
+    /// never carries internal detail (exit statuses, signals, paths: those
+    /// are in `Display`, for the logs). The worker's own reason is quoted
+    /// only for invalid options or audio, which are about the client's input.
+    pub fn client_message(&self) -> String {
+        match self {
+            AsrError::Busy { queued, .. } => {
+                format!("the server is busy ({queued} requests waiting); retry later")
+            }
+            AsrError::Unavailable { .. } => {
+                "the transcription worker is starting or restarting; retry later".into()
+            }
+            AsrError::ShuttingDown => {
+                "the server is shutting down; retry on another instance".into()
+            }
+            AsrError::QueueTimeout { .. } => {
+                "the request waited too long in the queue and was not transcribed".into()
+            }
+            AsrError::DecodeTimeout { .. } => {
+                "transcription took longer than its deadline and was stopped".into()
+            }
+            AsrError::WorkerUnresponsive { .. } => {
+                "the transcription worker stopped responding while holding this request; \
+                 it was restarted and the request was not transcribed"
+                    .into()
+            }
+            AsrError::WorkerProtocol { .. } => {
+                "the transcription worker answered out of turn, so its answers could not be \
+                 trusted; it was restarted and this request was not transcribed"
+                    .into()
+            }
+            AsrError::Unsendable { .. } => {
+                "the request could not be handed to the transcription worker and was not \
+                 transcribed"
+                    .into()
+            }
+            AsrError::WorkerCrashed { .. } => {
+                "the transcription worker failed while processing this request".into()
+            }
+            AsrError::Quarantined => {
+                "this audio repeatedly crashed the transcription worker and is refused".into()
+            }
+            AsrError::Rejected(WorkerError::InvalidOptions(m)) => {
+                format!("invalid options: {}", quote(m))
+            }
+            AsrError::Rejected(WorkerError::InvalidAudio(m)) => {
+                format!("invalid audio: {}", quote(m))
+            }
+            AsrError::Rejected(WorkerError::Engine(_)) => {
+                "the transcription engine failed on this request".into()
+            }
+            AsrError::Cancelled | AsrError::Rejected(WorkerError::Cancelled) => {
+                "the request was cancelled".into()
+            }
+            AsrError::Internal(_) => "an internal error occurred".into(),
+        }
+    }
+
+    /// When a retry is likely to be admitted, for the refusals a client
+    /// should retry (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AsrError::Busy { retry_after, .. } | AsrError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            AsrError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// A worker message cut to a sane length at a character boundary.
+fn quote(m: &str) -> String {
+    let m = m.trim();
+    match m.char_indices().nth(MAX_QUOTED_LEN) {
+        Some((i, _)) => format!("{}…", &m[..i]),
+        None => m.to_string(),
+    }
 }
 
 /// Lifecycle of the worker process.

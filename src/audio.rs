@@ -62,13 +62,15 @@
 //! FLAC with a bad CRC every kilobyte used to answer 200 with an empty text
 //! from 0.1 s of 11 s). A stream in which *no* packet decodes is
 //! [`AudioError::Corrupt`]. Other mid-stream failures (an unsupported
-//! feature, a sample-rate change) refuse the whole file rather than silently
+//! feature, a sample-rate change) refuse
+//! the whole file rather than silently
 //! dropping the rest of it.
 //!
 //! Decoding never panics: symphonia documents that some malformed streams
 //! may panic inside it, so the decoder runs under `catch_unwind` and such a
 //! panic becomes [`AudioError::Corrupt`].
 
+use crate::error_code::Code;
 use std::fs::File;
 use std::io::{Cursor, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -173,16 +175,16 @@ pub enum AudioError {
 
 impl AudioError {
     /// A stable, machine-readable code for clients.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            AudioError::Empty => "empty_file",
-            AudioError::Unsupported(_) => "unsupported_audio",
-            AudioError::Corrupt(_) => "corrupt_audio",
-            AudioError::NoSamples => "no_audio",
-            AudioError::NonFinite => "invalid_samples",
-            AudioError::Damaged { .. } => "damaged_audio",
-            AudioError::TooLong { .. } => "audio_too_long",
-            AudioError::OverBudget { .. } => "decode_busy",
+            AudioError::Empty => Code::EmptyFile,
+            AudioError::Unsupported(_) => Code::UnsupportedAudio,
+            AudioError::Corrupt(_) => Code::CorruptAudio,
+            AudioError::NoSamples => Code::NoAudio,
+            AudioError::NonFinite => Code::InvalidSamples,
+            AudioError::Damaged { .. } => Code::DamagedAudio,
+            AudioError::TooLong { .. } => Code::AudioTooLong,
+            AudioError::OverBudget { .. } => Code::DecodeBusy,
         }
     }
 }

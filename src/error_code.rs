@@ -133,6 +133,10 @@ codes! {
     JobBacklogFull => "job_backlog_full", 429;
     /// The job store cannot be written or was not opened.
     StoreUnavailable => "store_unavailable", 503;
+    /// A job's stored audio is missing or unreadable.
+    AudioLost => "audio_lost", 500;
+    /// The service stopped too many times while decoding this job.
+    Interrupted => "interrupted", 500;
     /// The node runs without the job service.
     JobsDisabled => "jobs_disabled", 404;
     /// `/metrics` is exported through another recorder in this process.
@@ -155,6 +159,13 @@ impl Code {
     /// carries `Retry-After`).
     pub const fn is_retryable(self) -> bool {
         matches!(self.status(), 429 | 503)
+    }
+}
+
+/// `code == "queue_full"`: compares the name.
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
     }
 }
 
@@ -191,7 +202,10 @@ mod tests {
     #[test]
     fn types_follow_the_status() {
         assert_eq!(Code::QueueFull.error_type(), "rate_limit_error");
-        assert_eq!(Code::WorkerUnavailable.error_type(), "service_unavailable_error");
+        assert_eq!(
+            Code::WorkerUnavailable.error_type(),
+            "service_unavailable_error"
+        );
         assert_eq!(Code::QueueTimeout.error_type(), "timeout_error");
         assert_eq!(Code::UploadTimeout.error_type(), "timeout_error");
         assert_eq!(Code::WorkerCrashed.error_type(), "server_error");

@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one configuration struct, CLI flags and env variables.
+//! - [`error_code`]: the one table of error codes (name, HTTP status, type)
+//!   every error maps into, and every metric label uses.
 //! - [`api`]: request, answer and error types shared by HTTP and the actors.
 //! - [`node`]: [`AsrNode`], the handle that starts the tree and submits jobs;
 //!   what a host application embeds.
@@ -56,6 +58,7 @@ pub mod actors;
 pub mod api;
 pub mod audio;
 pub mod config;
+pub mod error_code;
 pub mod http;
 pub mod ingest;
 pub mod jobs;

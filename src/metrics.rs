@@ -28,7 +28,7 @@
 //! | `asr_engine_idle_seconds` | histogram | measured inside the worker: how long the engine sat without work before each job (end of its previous job to the start of this one); under sustained load, the hand-over gap between jobs |
 //! | `asr_audio_seconds_total` | counter | audio seconds transcribed successfully (whole seconds; the remainder carries over) |
 //! | `asr_decode_failures_total{reason}` | counter | decodes that failed: `worker_crashed`, `decode_timeout`, `worker_unresponsive` (heartbeat timeout), `worker_protocol` (answer for the wrong job), `unsendable`, `rejected`, `shutting_down` (rate with `rate()`) |
-//! | `asr_jobs_total{outcome}` | counter | jobs answered by the node, by outcome (`ok`, `busy`, `worker_crashed`, …) |
+//! | `asr_jobs_total{outcome}` | counter | jobs answered by the node, by outcome (`ok` or the error code: `queue_full`, `worker_crashed`, …, as in the HTTP answer) |
 //! | `asr_worker_restarts_total` | counter | worker restarts |
 //! | `asr_worker_generation` | gauge | generation of the current worker (0, +1 per restart) |
 //! | `asr_worker_state{state}` | gauge | 1 for the worker's current state (`starting`, `ready`, `busy`, `unresponsive`, `restarting`, `stopped`), 0 for the others |
@@ -262,23 +262,12 @@ pub fn outcome(answer: &Result<Transcript, AsrError>) -> &'static str {
     }
 }
 
-/// The stable label of a node error (`busy`, `worker_crashed`, …).
+/// The stable label of a node error: its code's name (`queue_full`,
+/// `worker_crashed`, …; see [`crate::error_code`]), the same string the
+/// HTTP answer carries, so `asr_jobs_total` and `asr_requests_total` name
+/// an event alike.
 pub fn error_kind(e: &AsrError) -> &'static str {
-    match e {
-        AsrError::Busy { .. } => "busy",
-        AsrError::Unavailable { .. } => "unavailable",
-        AsrError::QueueTimeout { .. } => "queue_timeout",
-        AsrError::DecodeTimeout { .. } => "decode_timeout",
-        AsrError::WorkerUnresponsive { .. } => "worker_unresponsive",
-        AsrError::WorkerProtocol { .. } => "worker_protocol",
-        AsrError::Unsendable { .. } => "unsendable",
-        AsrError::WorkerCrashed { .. } => "worker_crashed",
-        AsrError::Quarantined => "quarantined",
-        AsrError::Rejected(_) => "rejected",
-        AsrError::ShuttingDown => "shutting_down",
-        AsrError::Cancelled => "cancelled",
-        AsrError::Internal(_) => "internal",
-    }
+    e.code().name()
 }
 
 /// A job was answered with `outcome` (see [`outcome`]).

@@ -61,9 +61,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
@@ -74,8 +74,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
-
-use crate::actors::queue::QueuedJob;
 
 /// Service name used when `OTEL_SERVICE_NAME` is not set.
 pub const DEFAULT_SERVICE_NAME: &str = "whisper-node";
@@ -322,73 +320,6 @@ pub fn traceparent(span: &Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
-/// Reads `traceparent` / `tracestate` from actix request headers.
-struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// Opens the `http.request` server span of a request: `otel.kind = server`,
-/// method, route, path, user agent, and (filled later by
-/// [`finish_http_span`]) status code and outcome. When tracing is exported,
-/// a valid incoming W3C `traceparent` header becomes its remote parent, and
-/// its `trace_id` is recorded so every log line inside the request names it.
-pub fn http_server_span(req: &actix_web::HttpRequest, route: &'static str) -> Span {
-    let span = tracing::info_span!(
-        "http.request",
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        http.route = route,
-        url.path = %req.path(),
-        user_agent.original = field::Empty,
-        http.response.status_code = field::Empty,
-        job_id = field::Empty,
-        outcome = field::Empty,
-        trace_id = field::Empty,
-    );
-    if let Some(ua) = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        span.record("user_agent.original", ua);
-    }
-    if trace_context_enabled() {
-        // Before anything starts the span: its parent is fixed at start.
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        });
-        if parent.span().span_context().is_valid() {
-            if let Err(e) = span.set_parent(parent) {
-                tracing::debug!(error = %e, "could not adopt the incoming traceparent");
-            }
-        }
-        if let Some(id) = trace_id(&span) {
-            span.record("trace_id", id.as_str());
-        }
-    }
-    span
-}
-
-/// Closes the books on a request: records status and outcome on its span
-/// (an error status for 5xx, as OpenTelemetry's HTTP conventions want for
-/// server spans) and counts it in the request metrics.
-pub fn finish_http_span(span: &Span, status: u16, outcome: &'static str, elapsed: Duration) {
-    span.record("http.response.status_code", i64::from(status));
-    span.record("outcome", outcome);
-    if status >= 500 && trace_context_enabled() {
-        span.set_status(Status::error(outcome));
-    }
-    crate::metrics::http_request(outcome, status, elapsed);
-}
-
 /// Opens the `asr.job` span of a job under `parent` (usually the request's
 /// `http.request` span), with `job_id` and `audio_secs`; `trace_id` is
 /// recorded on it unless its parent is the node's own `http.request` span,
@@ -408,96 +339,6 @@ pub fn job_span(parent: &Span, job_id: u64, audio_secs: f64) -> Span {
         }
     }
     span
-}
-
-/// A job's time in the queue: the `queue.wait` span, open from admission to
-/// dispatch (or expiry), and the instant it started.
-#[derive(Debug)]
-pub struct QueueWait {
-    span: Span,
-    since: Instant,
-}
-
-impl QueueWait {
-    /// Opens `queue.wait` under the job's span; `depth` is the number of jobs
-    /// waiting ahead of it.
-    pub fn start(job: &QueuedJob, depth: usize) -> Self {
-        let span = tracing::info_span!(
-            parent: &job.span,
-            "queue.wait",
-            job_id = job.id as i64,
-            queue_depth = depth as i64,
-            attempt = i64::from(job.attempts),
-            wait_ms = field::Empty,
-            outcome = field::Empty,
-        );
-        Self {
-            span,
-            since: Instant::now(),
-        }
-    }
-
-    /// Ends the span with `outcome` (`dispatched`, `expired`, `client_gone`,
-    /// …) and returns how long the job waited.
-    pub fn end(self, outcome: &'static str) -> Duration {
-        let waited = self.since.elapsed();
-        self.span.record("wait_ms", waited.as_secs_f64() * 1e3);
-        self.span.record("outcome", outcome);
-        waited
-    }
-}
-
-/// Starts a job's queue wait (admission, or re-admission after a crash).
-pub fn queue_wait_start(job: &mut QueuedJob, depth: usize) {
-    job.queue_wait = Some(QueueWait::start(job, depth));
-}
-
-/// Ends a job's queue wait with `outcome`; a `dispatched` wait is observed in
-/// `asr_queue_wait_seconds`.
-pub fn queue_wait_end(job: &mut QueuedJob, outcome: &'static str) {
-    if let Some(w) = job.queue_wait.take() {
-        let waited = w.end(outcome);
-        if outcome == "dispatched" {
-            crate::metrics::job_dispatched(waited);
-        }
-    }
-}
-
-/// Opens the `worker.decode` span of a job handed to the worker, under the
-/// job's span: job id, attempt, audio seconds, beam size, worker generation
-/// and pid, and the model, device and compute type from the worker's
-/// handshake. Outcome and real-time factor are recorded when it ends.
-pub fn decode_span(job: &QueuedJob, generation: u64, hello: Option<&asr_ipc::Hello>) -> Span {
-    let (model, device, compute_type, pid) = match hello {
-        Some(h) => (
-            h.model.as_str(),
-            h.device.as_str(),
-            h.compute_type.as_str(),
-            h.pid,
-        ),
-        None => ("", "", "", 0),
-    };
-    tracing::info_span!(
-        parent: &job.span,
-        "worker.decode",
-        otel.kind = "client",
-        job_id = job.id as i64,
-        attempt = i64::from(job.attempts),
-        audio_secs = job.audio_secs,
-        beam_size = i64::from(job.payload.options.beam_size),
-        model,
-        device,
-        compute_type,
-        worker_generation = generation as i64,
-        worker_pid = i64::from(pid),
-        staged_ms = field::Empty,
-        decode_ms = field::Empty,
-        rtf = field::Empty,
-        language = field::Empty,
-        segments = field::Empty,
-        outcome = field::Empty,
-        error = field::Empty,
-    )
 }
 
 /// A staged job became the one the engine decodes, after `staged` in the
@@ -600,6 +441,8 @@ mod tests {
     use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
     use super::*;
+    // The test follows a request through every layer's spans.
+    use crate::http::trace::{finish_http_span, http_server_span};
 
     #[test]
     fn export_is_configured_by_the_standard_variables_only() {

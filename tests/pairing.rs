@@ -82,7 +82,7 @@ async fn answers_out_of_order_fail_every_held_job_and_no_client_gets_another_tex
     }
     restarted_and_serving(&svc).await;
     let (_, h) = svc.get_json("/health").await;
-    assert_eq!(h["jobs"]["worker_protocol"], 2, "{h}");
+    assert_eq!(h["jobs"]["worker_protocol_error"], 2, "{h}");
 }
 
 #[tokio::test]

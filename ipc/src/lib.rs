@@ -97,6 +97,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 1000;
 /// Sample rate of every PCM buffer that crosses the boundary.
 pub const SAMPLE_RATE: u32 = 16_000;
 
+/// Widest beam (and `best_of`) a job may ask for: the HTTP form refuses
+/// more (400) and the worker refuses more (`InvalidOptions`); one bound for
+/// both ends.
+pub const MAX_BEAM_SIZE: u32 = 32;
+
 /// Messages from the parent to the worker.
 // A job is much larger than `Shutdown`; it is decoded once and moved once.
 #[allow(clippy::large_enum_variant)]

@@ -9,6 +9,7 @@
 
 pub mod child;
 pub mod ingress;
+pub mod job;
 pub mod queue;
 pub mod shared;
 pub mod supervisor;

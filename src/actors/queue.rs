@@ -37,57 +37,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
+pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
-use crate::api::{AsrError, DecodeOptions, Fault, Transcript};
-
-/// Where a job's answer goes.
-pub type Reply = RpcReplyPort<Result<Transcript, AsrError>>;
-
-/// The audio and options of a job, shared (not copied) between the queue,
-/// the worker proxy and a possible retry.
-#[derive(Debug)]
-pub struct JobPayload {
-    /// 16 kHz mono 16-bit PCM.
-    pub samples: Vec<i16>,
-    /// Decode options.
-    pub options: DecodeOptions,
-    /// Injected fault (tests).
-    pub fault: Option<Fault>,
-    /// Whether the worker sends the segments of each window as it goes.
-    pub stream_segments: bool,
-}
-
-/// A job on its way through the tree.
-#[derive(Debug)]
-pub struct QueuedJob {
-    /// Node-unique id.
-    pub id: u64,
-    /// Audio and options.
-    pub payload: Arc<JobPayload>,
-    /// Seconds of audio.
-    pub audio_secs: f64,
-    /// When the queue admitted it.
-    pub admitted_at: Instant,
-    /// When it must have been dispatched.
-    pub deadline: Instant,
-    /// The job's span (child of the request's span).
-    pub span: tracing::Span,
-    /// Where the answer goes.
-    pub reply: Reply,
-    /// Times this job was already in flight when the worker crashed.
-    pub attempts: u32,
-    /// Hash of the audio, to recognise a quarantined input.
-    pub fingerprint: u64,
-    /// Where decode progress goes, if anyone listens.
-    pub progress: Option<crate::api::ProgressSink>,
-    /// Where segments go as they are decoded, if anyone streams them.
-    pub segments: Option<crate::api::SegmentSink>,
-    /// Its `queue.wait` span while it waits (see [`crate::telemetry`]).
-    pub queue_wait: Option<crate::telemetry::QueueWait>,
-}
+use crate::api::AsrError;
 
 /// Messages of the [`BoundedQueueActor`].
 #[derive(Debug)]
@@ -130,21 +85,6 @@ pub enum QueueMsg {
     Quarantine(u64),
     /// Shutdown: answer everything waiting with 503 and admit nothing more.
     Drain,
-}
-
-/// Hash of a job's audio, used to recognise a quarantined input.
-pub fn fingerprint(samples: &[i16]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    // SAFETY: i16 has no padding or invalid bit patterns as bytes.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            samples.as_ptr().cast::<u8>(),
-            std::mem::size_of_val(samples),
-        )
-    };
-    h.write(bytes);
-    h.finish()
 }
 
 /// How long until a client refused for a full queue should retry: the
@@ -274,7 +214,7 @@ impl QueueState {
         }
         self.arm_deadline(myself, &job);
         self.queued_audio_secs += job.audio_secs;
-        crate::telemetry::queue_wait_start(&mut job, self.jobs.len());
+        job.start_queue_wait(self.jobs.len());
         self.jobs.push_back(job);
         self.dispatch();
     }
@@ -306,7 +246,7 @@ impl QueueState {
         job.deadline = Instant::now() + max_wait + self.down_retry_after();
         self.arm_deadline(myself, &job);
         self.queued_audio_secs += job.audio_secs;
-        crate::telemetry::queue_wait_start(&mut job, self.jobs.len());
+        job.start_queue_wait(self.jobs.len());
         self.jobs.push_front(job);
         self.dispatch();
     }
@@ -335,7 +275,7 @@ impl QueueState {
             };
             if job.reply.is_closed() {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
-                crate::telemetry::queue_wait_end(&mut job, "client_gone");
+                job.end_queue_wait("client_gone");
                 self.idle_worker = Some((worker, stage));
                 continue;
             }
@@ -343,7 +283,7 @@ impl QueueState {
             if now >= job.deadline {
                 let waited = now - job.admitted_at;
                 crate::metrics::queue_timeout();
-                crate::telemetry::queue_wait_end(&mut job, "expired");
+                job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
                 self.idle_worker = Some((worker, stage));
                 continue;
@@ -351,7 +291,7 @@ impl QueueState {
             // A staged job still waits: the proxy ends its queue wait when the
             // engine starts it.
             if !stage {
-                crate::telemetry::queue_wait_end(&mut job, "dispatched");
+                job.end_queue_wait("dispatched");
             }
             let audio_secs = job.audio_secs;
             match worker.cast(WorkerProxyMsg::Run(job)) {
@@ -383,7 +323,7 @@ impl QueueState {
         for mut job in self.jobs.drain(..) {
             if job.reply.is_closed() {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
-                crate::telemetry::queue_wait_end(&mut job, "client_gone");
+                job.end_queue_wait("client_gone");
                 self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
             } else {
                 kept.push_back(job);
@@ -407,7 +347,7 @@ impl QueueState {
                 let waited = job.admitted_at.elapsed();
                 tracing::info!(parent: &job.span, job_id = id, ?waited, "job waited past its deadline");
                 crate::metrics::queue_timeout();
-                crate::telemetry::queue_wait_end(&mut job, "expired");
+                job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
             }
         }

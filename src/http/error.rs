@@ -8,32 +8,11 @@
 //! 429 and 503 always carry `Retry-After` in whole seconds (rounded up, at
 //! least 1).
 //!
-//! | cause | status | `code` |
-//! | --- | --- | --- |
-//! | bad multipart, missing `file`, bad parameter | 400 | `invalid_multipart`, `missing_file`, `invalid_parameter`, … |
-//! | empty, corrupt or sample-less audio, NaN samples | 400 | `empty_file`, `corrupt_audio`, `no_audio`, `invalid_samples` |
-//! | upload over `max_upload_bytes` | 413 | `upload_too_large` |
-//! | audio over `max_audio_secs` | 413 | `audio_too_long` |
-//! | more than 5 % of the audio packets undecodable (bad CRCs, damaged frames) | 422 | `damaged_audio` |
-//! | too many uploads being read at once (`--max-concurrent-uploads`) | 429 + `Retry-After` | `too_many_uploads` |
-//! | the upload arrived too slowly (`--upload-min-bytes-per-sec`, `--upload-timeout-secs`) | 408 | `upload_timeout` |
-//! | the shared decode memory budget is full (`--decode-memory-budget-mib`) | 503 + `Retry-After` | `decode_busy` |
-//! | `Host` not in `--allowed-hosts` | 421 | `host_not_allowed` |
-//! | unknown container or codec | 415 | `unsupported_audio` |
-//! | [`AsrError::Quarantined`] | 422 | `input_quarantined` |
-//! | [`AsrError::Rejected`] with invalid options / audio | 400 | `invalid_options` / `invalid_audio` |
-//! | [`AsrError::Busy`] | 429 + `Retry-After` | `queue_full` |
-//! | [`AsrError::Unavailable`] | 503 + `Retry-After` | `worker_unavailable` |
-//! | [`AsrError::ShuttingDown`] | 503 + `Retry-After` | `shutting_down` |
-//! | [`AsrError::QueueTimeout`] | 504 | `queue_timeout` |
-//! | [`AsrError::DecodeTimeout`] | 504 | `decode_timeout` |
-//! | [`AsrError::WorkerUnresponsive`] (no heartbeat) | 504 | `worker_unresponsive` |
-//! | [`AsrError::WorkerProtocol`] (an answer for another job) | 502 | `worker_protocol_error` |
-//! | [`AsrError::Unsendable`] | 500 | `job_unsendable` |
-//! | [`AsrError::WorkerCrashed`] | 500 | `worker_crashed` |
-//! | [`AsrError::Rejected`] by the engine | 500 | `engine_error` |
-//! | [`AsrError::Cancelled`] (the client left; nobody reads it) | 408 | `cancelled` |
-//! | [`AsrError::Internal`], a failed blocking task | 500 | `internal_error` |
+//! Every error's code comes from the one table in [`crate::error_code`],
+//! which fixes its status and `type`: domain errors map into it
+//! ([`AsrError::code`], [`AudioError::code`]) and so do the HTTP layer's own
+//! (form, routing, Host check, job routes). The human messages of node
+//! errors are the domain's ([`AsrError::client_message`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -45,26 +24,22 @@ use serde::Serialize;
 
 use crate::api::{AsrError, WorkerError};
 use crate::audio::AudioError;
-
-/// Longest worker message quoted back to a client.
-const MAX_QUOTED_LEN: usize = 200;
+pub use crate::error_code::Code;
 
 /// An HTTP error answer: status, stable code, human message, optional
 /// offending parameter and retry hint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: Code,
     message: String,
     param: Option<&'static str>,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    /// An error with this status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with this code (which fixes its status) and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             param: None,
@@ -72,32 +47,22 @@ impl ApiError {
         }
     }
 
-    /// A 400 with this code and message.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
     /// A 400 `invalid_parameter` naming the offending form field.
     pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
-        Self::bad_request("invalid_parameter", message).with_param(param)
+        Self::new(Code::InvalidParameter, message).with_param(param)
     }
 
     /// A 413 `upload_too_large` for an upload over `limit` bytes.
     pub fn upload_too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload_too_large",
+            Code::UploadTooLarge,
             format!("the upload is larger than the limit of {limit} bytes"),
         )
     }
 
     /// A 500 `internal_error`; the cause belongs in the logs, not here.
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "an internal error occurred",
-        )
+        Self::new(Code::InternalError, "an internal error occurred")
     }
 
     /// Names the form field the error is about.
@@ -112,13 +77,18 @@ impl ApiError {
         self
     }
 
-    /// The HTTP status.
+    /// The HTTP status (fixed by the code).
     pub fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// The stable, machine-readable code.
+    /// The stable, machine-readable code's name.
     pub fn code(&self) -> &'static str {
+        self.code.name()
+    }
+
+    /// The code itself.
+    pub fn error_code(&self) -> Code {
         self.code
     }
 
@@ -132,21 +102,15 @@ impl ApiError {
         self.param
     }
 
-    /// OpenAI-style error `type`, derived from the status.
+    /// OpenAI-style error `type` (from the code's status).
     pub fn error_type(&self) -> &'static str {
-        match self.status.as_u16() {
-            429 => "rate_limit_error",
-            503 => "service_unavailable_error",
-            408 | 504 => "timeout_error",
-            s if s >= 500 => "server_error",
-            _ => "invalid_request_error",
-        }
+        self.code.error_type()
     }
 
     /// The `Retry-After` value in whole seconds (rounded up, at least 1), for
     /// 429 and 503 answers; `None` for other statuses.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        match self.status {
+        match self.status() {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Some(
                 retry_after_secs(self.retry_after.unwrap_or(Duration::from_secs(1))),
             ),
@@ -168,7 +132,7 @@ impl ApiError {
             message: &self.message,
             error_type: self.error_type(),
             param: self.param,
-            code: self.code,
+            code: self.code.name(),
         }})
     }
 }
@@ -184,7 +148,7 @@ impl fmt::Display for ApiError {
         write!(
             f,
             "{} ({}): {}",
-            self.status.as_u16(),
+            self.code.status(),
             self.code,
             self.message
         )
@@ -195,11 +159,11 @@ impl std::error::Error for ApiError {}
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status);
+        let mut res = HttpResponse::build(self.status());
         if let Some(secs) = self.retry_after_secs() {
             res.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
         }
@@ -209,125 +173,38 @@ impl ResponseError for ApiError {
 
 impl From<AudioError> for ApiError {
     fn from(e: AudioError) -> Self {
-        let status = match &e {
-            AudioError::OverBudget { .. } => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
-                    .with_retry_after(crate::audio::OVER_BUDGET_RETRY_AFTER);
-            }
-            AudioError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AudioError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AudioError::Damaged { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AudioError::Empty
-            | AudioError::Corrupt(_)
-            | AudioError::NoSamples
-            | AudioError::NonFinite => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, e.code(), e.to_string()).with_param("file")
+        let retry = matches!(e, AudioError::OverBudget { .. });
+        let api = ApiError::new(e.code(), e.to_string()).with_param("file");
+        if retry {
+            api.with_retry_after(crate::audio::OVER_BUDGET_RETRY_AFTER)
+        } else {
+            api
+        }
     }
 }
 
 impl From<crate::ingest::UploadsBusy> for ApiError {
     fn from(e: crate::ingest::UploadsBusy) -> Self {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_uploads",
-            e.to_string(),
-        )
-        .with_retry_after(crate::ingest::UPLOADS_BUSY_RETRY_AFTER)
+        ApiError::new(Code::TooManyUploads, e.to_string())
+            .with_retry_after(crate::ingest::UPLOADS_BUSY_RETRY_AFTER)
     }
 }
 
 impl From<AsrError> for ApiError {
     fn from(e: AsrError) -> Self {
-        match e {
-            AsrError::Busy {
-                retry_after,
-                queued,
-            } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
-                format!("the server is busy ({queued} requests waiting); retry later"),
-            )
-            .with_retry_after(retry_after),
-            AsrError::Unavailable { retry_after, .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "worker_unavailable",
-                "the transcription worker is starting or restarting; retry later",
-            )
-            .with_retry_after(retry_after),
-            AsrError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down; retry on another instance",
-            )
-            .with_retry_after(Duration::from_secs(1)),
-            AsrError::QueueTimeout { .. } => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "queue_timeout",
-                "the request waited too long in the queue and was not transcribed",
-            ),
-            AsrError::DecodeTimeout { .. } => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "decode_timeout",
-                "transcription took longer than its deadline and was stopped",
-            ),
-            AsrError::WorkerUnresponsive { .. } => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "worker_unresponsive",
-                "the transcription worker stopped responding while holding this request; \
-                 it was restarted and the request was not transcribed",
-            ),
-            AsrError::WorkerProtocol { .. } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "worker_protocol_error",
-                "the transcription worker answered out of turn, so its answers could not be \
-                 trusted; it was restarted and this request was not transcribed",
-            ),
-            AsrError::Unsendable { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "job_unsendable",
-                "the request could not be handed to the transcription worker and was not \
-                 transcribed",
-            ),
-            AsrError::WorkerCrashed { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "worker_crashed",
-                "the transcription worker failed while processing this request",
-            ),
-            AsrError::Quarantined => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "input_quarantined",
-                "this audio repeatedly crashed the transcription worker and is refused",
-            )
-            .with_param("file"),
-            AsrError::Rejected(WorkerError::InvalidOptions(m)) => {
-                ApiError::bad_request("invalid_options", format!("invalid options: {}", quote(&m)))
-            }
-            AsrError::Rejected(WorkerError::InvalidAudio(m)) => {
-                ApiError::bad_request("invalid_audio", format!("invalid audio: {}", quote(&m)))
-                    .with_param("file")
-            }
-            AsrError::Rejected(WorkerError::Engine(_)) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "engine_error",
-                "the transcription engine failed on this request",
-            ),
-            AsrError::Cancelled | AsrError::Rejected(WorkerError::Cancelled) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "cancelled",
-                "the request was cancelled",
-            ),
-            AsrError::Internal(_) => ApiError::internal(),
+        // The code, the client's message and the retry hint all come from
+        // the domain error; internal detail stays in the logs.
+        let mut api = ApiError::new(e.code(), e.client_message());
+        if let Some(after) = e.retry_after() {
+            api = api.with_retry_after(after);
         }
-    }
-}
-
-/// A worker message cut to a sane length at a character boundary.
-fn quote(m: &str) -> String {
-    let m = m.trim();
-    match m.char_indices().nth(MAX_QUOTED_LEN) {
-        Some((i, _)) => format!("{}…", &m[..i]),
-        None => m.to_string(),
+        if matches!(
+            e,
+            AsrError::Quarantined | AsrError::Rejected(WorkerError::InvalidAudio(_))
+        ) {
+            api = api.with_param("file");
+        }
+        api
     }
 }
 
@@ -531,6 +408,9 @@ mod tests {
         let e = ApiError::from(AsrError::Rejected(WorkerError::InvalidOptions(
             "é".repeat(1000),
         )));
-        assert!(e.message().chars().count() < MAX_QUOTED_LEN + 30);
+        assert!(
+            e.message().chars().count() < 200 + 30,
+            "quoted at most 200 characters"
+        );
     }
 }

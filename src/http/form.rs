@@ -43,6 +43,7 @@
 //! [`FormLimits::spool_dir`], and decoded from there. So a slow or large
 //! upload holds at most 1 MiB of memory.
 
+use crate::error_code::Code;
 use std::cell::Cell;
 use std::future::Future;
 use std::path::PathBuf;
@@ -82,7 +83,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 pub const MAX_FIELDS: usize = 32;
 
 /// Largest accepted `beam_size`.
-pub const MAX_BEAM_SIZE: u32 = 32;
+pub use asr_ipc::MAX_BEAM_SIZE;
 
 /// `vad_filter` when the form does not say: on. Measured with `tiny.en`
 /// (tests/fixtures/longform/README.md), voice-activity detection first made
@@ -235,8 +236,8 @@ where
         let mut field = field.map_err(map_err)?;
         fields += 1;
         if fields > MAX_FIELDS {
-            return Err(ApiError::bad_request(
-                "too_many_fields",
+            return Err(ApiError::new(
+                Code::TooManyFields,
                 format!("the form has more than {MAX_FIELDS} parts"),
             ));
         }
@@ -244,8 +245,8 @@ where
         match name.as_str() {
             "file" => {
                 if raw.file.is_some() {
-                    return Err(ApiError::bad_request(
-                        "duplicate_file",
+                    return Err(ApiError::new(
+                        Code::DuplicateFile,
                         "the form has more than one file field",
                     )
                     .with_param("file"));
@@ -296,11 +297,7 @@ enum Trip {
 
 /// The 408 of a body that came too slowly.
 pub fn upload_timeout(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::REQUEST_TIMEOUT,
-        "upload_timeout",
-        message,
-    )
+    ApiError::new(Code::UploadTimeout, message)
 }
 
 fn multipart_error(e: MultipartError, tripped: Trip, limits: &FormLimits) -> ApiError {
@@ -325,15 +322,16 @@ fn multipart_error(e: MultipartError, tripped: Trip, limits: &FormLimits) -> Api
         // `check_content_type` has already refused these; kept for safety.
         MultipartError::ContentTypeMissing
         | MultipartError::ContentTypeParse
-        | MultipartError::ContentTypeIncompatible => ApiError::bad_request(
-            "invalid_content_type",
+        | MultipartError::ContentTypeIncompatible => ApiError::new(
+            Code::InvalidContentType,
             "the request body must be multipart/form-data with a boundary",
         ),
-        MultipartError::Payload(PayloadError::Overflow) => {
-            ApiError::bad_request("invalid_multipart", "a multipart part header is too large")
-        }
-        other => ApiError::bad_request(
-            "invalid_multipart",
+        MultipartError::Payload(PayloadError::Overflow) => ApiError::new(
+            Code::InvalidMultipart,
+            "a multipart part header is too large",
+        ),
+        other => ApiError::new(
+            Code::InvalidMultipart,
             format!("malformed multipart body: {other}"),
         ),
     }
@@ -355,8 +353,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_content_type",
+        Err(ApiError::new(
+            Code::InvalidContentType,
             "the request body must be multipart/form-data with a boundary",
         ))
     }
@@ -575,16 +573,16 @@ async fn read_text(
     while let Some(chunk) = field.next().await {
         let chunk = chunk.map_err(map_err)?;
         if buf.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
-            return Err(ApiError::bad_request(
-                "field_too_long",
+            return Err(ApiError::new(
+                Code::FieldTooLong,
                 format!("the {name} field is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
             ));
         }
         buf.extend_from_slice(&chunk);
     }
     String::from_utf8(buf).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_parameter",
+        ApiError::new(
+            Code::InvalidParameter,
             format!("the {name} field is not valid UTF-8"),
         )
     })
@@ -636,7 +634,7 @@ impl RawForm {
 
     fn validate(self) -> Result<TranscriptionForm, ApiError> {
         let file = self.file.ok_or_else(|| {
-            ApiError::bad_request("missing_file", "the form has no file field").with_param("file")
+            ApiError::new(Code::MissingFile, "the form has no file field").with_param("file")
         })?;
 
         let response_format = match &self.response_format {

@@ -29,11 +29,12 @@
 //! and put a `web::Data<AllowedHosts>` in its app data; without one the
 //! check allows everything (embedding hosts do their own).
 
+use crate::error_code::Code;
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
@@ -176,8 +177,7 @@ pub async fn check<B: MessageBody>(
         .collect();
     tracing::warn!(host = %shown, path = %req.path(), "request for a host that is not allowed refused");
     let e = ApiError::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        "host_not_allowed",
+        Code::HostNotAllowed,
         format!("this server does not answer for host {shown:?} (see --allowed-hosts)"),
     );
     Ok(req.into_response(e.error_response()).map_into_right_body())

@@ -35,10 +35,10 @@
 //! Polls are answered from memory: no handler here waits on the store or
 //! the node, except `POST`, which waits for its own durable write.
 
+use crate::error_code::Code;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -102,12 +102,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut res = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
-    .error_response();
+    let mut res =
+        ApiError::new(Code::MethodNotAllowed, "method not allowed on this route").error_response();
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
@@ -119,22 +115,20 @@ fn service(req: &HttpRequest) -> Result<web::Data<JobService>, ApiError> {
     }
     if req.app_data::<web::Data<JobsUnavailable>>().is_some() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            Code::StoreUnavailable,
             "async jobs are unavailable: the job store could not be opened \
              (synchronous transcription still works)",
         )
         .with_retry_after(UNAVAILABLE_RETRY_AFTER));
     }
     Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "jobs_disabled",
+        Code::JobsDisabled,
         "async jobs are not enabled on this server",
     ))
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "job_not_found", "no such job")
+    ApiError::new(Code::JobNotFound, "no such job")
 }
 
 fn job_id(req: &HttpRequest) -> Result<JobId, ApiError> {
@@ -151,22 +145,19 @@ impl From<SubmitError> for ApiError {
                 pending,
                 retry_after,
             } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "job_backlog_full",
+                Code::JobBacklogFull,
                 format!("{pending} async jobs are queued or running; retry later"),
             )
             .with_retry_after(retry_after),
             SubmitError::UploadTooLarge { limit } => ApiError::upload_too_large(limit),
             SubmitError::Audio(e) => ApiError::from(e),
             SubmitError::Store(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                Code::StoreUnavailable,
                 "the job could not be stored; retry later",
             )
             .with_retry_after(Duration::from_secs(5)),
             SubmitError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                Code::ShuttingDown,
                 "the server is shutting down; retry on another instance",
             )
             .with_retry_after(Duration::from_secs(1)),
@@ -177,7 +168,7 @@ impl From<SubmitError> for ApiError {
 
 /// `POST /v1/jobs`.
 async fn create(req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let span = crate::telemetry::http_server_span(&req, JOBS_ROUTE);
+    let span = crate::http::trace::http_server_span(&req, JOBS_ROUTE);
     let started = Instant::now();
     let result = create_job(&req, body).instrument(span.clone()).await;
     let (response, outcome) = match result {
@@ -185,7 +176,7 @@ async fn create(req: HttpRequest, body: web::Payload) -> HttpResponse {
         Err(e) => (e.error_response(), e.code()),
     };
     let status = response.status().as_u16();
-    crate::telemetry::finish_http_span(&span, status, outcome, started.elapsed());
+    crate::http::trace::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if super::refusals::is_refusal(status) {
         super::refusals::refused(JOBS_ROUTE, status, outcome, elapsed_ms);
@@ -307,7 +298,7 @@ fn rendered(view: &JobView, format: ResponseFormat) -> Result<HttpResponse, ApiE
             Some(e) => format!("the job is {}: {}", view.status.as_str(), e.message),
             None => format!("the job is {}; it has no result", view.status.as_str()),
         };
-        return Err(ApiError::new(StatusCode::CONFLICT, "job_not_done", message));
+        return Err(ApiError::new(Code::JobNotDone, message));
     };
     let r = render_result(view, format, result);
     Ok(HttpResponse::Ok()
@@ -355,8 +346,8 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let jobs = service(&req)?;
     let q = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_parameter",
+            ApiError::new(
+                Code::InvalidParameter,
                 "malformed query: status must be a job status, limit a number",
             )
         })?

@@ -5,8 +5,8 @@
 //! installed in the process before the node's, the metrics go to that
 //! recorder and this route answers 404 with the code `metrics_unavailable`.
 
+use crate::error_code::Code;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 
 use super::error::ApiError;
@@ -33,8 +33,7 @@ async fn metrics() -> HttpResponse {
             .content_type(CONTENT_TYPE)
             .body(handle.render()),
         None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "metrics_unavailable",
+            Code::MetricsUnavailable,
             "this process exports metrics through another recorder",
         )
         .error_response(),
@@ -42,12 +41,8 @@ async fn metrics() -> HttpResponse {
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    let mut res = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
-    .error_response();
+    let mut res =
+        ApiError::new(Code::MethodNotAllowed, "method not allowed on this route").error_response();
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     res

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod refusals;
 pub mod routes;
 pub mod stream;
+pub mod trace;
 
 pub use disconnect::on_connect;
 pub use error::ApiError;

@@ -21,7 +21,7 @@
 //! which summarises floods.
 //!
 //! Each request runs in an `http.request` server span
-//! ([`crate::telemetry::http_server_span`]: an incoming W3C `traceparent` is
+//! ([`crate::http::trace::http_server_span`]: an incoming W3C `traceparent` is
 //! its parent; fields `http.request.method`, `http.route`,
 //! `http.response.status_code`, `job_id`, `outcome`, `trace_id`) that is
 //! handed to the node as [`TranscriptionRequest::parent_span`], so the node's
@@ -29,6 +29,7 @@
 //! the upload's decode runs in an `audio.decode` child span. Every request is
 //! counted in `asr_requests_total{outcome,status}`.
 
+use crate::error_code::Code;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,12 +235,8 @@ async fn busy_status(
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut res = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
-    .error_response();
+    let mut res =
+        ApiError::new(Code::MethodNotAllowed, "method not allowed on this route").error_response();
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
@@ -273,7 +270,7 @@ impl Drop for SpanGuard {
 }
 
 async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let span = crate::telemetry::http_server_span(&req, TRANSCRIPTIONS_ROUTE);
+    let span = crate::http::trace::http_server_span(&req, TRANSCRIPTIONS_ROUTE);
     let mut guard = SpanGuard {
         span: span.clone(),
         finished: false,
@@ -289,7 +286,7 @@ async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> Htt
         Err(e) => (e.error_response(), e.code()),
     };
     let status = response.status().as_u16();
-    crate::telemetry::finish_http_span(&span, status, outcome, started.elapsed());
+    crate::http::trace::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if super::refusals::is_refusal(status) {
         super::refusals::refused(TRANSCRIPTIONS_ROUTE, status, outcome, elapsed_ms);
@@ -411,7 +408,7 @@ fn decode_error(span: &Span, e: IngestError) -> ApiError {
     match e {
         IngestError::Audio(e) => {
             if !matches!(e, audio::AudioError::OverBudget { .. }) {
-                tracing::info!(parent: span, code = e.code(), error = %e, "upload refused");
+                tracing::info!(parent: span, code = e.code().name(), error = %e, "upload refused");
             }
             ApiError::from(e)
         }
@@ -500,8 +497,8 @@ pub fn parse_max_queue_wait(headers: &HeaderMap) -> Result<Option<Duration>, Api
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-        _ => Err(ApiError::bad_request(
-            "invalid_max_queue_wait",
+        _ => Err(ApiError::new(
+            Code::InvalidMaxQueueWait,
             "X-Max-Queue-Wait-Ms must be a whole number of milliseconds above 0",
         )),
     }
@@ -519,8 +516,8 @@ pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, 
         return Ok(None);
     }
     let bad = || {
-        ApiError::bad_request(
-            "invalid_fault",
+        ApiError::new(
+            Code::InvalidFault,
             "X-Fault-Inject must be crash, hang, slow:<ms>, out-of-order or wrong-id",
         )
     };

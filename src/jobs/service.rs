@@ -2,6 +2,7 @@
 //! that feeds the node one async job at a time, and the janitor that purges
 //! expired jobs. See the [module doc](super) for the protocol.
 
+use crate::error_code::Code;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -401,12 +402,12 @@ impl JobService {
                 if missing || interruptions > MAX_INTERRUPTIONS {
                     let e = if missing {
                         JobError {
-                            code: "audio_lost".into(),
+                            code: Code::AudioLost.name().into(),
                             message: "the job's stored audio is missing".into(),
                         }
                     } else {
                         JobError {
-                            code: "interrupted".into(),
+                            code: Code::Interrupted.name().into(),
                             message: format!(
                                 "the service stopped {interruptions} times while decoding this job"
                             ),
@@ -972,7 +973,7 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
                 inner,
                 id,
                 Err(JobError {
-                    code: "audio_lost".into(),
+                    code: Code::AudioLost.name().into(),
                     message: "the job's stored audio could not be read".into(),
                 }),
             );
@@ -1046,14 +1047,14 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
                     }
                 }
                 None => {
-                    let api = crate::http::ApiError::from(e.clone());
-                    tracing::warn!(parent: &span, error = %e, code = api.code(), "async job failed");
+                    let code = e.code();
+                    tracing::warn!(parent: &span, error = %e, code = code.name(), "async job failed");
                     finish(
                         inner,
                         id,
                         Err(JobError {
-                            code: api.code().into(),
-                            message: api.message().into(),
+                            code: code.name().into(),
+                            message: e.client_message(),
                         }),
                     );
                     RunEnd::Finished

@@ -45,8 +45,8 @@ use crate::{vad, words};
 
 /// The prompt is reset after a window decoded hotter than this.
 pub const PROMPT_RESET_ON_TEMPERATURE: f64 = 0.5;
-/// Largest beam or `best_of` accepted.
-pub const MAX_BEAM: u32 = 64;
+/// Largest beam or `best_of` accepted (the bound the HTTP form enforces too).
+pub use asr_ipc::MAX_BEAM_SIZE as MAX_BEAM;
 
 /// A model ready to decode: engine, tokenizer, features and the fixed
 /// per-model decode settings.

@@ -4,6 +4,7 @@
 //! and the supervisor. The rules are in [`super`]'s docs; the decisions
 //! about slots are [`super::slots`]'.
 
+use crate::error_code::Code;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
@@ -20,7 +21,7 @@ use crate::actors::supervisor::SupervisorMsg;
 use crate::api::{AsrError, Transcript};
 
 /// A job in a slot, with its `worker.decode` span (see
-/// [`crate::telemetry::decode_span`]). A staged job's `queue.wait` span
+/// [`QueuedJob::decode_span`](crate::actors::job::QueuedJob::decode_span)). A staged job's `queue.wait` span
 /// stays open until the engine starts it.
 pub(super) struct Held {
     pub(super) job: QueuedJob,
@@ -145,7 +146,7 @@ impl WorkerProxyState {
     /// Its header is encoded here, first: a job that cannot be sent is
     /// refused (`Err`) before anything of it reaches the child or the slots.
     pub(super) fn send_job(&self, job: QueuedJob) -> (Held, Result<(), AsrError>) {
-        let span = crate::telemetry::decode_span(&job, self.generation(), self.hello.as_ref());
+        let span = job.decode_span(self.generation(), self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
         let header = asr_ipc::JobHeader {
@@ -181,7 +182,7 @@ impl WorkerProxyState {
     pub(super) fn refuse_unsendable(&self, held: Held, err: AsrError) {
         let Held { mut job, span } = held;
         tracing::error!(parent: &job.span, job_id = job.id, audio_secs = job.audio_secs, error = %err, "job could not be sent to the worker");
-        crate::telemetry::queue_wait_end(&mut job, "unsendable");
+        job.end_queue_wait(Code::JobUnsendable.name());
         crate::telemetry::decode_error(&span, &err);
         let _ = job.reply.send(Err(err));
     }
@@ -218,7 +219,7 @@ impl WorkerProxyState {
         }
         if let Some(s) = held.staged {
             let Held { mut job, span } = s.job;
-            crate::telemetry::queue_wait_end(&mut job, "worker_protocol");
+            job.end_queue_wait(Code::WorkerProtocolError.name());
             crate::telemetry::decode_error(&span, &err);
             tracing::warn!(parent: &job.span, job_id = job.id, error = %err, "staged job failed: worker broke the protocol");
             let _ = job.reply.send(Err(err));
@@ -288,7 +289,7 @@ impl WorkerProxyState {
             Some((f, staged_for)) => {
                 let (id, deadline) = (f.job.job.id, f.deadline);
                 tracing::debug!(parent: &f.job.job.span, job_id = id, "staged job in flight");
-                crate::telemetry::queue_wait_end(&mut f.job.job, "dispatched");
+                f.job.job.end_queue_wait("dispatched");
                 crate::telemetry::decode_started_after_staging(&f.job.span, staged_for);
                 self.args.shared.worker_busy(true);
                 myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
@@ -302,7 +303,7 @@ impl WorkerProxyState {
         let s = self.slots.unstage()?;
         let Held { mut job, span } = s.job;
         self.send(Outgoing::Cancel(job.id));
-        crate::telemetry::queue_wait_end(&mut job, why);
+        job.end_queue_wait(why);
         crate::telemetry::decode_skipped(&span, why);
         Some(job)
     }
@@ -435,9 +436,10 @@ impl WorkerProxyState {
         };
         self.promote(myself);
         self.report_idle(myself, None);
-        crate::telemetry::decode_failed(&f.job.span, "rejected", &error);
+        let error = AsrError::Rejected(error);
+        crate::telemetry::decode_error(&f.job.span, &error);
         tracing::info!(parent: &f.job.job.span, job_id, generation = self.generation(), error = %error, "worker refused job");
-        let _ = f.job.job.reply.send(Err(AsrError::Rejected(error)));
+        let _ = f.job.job.reply.send(Err(error));
     }
 
     pub(super) fn on_run(&mut self, myself: &ActorRef<WorkerProxyMsg>, mut job: QueuedJob) {
@@ -446,7 +448,7 @@ impl WorkerProxyState {
                 // Lost a race with the child's exit: the queue serves it to
                 // the next worker.
                 tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
-                crate::telemetry::queue_wait_end(&mut job, "requeued");
+                job.end_queue_wait("requeued");
                 let _ = self.args.queue.cast(QueueMsg::Requeue(job));
                 return;
             }
@@ -457,14 +459,14 @@ impl WorkerProxyState {
                     job_id = job.id,
                     "no free slot, returning the job to the queue"
                 );
-                crate::telemetry::queue_wait_end(&mut job, "requeued");
+                job.end_queue_wait("requeued");
                 let _ = self.args.queue.cast(QueueMsg::Requeue(job));
                 return;
             }
             Placement::Run => {
                 // (A no-op unless the queue sent it for staging and the job
                 // in flight finished meanwhile.)
-                crate::telemetry::queue_wait_end(&mut job, "dispatched");
+                job.end_queue_wait("dispatched");
                 match self.send_job(job) {
                     (held, Ok(())) => self.start(myself, held),
                     (held, Err(err)) => self.refuse_unsendable(held, err),
@@ -497,7 +499,7 @@ impl WorkerProxyState {
         // of the queue, behind the in-flight job's retry.
         if let Some(s) = held.staged {
             let Held { mut job, span } = s.job;
-            crate::telemetry::queue_wait_end(&mut job, "requeued");
+            job.end_queue_wait("requeued");
             crate::telemetry::decode_skipped(&span, "worker_exited");
             let _ = self.args.queue.cast(QueueMsg::Requeue(job));
         }
