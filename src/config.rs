@@ -418,6 +418,28 @@ pub struct JobsConfig {
         default_value_t = 30.0
     )]
     pub max_defer_secs: f64,
+
+    /// Where jobs live: `sqlite` (the default: the embedded store under
+    /// `--jobs-data-dir`, this node's jobs only) or a `postgres://…` URL
+    /// (a store shared by a fleet: any node runs and answers any job).
+    #[arg(
+        id = "jobs_store",
+        long = "jobs-store",
+        env = "WHISPER_NODE_JOBS_STORE",
+        default_value = "sqlite"
+    )]
+    pub store: String,
+
+    /// With a shared store: how long a node's claim on a running job lasts
+    /// without renewal, seconds (renewed every third of it). A node that
+    /// dies loses its jobs to another node this long after its last renewal.
+    #[arg(
+        id = "jobs_lease_secs",
+        long = "jobs-lease-secs",
+        env = "WHISPER_NODE_JOBS_LEASE_SECS",
+        default_value_t = 30.0
+    )]
+    pub lease_secs: f64,
 }
 
 impl Default for JobsConfig {
@@ -444,6 +466,15 @@ impl JobsConfig {
         }
         if !self.max_defer_secs.is_finite() || self.max_defer_secs < 0.0 {
             return err("jobs max defer must be zero or more seconds");
+        }
+        if !self.lease_secs.is_finite() || self.lease_secs < 1.0 {
+            return err("jobs lease must be at least 1 second");
+        }
+        if self.store != "sqlite"
+            && !self.store.starts_with("postgres://")
+            && !self.store.starts_with("postgresql://")
+        {
+            return err("jobs store must be `sqlite` or a postgres:// URL");
         }
         if self.data_dir.as_os_str().is_empty() {
             return err("jobs data directory must not be empty");

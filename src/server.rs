@@ -47,7 +47,7 @@ use anyhow::Context;
 use crate::config::Cli;
 use crate::http::host::AllowedHosts;
 use crate::http::jobs::JobsUnavailable;
-use crate::jobs::JobService;
+use crate::jobs::Jobs;
 use crate::AsrNode;
 
 /// The listening socket `cli` asks for: the inherited descriptor of
@@ -167,12 +167,12 @@ pub async fn run(
 async fn start_jobs(
     node: &AsrNode,
     cli: &Cli,
-) -> (Option<JobService>, Option<web::Data<JobsUnavailable>>) {
+) -> (Option<Jobs>, Option<web::Data<JobsUnavailable>>) {
     if cli.jobs.disabled {
         tracing::info!("async jobs are disabled");
         return (None, None);
     }
-    match JobService::start(node.clone(), cli.jobs.clone()).await {
+    match Jobs::start(node.clone(), cli.jobs.clone()).await {
         Ok(jobs) => (Some(jobs), None),
         Err(e) => {
             tracing::error!(

@@ -62,6 +62,15 @@ impl Balancer {
                 format!("127.0.0.1:{}", free_port()),
             )
             .env("WHISPER_LB_STATS_SOCKET", &socket)
+            // The internal hop to the all-busy pool: a socket of this test
+            // (the default abstract name would clash with another balancer
+            // on this machine).
+            .env(
+                "WHISPER_LB_BUSY_SOCKET",
+                format!("unix@{}", dir.path().join("busy.sock").display()),
+            )
+            // Every request logged, with its retries and termination state.
+            .env("WHISPER_LB_LOG_LEVEL", "info")
             .env("WHISPER_LB_CHECK_INTER", format!("{CHECK_INTER_MS}ms"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -288,15 +297,16 @@ async fn three_nodes_behind_haproxy_answer_200_or_429_and_survive_a_sigkill() {
         "leastconn spreads over every node: {serving:?}"
     );
     let retried: u64 = [
-        "node1",
-        "node2",
-        "node3",
-        "node1-busy",
-        "node2-busy",
-        "node3-busy",
+        ("whisper_sync", "node1"),
+        ("whisper_sync", "node2"),
+        ("whisper_sync", "node3"),
+        ("whisper_sync", "all-busy"),
+        ("whisper_busy", "node1-busy"),
+        ("whisper_busy", "node2-busy"),
+        ("whisper_busy", "node3-busy"),
     ]
     .iter()
-    .map(|s| lb.counter("whisper_sync", s, "wretr") + lb.counter("whisper_sync", s, "wredis"))
+    .map(|(p, s)| lb.counter(p, s, "wretr") + lb.counter(p, s, "wredis"))
     .sum();
     assert!(
         retried > 0,
@@ -339,7 +349,7 @@ async fn three_nodes_behind_haproxy_answer_200_or_429_and_survive_a_sigkill() {
 
     // 3. From now on nothing goes to node2, and the other two keep answering.
     let sessions_before = lb.counter("whisper_sync", "node2", "stot")
-        + lb.counter("whisper_sync", "node2-busy", "stot");
+        + lb.counter("whisper_busy", "node2-busy", "stot");
     let replies = collect(wave(&lb.base, 12)).await;
     eprintln!("wave 3 (two nodes): {:?}", tally(&replies));
     assert_200_or_node_429(&replies);
@@ -350,7 +360,7 @@ async fn three_nodes_behind_haproxy_answer_200_or_429_and_survive_a_sigkill() {
     );
     assert!(replies.iter().any(|r| r.status == 200));
     let sessions_after = lb.counter("whisper_sync", "node2", "stot")
-        + lb.counter("whisper_sync", "node2-busy", "stot");
+        + lb.counter("whisper_busy", "node2-busy", "stot");
     assert_eq!(
         sessions_before, sessions_after,
         "haproxy opened sessions to the dead node"

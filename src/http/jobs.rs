@@ -48,9 +48,7 @@ use super::form::{read_form, FormLimits};
 use super::format::{render, ResponseFormat};
 use super::routes::parse_fault;
 use crate::api::{Task, Transcript};
-use crate::jobs::{
-    CancelOutcome, JobId, JobService, JobStatus, JobSubmission, JobView, SubmitError,
-};
+use crate::jobs::{CancelOutcome, JobId, JobStatus, JobSubmission, JobView, Jobs, SubmitError};
 
 /// Route of job submission and listing.
 pub const JOBS_ROUTE: &str = "/v1/jobs";
@@ -64,7 +62,7 @@ const MAX_LIST: usize = 1000;
 
 /// The `web::Data` the job handlers look up; clone it into every `App`
 /// (next to [`super::app_data`]) to turn the job endpoints on.
-pub fn app_data(jobs: &JobService) -> web::Data<JobService> {
+pub fn app_data(jobs: &Jobs) -> web::Data<Jobs> {
     web::Data::new(jobs.clone())
 }
 
@@ -109,8 +107,8 @@ async fn method_not_allowed(allow: &'static str) -> HttpResponse {
     res
 }
 
-fn service(req: &HttpRequest) -> Result<web::Data<JobService>, ApiError> {
-    if let Some(jobs) = req.app_data::<web::Data<JobService>>() {
+fn service(req: &HttpRequest) -> Result<web::Data<Jobs>, ApiError> {
+    if let Some(jobs) = req.app_data::<web::Data<Jobs>>() {
         return Ok(jobs.clone());
     }
     if req.app_data::<web::Data<JobsUnavailable>>().is_some() {
@@ -310,7 +308,11 @@ fn rendered(view: &JobView, format: ResponseFormat) -> Result<HttpResponse, ApiE
 /// `GET /v1/jobs/{id}`.
 async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let jobs = service(&req)?;
-    let view = jobs.get(job_id(&req)?).ok_or_else(not_found)?;
+    let view = jobs
+        .get(job_id(&req)?)
+        .await
+        .map_err(store_down)?
+        .ok_or_else(not_found)?;
     match format_param(&req)? {
         Some(format) => rendered(&view, format),
         None => Ok(HttpResponse::Ok().json(job_json(&view))),
@@ -320,7 +322,11 @@ async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// `GET /v1/jobs/{id}/result`.
 async fn result(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let jobs = service(&req)?;
-    let view = jobs.get(job_id(&req)?).ok_or_else(not_found)?;
+    let view = jobs
+        .get(job_id(&req)?)
+        .await
+        .map_err(store_down)?
+        .ok_or_else(not_found)?;
     let format = format_param(&req)?.unwrap_or(view.format);
     rendered(&view, format)
 }
@@ -328,7 +334,7 @@ async fn result(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// `DELETE /v1/jobs/{id}`.
 async fn delete(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let jobs = service(&req)?;
-    match jobs.cancel(job_id(&req)?) {
+    match jobs.cancel(job_id(&req)?).await.map_err(store_down)? {
         CancelOutcome::Cancelled(view) => Ok(HttpResponse::Ok().json(job_json(&view))),
         CancelOutcome::Deleted => Ok(HttpResponse::NoContent().finish()),
         CancelOutcome::NotFound => Err(not_found()),
@@ -362,12 +368,30 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         })?),
     };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
-    let data: Vec<serde_json::Value> = jobs.list(status, limit).iter().map(job_json).collect();
+    let data: Vec<serde_json::Value> = jobs
+        .list(status, limit)
+        .await
+        .map_err(store_down)?
+        .iter()
+        .map(job_json)
+        .collect();
+    let counts = jobs.counts().await.map_err(store_down)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "object": "list",
         "data": data,
-        "counts": jobs.counts(),
+        "counts": counts,
     })))
+}
+
+/// The shared job database did not answer a read: 503, try again.
+fn store_down(e: crate::jobs::StoreUnavailable) -> ApiError {
+    tracing::warn!(error = %e.0, "job store read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the job store did not answer; try again",
+    )
+    .with_retry_after(Duration::from_secs(1))
 }
 
 #[cfg(test)]

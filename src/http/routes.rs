@@ -569,7 +569,7 @@ fn status_json<B: Backend>(
 /// `disabled`. Synchronous transcription does not depend on it, so it does
 /// not change `/ready`'s status code.
 fn jobs_health(req: &HttpRequest) -> serde_json::Value {
-    if let Some(jobs) = req.app_data::<web::Data<crate::jobs::JobService>>() {
+    if let Some(jobs) = req.app_data::<web::Data<crate::jobs::Jobs>>() {
         let error = jobs.store_error();
         return serde_json::json!({
             "state": if error.is_some() { "failing" } else { "ok" },

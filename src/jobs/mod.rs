@@ -109,6 +109,7 @@
 
 pub mod pg;
 pub mod service;
+pub mod shared;
 pub mod store;
 pub mod types;
 
@@ -117,6 +118,126 @@ pub use service::{
     MAX_INTERRUPTIONS,
 };
 pub use types::{JobError, JobId, JobProgress, JobSpec, JobStatus, JobView};
+
+pub use shared::{SharedJobs, StoreUnavailable};
+
+/// The job service a node runs: its own SQLite store (the default) or the
+/// fleet's shared PostgreSQL store (`--jobs-store postgres://…`). Reads are
+/// async because the shared store answers jobs of other nodes from the
+/// database; the local one answers from memory.
+#[derive(Clone, Debug)]
+pub enum Jobs {
+    /// `--jobs-store sqlite`.
+    Local(JobService),
+    /// `--jobs-store postgres://…`.
+    Shared(SharedJobs),
+}
+
+impl std::fmt::Debug for SharedJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedJobs").finish_non_exhaustive()
+    }
+}
+
+impl Jobs {
+    /// Starts the store chosen by `config.store` next to `node`.
+    pub async fn start(
+        node: crate::AsrNode,
+        config: crate::config::JobsConfig,
+    ) -> Result<Jobs, JobsError> {
+        if config.store == "sqlite" {
+            Ok(Jobs::Local(JobService::start(node, config).await?))
+        } else {
+            Ok(Jobs::Shared(
+                SharedJobs::start_with(std::sync::Arc::new(node), config).await?,
+            ))
+        }
+    }
+
+    /// The node's upload limits.
+    pub fn limits(&self) -> EngineLimits {
+        match self {
+            Jobs::Local(j) => j.limits(),
+            Jobs::Shared(j) => j.limits(),
+        }
+    }
+
+    /// The shared ingest limits.
+    pub fn ingest(&self) -> &crate::ingest::Ingest {
+        match self {
+            Jobs::Local(j) => j.ingest(),
+            Jobs::Shared(j) => j.ingest(),
+        }
+    }
+
+    /// See [`JobService::submit`], [`SharedJobs::submit`].
+    pub async fn submit(&self, sub: JobSubmission) -> Result<JobView, SubmitError> {
+        match self {
+            Jobs::Local(j) => j.submit(sub).await,
+            Jobs::Shared(j) => j.submit(sub).await,
+        }
+    }
+
+    /// A job's state.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobView>, StoreUnavailable> {
+        match self {
+            Jobs::Local(j) => Ok(j.get(id)),
+            Jobs::Shared(j) => j.get(id).await,
+        }
+    }
+
+    /// Jobs, newest first.
+    pub async fn list(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobView>, StoreUnavailable> {
+        match self {
+            Jobs::Local(j) => Ok(j.list(status, limit)),
+            Jobs::Shared(j) => j.list(status, limit).await,
+        }
+    }
+
+    /// Counts by status.
+    pub async fn counts(&self) -> Result<JobCounts, StoreUnavailable> {
+        match self {
+            Jobs::Local(j) => Ok(j.counts()),
+            Jobs::Shared(j) => j.counts().await,
+        }
+    }
+
+    /// `DELETE`.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreUnavailable> {
+        match self {
+            Jobs::Local(j) => Ok(j.cancel(id)),
+            Jobs::Shared(j) => j.cancel(id).await,
+        }
+    }
+
+    /// The store's current error.
+    pub fn store_error(&self) -> Option<String> {
+        match self {
+            Jobs::Local(j) => j.store_error(),
+            Jobs::Shared(j) => j.store_error(),
+        }
+    }
+
+    /// Failed store transactions.
+    pub fn store_failures(&self) -> u64 {
+        match self {
+            Jobs::Local(j) => j.store_failures(),
+            Jobs::Shared(j) => j.store_failures(),
+        }
+    }
+
+    /// Stops the service (see [`JobService::shutdown`]).
+    pub async fn shutdown(&self) {
+        match self {
+            Jobs::Local(j) => j.shutdown().await,
+            Jobs::Shared(j) => j.shutdown().await,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -451,6 +451,25 @@ impl PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    /// Jobs by status, fleet-wide.
+    pub async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, PgError> {
+        self.client()
+            .await?
+            .query(
+                "SELECT status, count(*) FROM whisper_jobs GROUP BY status",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                let status: String = row.get(0);
+                let status = JobStatus::parse(&status)
+                    .ok_or_else(|| PgError::Corrupt(format!("status {status:?}")))?;
+                Ok((status, row.get::<_, i64>(1) as u64))
+            })
+            .collect()
+    }
+
     /// `DELETE /v1/jobs/{id}` from any node: a queued or running job is
     /// cancelled (its runner sees it at the next renewal), a finished one
     /// deleted.

@@ -188,6 +188,9 @@ pub enum JobsError {
     /// The opening task failed.
     #[error("job store start-up failed: {0}")]
     Internal(String),
+    /// The shared (PostgreSQL) store could not be reached or migrated.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Counts of jobs by status, for listings and health.

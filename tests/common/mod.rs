@@ -3,6 +3,8 @@
 //! ephemeral port, and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
