@@ -11,9 +11,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use whisper_node::api::{DecodeOptions, JobResult};

@@ -387,8 +387,7 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 fn store_down(e: crate::jobs::StoreUnavailable) -> ApiError {
     tracing::warn!(error = %e.0, "job store read failed");
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
+        Code::StoreUnavailable,
         "the job store did not answer; try again",
     )
     .with_retry_after(Duration::from_secs(1))
