@@ -3,7 +3,10 @@
 //! back. Every way a request can end is a variant here, so a client always
 //! learns what happened.
 
+use std::str::FromStr;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 pub use crate::error_code::Code;
 pub use asr_ipc::{DecodeOptions, Fault, JobResult, Segment, Task, Word, WorkerError};
@@ -73,6 +76,86 @@ impl TranscriptionRequest {
     /// Seconds of audio in the request.
     pub fn audio_secs(&self) -> f64 {
         self.samples.len() as f64 / asr_ipc::SAMPLE_RATE as f64
+    }
+}
+
+// --- What a request asks the answer to look like ---------------------
+
+/// One of OpenAI's `response_format` values.
+///
+/// Serialised as that value (`"verbose_json"`), which is how job records
+/// store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// `{"text": "..."}` (the default).
+    #[default]
+    Json,
+    /// Plain text.
+    Text,
+    /// SubRip subtitles.
+    Srt,
+    /// WebVTT subtitles.
+    Vtt,
+    /// JSON with language, duration, segments and optionally words.
+    VerboseJson,
+}
+
+impl ResponseFormat {
+    /// The value as clients spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFormat::Json => "json",
+            ResponseFormat::Text => "text",
+            ResponseFormat::Srt => "srt",
+            ResponseFormat::Vtt => "vtt",
+            ResponseFormat::VerboseJson => "verbose_json",
+        }
+    }
+}
+
+/// An unknown `response_format` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown response_format {0:?}; expected json, text, srt, vtt or verbose_json")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for ResponseFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(ResponseFormat::Json),
+            "text" => Ok(ResponseFormat::Text),
+            "srt" => Ok(ResponseFormat::Srt),
+            "vtt" => Ok(ResponseFormat::Vtt),
+            "verbose_json" => Ok(ResponseFormat::VerboseJson),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+/// Which timestamp detail `verbose_json` carries
+/// (`timestamp_granularities[]`).
+///
+/// Serialised as `segment_timestamps` / `word_timestamps` (the fields job
+/// records have always stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granularities {
+    /// Include `segments`.
+    #[serde(rename = "segment_timestamps")]
+    pub segment: bool,
+    /// Include `words` (and ask the worker for word timestamps).
+    #[serde(rename = "word_timestamps")]
+    pub word: bool,
+}
+
+impl Default for Granularities {
+    /// Segments only, like OpenAI when the field is absent.
+    fn default() -> Self {
+        Self {
+            segment: true,
+            word: false,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use whisper_node::api::{DecodeOptions, JobResult};
+use whisper_node::api::{DecodeOptions, Granularities, JobResult, ResponseFormat};
 use whisper_node::jobs::pg::{PgCancel, PgStore};
 use whisper_node::jobs::{JobError, JobId, JobSpec, JobStatus};
 
@@ -22,9 +22,11 @@ use common::postgres::Postgres;
 fn spec(audio_secs: f64) -> JobSpec {
     JobSpec {
         options: DecodeOptions::default(),
-        response_format: "json".into(),
-        segment_timestamps: false,
-        word_timestamps: false,
+        response_format: ResponseFormat::Json,
+        granularities: Granularities {
+            segment: false,
+            word: false,
+        },
         file_hint: Some("wav".into()),
         audio_secs,
         upload_bytes: 4,

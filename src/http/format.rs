@@ -18,81 +18,13 @@
 //! break the cue structure.
 
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use serde::Serialize;
 
 use super::language;
 use crate::api::{Task, Transcript};
 
-/// One of OpenAI's `response_format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ResponseFormat {
-    /// `{"text": "..."}` (the default).
-    #[default]
-    Json,
-    /// Plain text.
-    Text,
-    /// SubRip subtitles.
-    Srt,
-    /// WebVTT subtitles.
-    Vtt,
-    /// JSON with language, duration, segments and optionally words.
-    VerboseJson,
-}
-
-impl ResponseFormat {
-    /// The value as clients spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResponseFormat::Json => "json",
-            ResponseFormat::Text => "text",
-            ResponseFormat::Srt => "srt",
-            ResponseFormat::Vtt => "vtt",
-            ResponseFormat::VerboseJson => "verbose_json",
-        }
-    }
-}
-
-/// An unknown `response_format` value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown response_format {0:?}; expected json, text, srt, vtt or verbose_json")]
-pub struct UnknownFormat(pub String);
-
-impl FromStr for ResponseFormat {
-    type Err = UnknownFormat;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "json" => Ok(ResponseFormat::Json),
-            "text" => Ok(ResponseFormat::Text),
-            "srt" => Ok(ResponseFormat::Srt),
-            "vtt" => Ok(ResponseFormat::Vtt),
-            "verbose_json" => Ok(ResponseFormat::VerboseJson),
-            _ => Err(UnknownFormat(s.to_string())),
-        }
-    }
-}
-
-/// Which timestamp detail `verbose_json` carries
-/// (`timestamp_granularities[]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Granularities {
-    /// Include `segments`.
-    pub segment: bool,
-    /// Include `words` (and ask the worker for word timestamps).
-    pub word: bool,
-}
-
-impl Default for Granularities {
-    /// Segments only, like OpenAI when the field is absent.
-    fn default() -> Self {
-        Self {
-            segment: true,
-            word: false,
-        }
-    }
-}
+pub use crate::api::{Granularities, ResponseFormat, UnknownFormat};
 
 /// A rendered body and its content type.
 #[derive(Debug, Clone, PartialEq, Eq)]

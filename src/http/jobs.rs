@@ -44,9 +44,9 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use super::error::ApiError;
+use super::form::parse_fault;
 use super::form::{read_form, FormLimits};
 use super::format::{render, ResponseFormat};
-use super::routes::parse_fault;
 use crate::api::{Task, Transcript};
 use crate::jobs::{CancelOutcome, JobId, JobStatus, JobSubmission, JobView, Jobs, SubmitError};
 

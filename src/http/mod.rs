@@ -45,10 +45,9 @@ pub mod trace;
 
 pub use disconnect::on_connect;
 pub use error::ApiError;
-pub use form::{FormLimits, TranscriptionForm};
+pub use form::{FormLimits, TranscriptionForm, FAULT_HEADER};
 pub use format::{Granularities, ResponseFormat};
 pub use metrics::METRICS_ROUTE;
 pub use routes::{
-    app_data, configure, FAULT_HEADER, HEALTH_ROUTE, MAX_QUEUE_WAIT_HEADER, READY_ROUTE,
-    TRANSCRIPTIONS_ROUTE,
+    app_data, configure, HEALTH_ROUTE, MAX_QUEUE_WAIT_HEADER, READY_ROUTE, TRANSCRIPTIONS_ROUTE,
 };

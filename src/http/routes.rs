@@ -29,6 +29,7 @@
 //! the upload's decode runs in an `audio.decode` child span. Every request is
 //! counted in `asr_requests_total{outcome,status}`.
 
+use super::form::parse_fault;
 use crate::error_code::Code;
 use std::future::Future;
 use std::sync::Arc;
@@ -42,7 +43,7 @@ use tracing::{field, Instrument, Span};
 use super::error::ApiError;
 use super::form::{read_form, FormLimits};
 use super::format::render;
-use crate::api::{AsrError, Fault, NodeStatus, Task, Transcript, TranscriptionRequest};
+use crate::api::{AsrError, NodeStatus, Task, Transcript, TranscriptionRequest};
 use crate::audio;
 use crate::config::NodeConfig;
 use crate::ingest::{Ingest, IngestError, PcmLease};
@@ -54,9 +55,7 @@ pub const TRANSCRIPTIONS_ROUTE: &str = "/v1/audio/transcriptions";
 pub const HEALTH_ROUTE: &str = "/health";
 /// Route of the readiness probe.
 pub const READY_ROUTE: &str = "/ready";
-/// Request header that injects a worker fault (tests only; honoured only
-/// when the node runs with `enable_fault_injection`).
-pub const FAULT_HEADER: &str = "x-fault-inject";
+
 /// Request header with which a load balancer asks for a full queue to be
 /// answered 503 instead of 429 (`X-Busy-Status: 503`): HAProxy before 2.8
 /// can retry a 503 on another node but not a 429. The answer keeps its body
@@ -501,43 +500,6 @@ pub fn parse_max_queue_wait(headers: &HeaderMap) -> Result<Option<Duration>, Api
             Code::InvalidMaxQueueWait,
             "X-Max-Queue-Wait-Ms must be a whole number of milliseconds above 0",
         )),
-    }
-}
-
-/// Reads `X-Fault-Inject: crash | hang | slow:<ms> | out-of-order |
-/// wrong-id`; ignored (with a debug log) unless fault injection is enabled,
-/// a 400 when enabled and malformed.
-pub fn parse_fault(headers: &HeaderMap, enabled: bool) -> Result<Option<Fault>, ApiError> {
-    let Some(value) = headers.get(FAULT_HEADER) else {
-        return Ok(None);
-    };
-    if !enabled {
-        tracing::debug!("ignoring the fault injection header: fault injection is disabled");
-        return Ok(None);
-    }
-    let bad = || {
-        ApiError::new(
-            Code::InvalidFault,
-            "X-Fault-Inject must be crash, hang, slow:<ms>, out-of-order or wrong-id",
-        )
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| bad())?
-        .trim()
-        .to_ascii_lowercase();
-    match value.as_str() {
-        "crash" => Ok(Some(Fault::Crash)),
-        "hang" => Ok(Some(Fault::Hang)),
-        "out-of-order" => Ok(Some(Fault::AnswerOutOfOrder)),
-        "wrong-id" => Ok(Some(Fault::AnswerWrongId)),
-        other => {
-            let ms = other
-                .strip_prefix("slow:")
-                .and_then(|ms| ms.trim().parse::<u64>().ok())
-                .ok_or_else(bad)?;
-            Ok(Some(Fault::SlowMs(ms)))
-        }
     }
 }
 

@@ -20,9 +20,9 @@ use super::types::{now_ms, JobError, JobId, JobProgress, JobSpec, JobStatus, Job
 use crate::api::{
     AsrError, DecodeOptions, Fault, JobResult, Progress, Transcript, TranscriptionRequest,
 };
+use crate::api::{Granularities, ResponseFormat};
 use crate::audio::{self, AudioError, Upload};
 use crate::config::JobsConfig;
-use crate::http::format::{Granularities, ResponseFormat};
 use crate::ingest::{Ingest, IngestError};
 use crate::node::AsrNode;
 
@@ -303,7 +303,7 @@ impl Table {
         let queue_position = (e.status == JobStatus::Queued)
             .then(|| self.queue.iter().position(|q| *q == id).map(|p| p + 1))
             .flatten();
-        let format = e.spec.format();
+        let format = e.spec.response_format;
         Some(JobView {
             id,
             object: "transcription.job",
@@ -322,7 +322,7 @@ impl Table {
             response_format: format.as_str(),
             error: e.error.clone(),
             result: e.result.clone(),
-            granularities: e.spec.granularities(),
+            granularities: e.spec.granularities,
             format,
         })
     }
@@ -777,9 +777,8 @@ async fn accept(
     // 3. The record, committed.
     let spec = JobSpec {
         options,
-        response_format: response_format.as_str().into(),
-        segment_timestamps: granularities.segment,
-        word_timestamps: granularities.word,
+        response_format,
+        granularities,
         file_hint,
         audio_secs,
         upload_bytes: upload.len(),

@@ -78,7 +78,7 @@ struct Running {
 }
 
 fn view_of(job: &PgJob, retention_ms: u64, live_decoded: Option<f64>) -> JobView {
-    let format = job.spec.format();
+    let format = job.spec.response_format;
     let decoded = match job.status {
         JobStatus::Done => job.spec.audio_secs,
         _ => job
@@ -104,7 +104,7 @@ fn view_of(job: &PgJob, retention_ms: u64, live_decoded: Option<f64>) -> JobView
         response_format: format.as_str(),
         error: job.error.clone(),
         result: job.result.clone().map(Arc::new),
-        granularities: job.spec.granularities(),
+        granularities: job.spec.granularities,
         format,
     }
 }
@@ -368,9 +368,8 @@ async fn accept(inner: &Arc<Inner>, sub: JobSubmission) -> Result<JobView, Submi
     };
     let spec = JobSpec {
         options,
-        response_format: response_format.as_str().into(),
-        segment_timestamps: granularities.segment,
-        word_timestamps: granularities.word,
+        response_format,
+        granularities,
         file_hint,
         audio_secs: report.audio_secs,
         upload_bytes: upload.len(),

@@ -754,9 +754,8 @@ mod tests {
     fn spec() -> JobSpec {
         JobSpec {
             options: DecodeOptions::default(),
-            response_format: "srt".into(),
-            segment_timestamps: true,
-            word_timestamps: false,
+            response_format: crate::api::ResponseFormat::Srt,
+            granularities: Default::default(),
             file_hint: Some("wav".into()),
             audio_secs: 12.5,
             upload_bytes: 3,

@@ -16,8 +16,8 @@ use super::*;
 use crate::api::{
     AsrError, DecodeOptions, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
 };
+use crate::api::{Granularities, ResponseFormat};
 use crate::config::JobsConfig;
-use crate::http::format::{Granularities, ResponseFormat};
 
 /// A node that "decodes" in `decode` time and answers scripted results.
 struct Fake {

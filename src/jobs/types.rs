@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::api::{DecodeOptions, Fault, JobResult};
-use crate::http::format::{Granularities, ResponseFormat};
+use crate::api::{Granularities, ResponseFormat};
 
 /// A job id: a random (v4) UUID, written in its hyphenated lower-case form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,11 +120,11 @@ pub struct JobSpec {
     /// Decode options (from the form, like the synchronous endpoint).
     pub options: DecodeOptions,
     /// `response_format` of the form: the default rendering of the result.
-    pub response_format: String,
-    /// `verbose_json` carries segments.
-    pub segment_timestamps: bool,
-    /// `verbose_json` carries words.
-    pub word_timestamps: bool,
+    pub response_format: ResponseFormat,
+    /// What `verbose_json` carries (stored as `segment_timestamps` and
+    /// `word_timestamps`).
+    #[serde(flatten)]
+    pub granularities: Granularities,
     /// Decoder hint of the upload (file extension or content type).
     pub file_hint: Option<String>,
     /// Seconds of audio, measured when the upload was validated.
@@ -134,21 +134,6 @@ pub struct JobSpec {
     /// Injected worker fault (tests; honoured only with fault injection on).
     #[serde(default)]
     pub fault: Option<Fault>,
-}
-
-impl JobSpec {
-    /// The stored `response_format`; `json` if it was unreadable.
-    pub fn format(&self) -> ResponseFormat {
-        self.response_format.parse().unwrap_or_default()
-    }
-
-    /// The stored timestamp granularities.
-    pub fn granularities(&self) -> Granularities {
-        Granularities {
-            segment: self.segment_timestamps,
-            word: self.word_timestamps,
-        }
-    }
 }
 
 /// Progress of a job, as clients see it.
@@ -208,6 +193,34 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Job records written before the spec was typed (`response_format` as
+    /// a string beside two booleans) read back the same, and are written
+    /// the same way.
+    #[test]
+    fn the_stored_spec_format_is_unchanged() {
+        let stored = serde_json::json!({
+            "options": DecodeOptions::default(),
+            "response_format": "verbose_json",
+            "segment_timestamps": false,
+            "word_timestamps": true,
+            "file_hint": "wav",
+            "audio_secs": 1.5,
+            "upload_bytes": 10,
+        });
+        let spec: JobSpec = serde_json::from_value(stored.clone()).expect("old record");
+        assert_eq!(spec.response_format, ResponseFormat::VerboseJson);
+        assert_eq!(
+            spec.granularities,
+            Granularities {
+                segment: false,
+                word: true
+            }
+        );
+        let mut again = serde_json::to_value(&spec).unwrap();
+        again.as_object_mut().unwrap().remove("fault");
+        assert_eq!(again, stored);
+    }
 
     #[test]
     fn ids_round_trip_and_garbage_is_refused() {

@@ -10,7 +10,8 @@ use actix_web::dev::ServiceResponse;
 use actix_web::{test as atest, App};
 
 use super::*;
-use crate::api::{DecodeOptions, JobResult, Segment, WorkerState};
+use crate::api::{DecodeOptions, Fault, JobResult, Segment, WorkerState};
+use crate::http::form::FAULT_HEADER;
 
 /// What the fake saw of one request.
 #[derive(Debug, Clone)]
