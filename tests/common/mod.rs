@@ -129,7 +129,14 @@ impl Service {
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::dup2(listen_fd, 3) < 0 {
+                if listen_fd == 3 {
+                    // dup2 onto itself is a no-op that keeps close-on-exec
+                    // (fd 3 is free once an earlier test closed its files).
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(listen_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
