@@ -71,13 +71,13 @@
 //! # async fn host() -> Result<(), Box<dyn std::error::Error>> {
 //! use actix_web::{App, HttpServer};
 //! use whisper_node::config::JobsConfig;
-//! use whisper_node::jobs::JobService;
+//! use whisper_node::jobs::{JobService, Jobs};
 //! use whisper_node::{AsrNode, NodeConfig};
 //!
 //! let node = AsrNode::start(NodeConfig::default()).await?;
 //! let mut jobs_config = JobsConfig::default();
 //! jobs_config.data_dir = "/var/lib/asr-jobs".into();
-//! let jobs = JobService::start(node.clone(), jobs_config).await?;
+//! let jobs = Jobs::Local(JobService::start(node.clone(), jobs_config).await?);
 //! let (node_data, jobs_data) = (
 //!     whisper_node::http::app_data(&node),
 //!     whisper_node::http::jobs::app_data(&jobs),
