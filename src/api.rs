@@ -36,6 +36,11 @@ pub struct TranscriptionRequest {
     /// them (streaming answers). After a worker crash the retried job sends
     /// its segments again from id 0: keep the ids already seen.
     pub segments: Option<SegmentSink>,
+    /// Hash of `samples` (to recognise a quarantined input), computed by
+    /// [`crate::AsrNode::transcribe`] on the blocking pool before the
+    /// request reaches the actors, whose handlers must not spend a second
+    /// hashing hours of audio. Leave it `None`.
+    pub fingerprint: Option<u64>,
 }
 
 /// Decode progress of one job.
@@ -64,6 +69,7 @@ impl TranscriptionRequest {
             fault: None,
             progress: None,
             segments: None,
+            fingerprint: None,
         }
     }
 

@@ -130,7 +130,13 @@ impl AsrNode {
     /// Submits a job and waits for its answer. Every path through the tree
     /// answers; if an actor dies holding the job, this returns
     /// [`AsrError::Internal`] rather than hanging.
-    pub async fn transcribe(&self, req: TranscriptionRequest) -> Result<Transcript, AsrError> {
+    pub async fn transcribe(&self, mut req: TranscriptionRequest) -> Result<Transcript, AsrError> {
+        // The quarantine fingerprint hashes every sample: for long audio
+        // (a second or so for 3 h) that is blocking work, done here on the
+        // blocking pool and not in the ingress actor's handler.
+        if req.fingerprint.is_none() {
+            req = fingerprinted(req).await?;
+        }
         let res = self
             .inner
             .handles
@@ -236,4 +242,22 @@ impl AsrNode {
             )
             .await;
     }
+}
+
+/// Samples above which the fingerprint is computed on the blocking pool
+/// (a minute of audio hashes in well under a millisecond inline).
+const INLINE_FINGERPRINT_SAMPLES: usize = 60 * asr_ipc::SAMPLE_RATE as usize;
+
+/// `req` with its audio's fingerprint.
+async fn fingerprinted(mut req: TranscriptionRequest) -> Result<TranscriptionRequest, AsrError> {
+    if req.samples.len() <= INLINE_FINGERPRINT_SAMPLES {
+        req.fingerprint = Some(crate::actors::job::fingerprint(&req.samples));
+        return Ok(req);
+    }
+    tokio::task::spawn_blocking(move || {
+        req.fingerprint = Some(crate::actors::job::fingerprint(&req.samples));
+        req
+    })
+    .await
+    .map_err(|e| AsrError::Internal(format!("fingerprint task failed: {e}")))
 }

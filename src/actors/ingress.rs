@@ -99,7 +99,9 @@ impl Actor for IngressActor {
                 let now = Instant::now();
                 let span = crate::telemetry::job_span(&req.parent_span, id, audio_secs);
                 let req = *req;
-                let fingerprint = fingerprint(&req.samples);
+                // Hashed by AsrNode::transcribe off the runtime; only a host
+                // messaging the ingress directly leaves it to this handler.
+                let fingerprint = req.fingerprint.unwrap_or_else(|| fingerprint(&req.samples));
                 let job = QueuedJob {
                     id,
                     payload: Arc::new(JobPayload {
