@@ -251,6 +251,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn changes_tick_subscribers_and_reads_do_not() {
+        // The async job runner waits on this channel and reads the status
+        // when woken: a read that ticked would make it spin.
+        let s = Shared::new(3);
+        let mut rx = s.subscribe();
+        let _ = s.status();
+        let _ = s.load_time();
+        assert!(!rx.has_changed().unwrap(), "a read ticked the channel");
+        s.set_queue_depth(1, None);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        s.worker_busy(false);
+        assert!(rx.has_changed().unwrap());
+    }
+
+    #[test]
     fn readiness_follows_the_worker_lifecycle() {
         let s = Shared::new(3);
         assert!(!s.status().ready, "not ready while the model loads");
