@@ -192,12 +192,23 @@ async fn start(fake: &Arc<Fake>, config: JobsConfig) -> JobService {
 /// Waits, woken by the service's status publication (no polling), until
 /// job `id` has `status`; panics after `within`.
 async fn wait_status(jobs: &JobService, id: JobId, status: JobStatus, within: Duration) -> JobView {
+    wait_until(jobs, id, |v| v.status == status, within).await
+}
+
+/// Waits, woken by the service's status publication (no polling), until
+/// job `id` satisfies `done`; panics after `within`.
+async fn wait_until(
+    jobs: &JobService,
+    id: JobId,
+    done: impl Fn(&JobView) -> bool,
+    within: Duration,
+) -> JobView {
     let mut changes = jobs.subscribe();
     let wait = async {
         loop {
             changes.borrow_and_update();
             let v = jobs.get(id).expect("job exists");
-            if v.status == status {
+            if done(&v) {
                 return v;
             }
             changes.changed().await.expect("the service is alive");
