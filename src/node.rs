@@ -183,6 +183,13 @@ impl AsrNode {
         self.inner.shared.status()
     }
 
+    /// A receiver marked changed whenever [`Self::status`] may have
+    /// changed (worker state, queue depth, in-flight, shutdown), for a
+    /// reader that waits for a state instead of polling.
+    pub fn status_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.inner.shared.subscribe()
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config

@@ -15,6 +15,9 @@ pub struct Shared {
     started: Instant,
     queue_capacity: usize,
     inner: Mutex<Inner>,
+    /// Ticks after every change, so a reader (the async job runner) can
+    /// wait for the node to become idle instead of polling [`Self::status`].
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +63,21 @@ impl Shared {
                 shutting_down: false,
                 jobs: BTreeMap::new(),
             }),
+            changed: tokio::sync::watch::Sender::new(()),
         }
+    }
+
+    /// A receiver that is marked changed after every change of the state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// [`Self::with`] for a change: readers waiting in [`Self::subscribe`]
+    /// are woken.
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let r = self.with(f);
+        self.changed.send_replace(());
+        r
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -82,7 +99,7 @@ impl Shared {
 
     /// A worker process was spawned.
     pub fn worker_spawned(&self, pid: u32, generation: u64) {
-        self.with(|s| {
+        self.update(|s| {
             s.worker_state = WorkerState::Starting;
             s.worker_pid = Some(pid);
             s.worker_generation = generation;
@@ -91,7 +108,7 @@ impl Shared {
 
     /// The worker loaded its model.
     pub fn worker_loaded(&self, hello: &asr_ipc::Hello) {
-        self.with(|s| {
+        self.update(|s| {
             s.worker_state = WorkerState::Ready;
             s.model = Some(hello.model.clone());
             s.device = Some(hello.device.clone());
@@ -103,7 +120,7 @@ impl Shared {
 
     /// The worker started or finished a job.
     pub fn worker_busy(&self, busy: bool) {
-        self.with(|s| {
+        self.update(|s| {
             if matches!(s.worker_state, WorkerState::Ready | WorkerState::Busy) {
                 s.worker_state = if busy {
                     WorkerState::Busy
@@ -118,7 +135,7 @@ impl Shared {
     /// The loaded worker's heartbeat is late (`true`: not ready) or came
     /// back (`false`: ready or busy again, per the jobs in flight).
     pub fn worker_heartbeat_late(&self, late: bool) {
-        self.with(|s| match (late, s.worker_state) {
+        self.update(|s| match (late, s.worker_state) {
             (true, WorkerState::Ready | WorkerState::Busy) => {
                 s.worker_state = WorkerState::Unresponsive;
             }
@@ -135,7 +152,7 @@ impl Shared {
 
     /// The worker exited; a restart is pending.
     pub fn worker_exited(&self, cause: String) {
-        self.with(|s| {
+        self.update(|s| {
             s.worker_state = WorkerState::Restarting;
             s.worker_pid = None;
             s.in_flight = 0;
@@ -145,19 +162,19 @@ impl Shared {
 
     /// A restart was counted.
     pub fn worker_restarted(&self) {
-        self.with(|s| s.worker_restarts += 1);
+        self.update(|s| s.worker_restarts += 1);
         crate::metrics::worker_restarted();
     }
 
     /// A job was answered (`outcome` from [`crate::metrics::outcome`]).
     pub fn job_finished(&self, outcome: &'static str) {
-        self.with(|s| *s.jobs.entry(outcome).or_default() += 1);
+        self.update(|s| *s.jobs.entry(outcome).or_default() += 1);
         crate::metrics::job_finished(outcome);
     }
 
     /// The worker is stopped for good (load failure or shutdown).
     pub fn worker_stopped(&self) {
-        self.with(|s| {
+        self.update(|s| {
             s.worker_state = WorkerState::Stopped;
             s.worker_pid = None;
             s.in_flight = 0;
@@ -167,7 +184,7 @@ impl Shared {
     /// Jobs waiting now, and (when the queue is full) the Retry-After a
     /// refused job would get.
     pub fn set_queue_depth(&self, depth: usize, full: Option<Duration>) {
-        self.with(|s| {
+        self.update(|s| {
             s.queue_depth = depth;
             s.queue_full = full;
         });
@@ -189,7 +206,7 @@ impl Shared {
 
     /// The node stopped admitting work.
     pub fn set_shutting_down(&self) {
-        self.with(|s| s.shutting_down = true);
+        self.update(|s| s.shutting_down = true);
     }
 
     /// Whether the node stopped admitting work.
@@ -232,6 +249,22 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_tick_subscribers_and_reads_do_not() {
+        // The async job runner waits on this channel and reads the status
+        // when woken: a read that ticked would make it spin.
+        let s = Shared::new(3);
+        let mut rx = s.subscribe();
+        let _ = s.status();
+        let _ = s.load_time();
+        assert!(!rx.has_changed().unwrap(), "a read ticked the channel");
+        s.set_queue_depth(1, None);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        s.worker_busy(false);
+        assert!(rx.has_changed().unwrap());
+    }
 
     #[test]
     fn readiness_follows_the_worker_lifecycle() {

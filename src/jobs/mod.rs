@@ -98,12 +98,17 @@
 //!
 //! # Layout
 //! - [`types`]: ids, statuses, the stored spec, the client's view.
-//! - [`store`]: the SQLite store and its writer thread, durable uploads.
+//! - [`store`]: the SQLite store: its writer thread, recovery at open,
+//!   durable uploads.
+//! - [`service`]: [`JobService`] over the SQLite store, one concept per
+//!   file: the node seam, the job table, acceptance, the runner, queries
+//!   and cancel, drain, retention. Job status changes are published on a
+//!   `watch` channel ([`JobService::subscribe`]); the runner and the drain
+//!   wait on it (and on the node's state channel) instead of polling.
 //! - [`pg`]: the shared PostgreSQL store of a fleet: claims with
-//!   `FOR UPDATE SKIP LOCKED`, leases, fencing, versioned migrations
-//!   (not yet selectable by `--jobs-store`: see its module doc).
-//! - [`service`]: [`JobService`]: the job table, acceptance, the runner,
-//!   the janitor.
+//!   `FOR UPDATE SKIP LOCKED`, leases, fencing, versioned migrations.
+//! - [`shared`]: [`SharedJobs`] over the PostgreSQL store
+//!   (`--jobs-store postgres://…`): acceptance, reads, the runner.
 //!
 //! [`AsrNode::transcribe`]: crate::AsrNode::transcribe
 

@@ -1,170 +1,17 @@
-//! Unit tests of the job service against a fake node and a real store in a
-//! temporary directory: durability before acceptance, the runner, cancel,
-//! the backlog limit, recovery, retention, and a slow or failing store
-//! that must stall neither polling nor decoding.
+//! The job service's behaviour: durability, the runner, cancel, backlog,
+//! recovery, retention, a slow or failing store.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-
-use super::service::{Engine, EngineLimits, EngineLoad};
-use super::store;
 use super::*;
-use crate::api::{
-    AsrError, DecodeOptions, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
-};
-use crate::api::{Granularities, ResponseFormat};
-use crate::config::JobsConfig;
-
-/// A node that "decodes" in `decode` time and answers scripted results.
-struct Fake {
-    ingest: crate::ingest::Ingest,
-    calls: AtomicUsize,
-    decode: Duration,
-    idle: AtomicBool,
-    answers: Mutex<VecDeque<Result<(), AsrError>>>,
-}
-
-impl Fake {
-    fn new(decode: Duration) -> Arc<Fake> {
-        Arc::new(Fake {
-            ingest: crate::ingest::Ingest::new(&crate::config::NodeConfig {
-                max_audio_secs: 600.0,
-                ..Default::default()
-            }),
-            calls: AtomicUsize::new(0),
-            decode,
-            idle: AtomicBool::new(true),
-            answers: Mutex::new(VecDeque::new()),
-        })
-    }
-}
-
-impl Engine for Fake {
-    fn transcribe(
-        &self,
-        req: TranscriptionRequest,
-    ) -> BoxFuture<'static, Result<Transcript, AsrError>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let scripted = self.answers.lock().unwrap().pop_front();
-        let decode = self.decode;
-        Box::pin(async move {
-            let total = req.audio_secs() as f32;
-            if let Some(p) = &req.progress {
-                let _ = p.send(Progress {
-                    decoded_secs: total / 2.0,
-                    total_secs: total,
-                });
-            }
-            tokio::time::sleep(decode).await;
-            scripted.unwrap_or(Ok(()))?;
-            Ok(Transcript {
-                job_id: 1,
-                result: JobResult {
-                    job_id: 1,
-                    text: " the lazy dog".into(),
-                    segments: vec![Segment {
-                        id: 0,
-                        seek: 0,
-                        start: 0.0,
-                        end: total,
-                        text: " the lazy dog".into(),
-                        tokens: vec![1, 2],
-                        temperature: 0.0,
-                        avg_logprob: -0.1,
-                        compression_ratio: 1.0,
-                        no_speech_prob: 0.0,
-                        words: vec![],
-                    }],
-                    language: "en".into(),
-                    language_probability: 1.0,
-                    duration_secs: total,
-                    timings: Default::default(),
-                },
-                queue_wait: Duration::ZERO,
-                decode_time: decode,
-                worker_generation: 0,
-            })
-        })
-    }
-
-    fn load(&self) -> EngineLoad {
-        EngineLoad {
-            ready: true,
-            idle: self.idle.load(Ordering::SeqCst),
-            shutting_down: false,
-        }
-    }
-
-    fn limits(&self) -> EngineLimits {
-        EngineLimits {
-            max_upload_bytes: 10 << 20,
-            max_audio_secs: 600.0,
-            beam_size: 5,
-            fault_injection: false,
-            shutdown_grace: Duration::from_secs(1),
-        }
-    }
-
-    fn ingest(&self) -> crate::ingest::Ingest {
-        self.ingest.clone()
-    }
-}
-
-/// `secs` of a 440 Hz tone as a 16 kHz mono 16-bit WAV.
-fn wav(secs: f32) -> Vec<u8> {
-    crate::audio::test_wav::tone(16_000, secs, 8000.0)
-}
-
-fn submission(secs: f32) -> JobSubmission {
-    JobSubmission {
-        upload: wav(secs).into(),
-        file_hint: Some("wav".into()),
-        options: DecodeOptions::default(),
-        response_format: ResponseFormat::Srt,
-        granularities: Granularities::default(),
-        fault: None,
-    }
-}
-
-fn config(dir: &std::path::Path) -> JobsConfig {
-    JobsConfig {
-        data_dir: dir.to_path_buf(),
-        max_defer_secs: 600.0,
-        ..JobsConfig::default()
-    }
-}
-
-async fn start(fake: &Arc<Fake>, config: JobsConfig) -> JobService {
-    JobService::start_with(fake.clone(), config)
-        .await
-        .expect("job service starts")
-}
-
-async fn wait_status(jobs: &JobService, id: JobId, status: JobStatus, within: Duration) -> JobView {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = jobs.get(id).expect("job exists");
-        if v.status == status {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} still {:?} after {within:?}",
-            v.status
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use crate::jobs::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_durable_when_accepted_then_runs_to_done() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(Duration::from_millis(20));
-    fake.idle.store(false, Ordering::SeqCst);
+    fake.set_idle(false);
     let jobs = start(&fake, config(dir.path())).await;
 
     let view = jobs.submit(submission(1.5)).await.unwrap();
@@ -183,7 +30,7 @@ async fn a_job_is_durable_when_accepted_then_runs_to_done() {
         JobStatus::Queued
     );
 
-    fake.idle.store(true, Ordering::SeqCst);
+    fake.set_idle(true);
     let done = wait_status(&jobs, view.id, JobStatus::Done, Duration::from_secs(5)).await;
     assert_eq!(done.result.as_ref().unwrap().text, " the lazy dog");
     assert_eq!(done.progress.decoded_secs, done.progress.total_secs);
@@ -206,7 +53,7 @@ async fn a_job_is_durable_when_accepted_then_runs_to_done() {
 async fn a_slow_store_never_stalls_polls_or_decoding() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(Duration::from_millis(30));
-    fake.idle.store(false, Ordering::SeqCst);
+    fake.set_idle(false);
     let jobs = start(&fake, config(dir.path())).await;
     let mut ids = vec![];
     for _ in 0..3 {
@@ -217,7 +64,7 @@ async fn a_slow_store_never_stalls_polls_or_decoding() {
     let commits_before = jobs.store_hooks().commits.load(Ordering::SeqCst);
     jobs.store_hooks().delay_ms.store(3000, Ordering::SeqCst);
     let t0 = Instant::now();
-    fake.idle.store(true, Ordering::SeqCst);
+    fake.set_idle(true);
 
     // All three decode back to back, and every poll answers at once.
     let mut slowest_poll = Duration::ZERO;
@@ -262,12 +109,12 @@ async fn a_slow_store_never_stalls_polls_or_decoding() {
             JobStatus::Done
         );
     }
-    fake.idle.store(false, Ordering::SeqCst);
+    fake.set_idle(false);
     let queued = jobs.submit(submission(1.0)).await.unwrap().id;
     jobs.store_hooks().fail.store(true, Ordering::SeqCst);
     let refused = jobs.submit(submission(1.0)).await;
     assert!(matches!(refused, Err(SubmitError::Store(_))), "{refused:?}");
-    fake.idle.store(true, Ordering::SeqCst);
+    fake.set_idle(true);
     wait_status(&jobs, queued, JobStatus::Done, Duration::from_secs(5)).await;
     assert_eq!(jobs.counts().done, 4);
     jobs.store_hooks().fail.store(false, Ordering::SeqCst);
@@ -278,7 +125,7 @@ async fn a_slow_store_never_stalls_polls_or_decoding() {
 async fn cancel_deletes_and_the_backlog_limit() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(Duration::from_millis(400));
-    fake.idle.store(false, Ordering::SeqCst);
+    fake.set_idle(false);
     let mut c = config(dir.path());
     c.max_pending = 2;
     let jobs = start(&fake, c).await;
@@ -303,7 +150,7 @@ async fn cancel_deletes_and_the_backlog_limit() {
     assert_eq!(jobs.get(b).unwrap().queue_position, Some(1));
 
     // Running and cancelled: the runner stops waiting at once.
-    fake.idle.store(true, Ordering::SeqCst);
+    fake.set_idle(true);
     wait_status(&jobs, b, JobStatus::Running, Duration::from_secs(2)).await;
     // Its stored audio is decoded first; cancel once the node has it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -389,7 +236,7 @@ async fn unfinished_jobs_are_requeued_after_a_restart_and_expired_ones_purged() 
     let jobs = start(&fake, config(dir.path())).await;
     let done = jobs.submit(submission(1.0)).await.unwrap().id;
     wait_status(&jobs, done, JobStatus::Done, Duration::from_secs(5)).await;
-    fake.idle.store(false, Ordering::SeqCst);
+    fake.set_idle(false);
     let waiting = jobs.submit(submission(2.0)).await.unwrap().id;
     jobs.close().await;
 
