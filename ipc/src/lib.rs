@@ -83,7 +83,10 @@ pub use result::*;
 /// 5: the job's audio as 16-bit PCM in `ToWorker::AudioChunk` frames after
 /// a `ToWorker::Job` header (`JobHeader::sample_count`);
 /// `FromWorker::Heartbeat`.
-pub const PROTOCOL_VERSION: u32 = 5;
+///
+/// 6: `DecodeOptions::hotwords`, `language_detection_segments` and
+/// `language_detection_threshold`.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it
 /// travels in chunks of [`CHUNK_SAMPLES`]); the largest other frames are

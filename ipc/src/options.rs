@@ -54,6 +54,32 @@ pub struct DecodeOptions {
     /// Parameters of the voice-activity detection (used with `vad_filter`).
     #[serde(default)]
     pub vad: VadOptions,
+    /// Words or phrases to bias the decoder towards (names, jargon):
+    /// faster-whisper's `hotwords`, put in every window's prompt (after
+    /// `<|startofprev|>`, before the previous text).
+    #[serde(default)]
+    pub hotwords: Option<String>,
+    /// Windows of 30 s used to detect the language when none is given:
+    /// detection stops at the first window whose top language is more
+    /// probable than `language_detection_threshold`, else the language
+    /// most often on top wins (faster-whisper's
+    /// `language_detection_segments`, default 1).
+    #[serde(default = "one")]
+    pub language_detection_segments: u32,
+    /// See `language_detection_segments` (faster-whisper's default 0.5).
+    #[serde(default = "half")]
+    pub language_detection_threshold: f32,
+}
+
+/// Serde default of `language_detection_segments` (records written before
+/// the field existed).
+fn one() -> u32 {
+    1
+}
+
+/// Serde default of `language_detection_threshold`.
+fn half() -> f32 {
+    0.5
 }
 
 /// Voice-activity detection parameters; the defaults and meanings are
@@ -113,6 +139,9 @@ impl Default for DecodeOptions {
             suppress_blank: true,
             vad_filter: false,
             vad: VadOptions::default(),
+            hotwords: None,
+            language_detection_segments: 1,
+            language_detection_threshold: 0.5,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! worker scales it by 1/32768).
 //!
 //! [`decode_upload`] probes the container with symphonia (WAV, FLAC, MP3,
-//! Ogg/Vorbis, MP4/AAC, MKV/WebM) and then *streams*: each packet of the
+//! Ogg, MP4/M4A, MKV/WebM; codecs PCM, FLAC, MP3, AAC, Vorbis and Opus, see
+//! `codecs`) and then *streams*: each packet of the
 //! default audio track is decoded, averaged to mono, pushed through
 //! rubato's synchronous FFT resampler one 1024-frame chunk at a time (the
 //! polynomial resampler aliases, so it is not used; audio already at 16 kHz
@@ -38,7 +39,7 @@
 //! | input | error | HTTP |
 //! | --- | --- | --- |
 //! | zero bytes | [`AudioError::Empty`] | 400 |
-//! | no known container or codec, no audio track, odd sample rate | [`AudioError::Unsupported`] | 415 |
+//! | no known container or codec (the answer names the codec: "AC-3", "ALAC", …), no audio track, odd sample rate | [`AudioError::Unsupported`] | 415 |
 //! | a known container whose header is cut or malformed (a truncated WAV header), or a stream none of whose packets decode | [`AudioError::Corrupt`] | 400 |
 //! | a valid container holding no samples | [`AudioError::NoSamples`] | 400 |
 //! | NaN or infinite samples (float WAV) | [`AudioError::NonFinite`] | 400 |
@@ -71,6 +72,7 @@
 //! panic becomes [`AudioError::Corrupt`].
 
 mod budget;
+mod codecs;
 mod decode;
 mod error;
 mod probe;

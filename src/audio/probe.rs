@@ -27,7 +27,7 @@ pub(super) fn probe_error(e: SymphoniaError) -> AudioError {
     match e {
         SymphoniaError::Unsupported(what) if is_no_format(what) => AudioError::Unsupported(
             "the file is not in a recognised audio format \
-             (wav, flac, mp3, ogg/vorbis, mp4/aac, mkv/webm)"
+             (wav, flac, mp3, ogg, webm/mkv, mp4/m4a)"
                 .into(),
         ),
         // A recognised container missing a required part ("isomp4: missing
@@ -105,12 +105,20 @@ pub(super) fn open_track(
         .as_ref()
         .and_then(|p| p.audio())
         .ok_or_else(|| AudioError::Unsupported("the audio track's codec is unknown".into()))?;
-    let decoder = symphonia::default::get_codecs()
+    let registry = super::codecs::registry();
+    if registry.get_audio_decoder(params.codec).is_none() {
+        return Err(AudioError::Unsupported(format!(
+            "the audio codec {} is not supported (supported: PCM, FLAC, MP3, AAC, Vorbis, Opus)",
+            super::codecs::codec_name(params.codec)
+        )));
+    }
+    let decoder = registry
         .make_audio_decoder(params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
-            SymphoniaError::Unsupported(what) => {
-                AudioError::Unsupported(format!("the audio codec is not supported ({what})"))
-            }
+            SymphoniaError::Unsupported(what) => AudioError::Unsupported(format!(
+                "the {} stream is not supported ({what})",
+                super::codecs::codec_name(params.codec)
+            )),
             other => probe_error(other),
         })?;
     Ok((decoder, track.id))

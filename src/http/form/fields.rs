@@ -1,7 +1,7 @@
 //! [`RawForm`]: the text fields as sent, and their validation into a
 //! [`TranscriptionForm`].
 
-use super::{TranscriptionForm, MAX_BEAM_SIZE};
+use super::{TranscriptionForm, MAX_BEAM_SIZE, MAX_LANGUAGE_DETECTION_SEGMENTS};
 use crate::audio::Upload;
 use crate::error_code::Code;
 use crate::http::error::ApiError;
@@ -22,6 +22,12 @@ pub(super) struct RawForm {
     pub(super) beam_size: Option<String>,
     pub(super) vad_filter: Option<String>,
     pub(super) stream: Option<String>,
+    pub(super) chunking_strategy: Option<String>,
+    pub(super) hotwords: Option<String>,
+    pub(super) language_detection_segments: Option<String>,
+    pub(super) language_detection_threshold: Option<String>,
+    /// A field of OpenAI's API the node cannot honour, if one was sent.
+    pub(super) unsupported: Option<&'static str>,
 }
 
 impl RawForm {
@@ -43,6 +49,18 @@ impl RawForm {
             "beam_size" => &mut self.beam_size,
             "vad_filter" => &mut self.vad_filter,
             "stream" => &mut self.stream,
+            "chunking_strategy" => &mut self.chunking_strategy,
+            "hotwords" => &mut self.hotwords,
+            "language_detection_segments" => &mut self.language_detection_segments,
+            "language_detection_threshold" => &mut self.language_detection_threshold,
+            "known_speaker_names[]" | "known_speaker_names" => {
+                self.unsupported = Some("known_speaker_names");
+                return;
+            }
+            "known_speaker_references[]" | "known_speaker_references" => {
+                self.unsupported = Some("known_speaker_references");
+                return;
+            }
             _ => {
                 self.granularities
                     .extend(trimmed.split(',').map(|g| g.trim().to_ascii_lowercase()));
@@ -57,8 +75,22 @@ impl RawForm {
             ApiError::new(Code::MissingFile, "the form has no file field").with_param("file")
         })?;
 
+        if let Some(field) = self.unsupported {
+            return Err(ApiError::new(
+                Code::UnsupportedParameter,
+                format!("{field} is not supported: this node does not identify speakers (no diarization)"),
+            )
+            .with_param(field));
+        }
         let response_format = match &self.response_format {
             None => ResponseFormat::Json,
+            Some(f) if f.eq_ignore_ascii_case("diarized_json") => {
+                return Err(ApiError::new(
+                    Code::UnsupportedParameter,
+                    "response_format diarized_json is not supported: this node does not identify speakers (no diarization)",
+                )
+                .with_param("response_format"))
+            }
             Some(f) => f.parse().map_err(|e: crate::http::format::UnknownFormat| {
                 ApiError::invalid_param("response_format", e.to_string())
             })?,
@@ -135,8 +167,12 @@ impl RawForm {
             ));
         }
 
-        let vad_filter = match self.vad_filter.as_deref().map(str::to_ascii_lowercase) {
+        let chunking = match self.chunking_strategy.as_deref() {
             None => None,
+            Some(c) => Some(chunking_strategy(c)?),
+        };
+        let vad_filter = match self.vad_filter.as_deref().map(str::to_ascii_lowercase) {
+            None => chunking,
             Some(v) if v == "true" || v == "1" => Some(true),
             Some(v) if v == "false" || v == "0" => Some(false),
             Some(v) => {
@@ -165,6 +201,38 @@ impl RawForm {
             ));
         }
 
+        let language_detection_segments = match &self.language_detection_segments {
+            None => None,
+            Some(n) => Some(
+                n.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LANGUAGE_DETECTION_SEGMENTS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            "language_detection_segments",
+                            format!(
+                                "language_detection_segments must be an integer from 1 to \
+                                 {MAX_LANGUAGE_DETECTION_SEGMENTS}"
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        let language_detection_threshold = match &self.language_detection_threshold {
+            None => None,
+            Some(t) => Some(
+                t.parse::<f32>()
+                    .ok()
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            "language_detection_threshold",
+                            "language_detection_threshold must be a number from 0 to 1",
+                        )
+                    })?,
+            ),
+        };
+
         Ok(TranscriptionForm {
             file,
             file_hint: self.file_hint,
@@ -177,7 +245,36 @@ impl RawForm {
             beam_size,
             vad_filter,
             stream,
+            hotwords: self.hotwords,
+            language_detection_segments,
+            language_detection_threshold,
         })
+    }
+}
+
+/// `chunking_strategy`: `auto` or a `server_vad` object (OpenAI's) turn on
+/// the node's voice-activity detection, which cuts the audio into speech
+/// before decoding ([`crate::api::DecodeOptions::vad_filter`]); its
+/// parameters (`threshold`, `silence_duration_ms`, `prefix_padding_ms`) are
+/// accepted and the node's own VAD settings used. Anything else is a 400.
+fn chunking_strategy(value: &str) -> Result<bool, ApiError> {
+    let bad = || {
+        ApiError::invalid_param(
+            "chunking_strategy",
+            format!(
+                "chunking_strategy must be \"auto\" or {{\"type\": \"server_vad\"}}, got {:?}",
+                cut(value)
+            ),
+        )
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("auto") {
+        return Ok(true);
+    }
+    let json: serde_json::Value = serde_json::from_str(value).map_err(|_| bad())?;
+    match json.get("type").and_then(|t| t.as_str()) {
+        Some("server_vad") => Ok(true),
+        _ => Err(bad()),
     }
 }
 

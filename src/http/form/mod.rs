@@ -5,7 +5,7 @@
 //! | field | meaning |
 //! | --- | --- |
 //! | `file` (required) | the audio; its file name's extension (or its part's `Content-Type`) is passed to the decoder as a hint |
-//! | `model` | accepted and ignored: every value (`whisper-1`, …) maps to the model the node loaded |
+//! | `model` | accepted and mapped to the model the node loaded, whatever the value (`whisper-1`, …); the answer's `X-Model` names it (see [`super::models`]) |
 //! | `language` | ISO 639-1 code or English name of a Whisper language (`en`, `English`); absent = detect |
 //! | `prompt` | the initial prompt (names, spellings, style) |
 //! | `response_format` | `json` (default), `text`, `srt`, `vtt`, `verbose_json` |
@@ -13,6 +13,10 @@
 //! | `timestamp_granularities[]` | `segment` and/or `word` (repeatable); `word` turns on word timestamps and needs `verbose_json` (as at OpenAI) |
 //! | `beam_size` (extension) | beam width 1..=[`MAX_BEAM_SIZE`]; default: the node's `--beam-size` |
 //! | `vad_filter` (extension) | `true`/`false` (`1`/`0`): voice-activity detection first, so only speech is decoded and silence cannot be "transcribed"; times stay those of the original audio. Default [`DEFAULT_VAD_FILTER`] |
+//! | `chunking_strategy` | `auto` or `{"type": "server_vad", …}`: voice-activity detection on (as `vad_filter=true`; the node's VAD settings apply); `vad_filter` wins when both are sent |
+//! | `known_speaker_names[]`, `known_speaker_references[]`, `response_format=diarized_json` | 400 `unsupported_parameter`: the node does not identify speakers |
+//! | `hotwords` (extension, as faster-whisper) | words or phrases the decoder should favour (names, jargon), put in every window's prompt; unlike `prompt` they do not stop applying after the first window |
+//! | `language_detection_segments`, `language_detection_threshold` (extensions, as faster-whisper) | with no `language`: how many 30 s windows (1..=80, default [`DEFAULT_LANGUAGE_DETECTION_SEGMENTS`]) the language may be detected over, and the probability (0..=1, default 0.5) of the top language that settles it; past an unsure window (music, silence) the next is tried, and if none is sure the language most often on top wins |
 //! | `stream` | `true`/`false` (`1`/`0`), default `false`: `true` answers with Server-Sent Events, one `transcript.text.delta` per segment as the worker finishes it, then `transcript.text.done` (see [`super::stream`]); needs `response_format` `json`, `text` or `verbose_json` |
 //!
 //! Other fields are read and ignored, so newer clients keep working.
@@ -102,6 +106,15 @@ pub use asr_ipc::MAX_BEAM_SIZE;
 /// API has no such switch. `vad_filter=false` decodes every sample.
 pub const DEFAULT_VAD_FILTER: bool = true;
 
+/// `language_detection_segments` when the form does not say: up to three
+/// 30 s windows (faster-whisper's default is one). Only an unsure first
+/// window (music, noise, silence kept with `vad_filter=false`: top language
+/// at most 0.5) makes the node look at the next, so clear speech costs
+/// nothing more.
+pub const DEFAULT_LANGUAGE_DETECTION_SEGMENTS: u32 = 3;
+/// Largest `language_detection_segments` accepted.
+pub const MAX_LANGUAGE_DETECTION_SEGMENTS: u32 = 80;
+
 /// Limits for reading a form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FormLimits {
@@ -166,6 +179,13 @@ pub struct TranscriptionForm {
     pub vad_filter: Option<bool>,
     /// Answer with Server-Sent Events as segments are decoded.
     pub stream: bool,
+    /// Words to bias the decoder towards.
+    pub hotwords: Option<String>,
+    /// Windows language detection may look at (`None`:
+    /// [`DEFAULT_LANGUAGE_DETECTION_SEGMENTS`]).
+    pub language_detection_segments: Option<u32>,
+    /// Probability that settles the language (`None`: 0.5).
+    pub language_detection_threshold: Option<f32>,
 }
 
 impl TranscriptionForm {
@@ -180,6 +200,13 @@ impl TranscriptionForm {
             initial_prompt: self.prompt.clone(),
             word_timestamps: self.granularities.word,
             vad_filter: self.vad_filter.unwrap_or(DEFAULT_VAD_FILTER),
+            hotwords: self.hotwords.clone(),
+            language_detection_segments: self
+                .language_detection_segments
+                .unwrap_or(DEFAULT_LANGUAGE_DETECTION_SEGMENTS),
+            language_detection_threshold: self
+                .language_detection_threshold
+                .unwrap_or(defaults.language_detection_threshold),
             ..defaults
         }
     }
@@ -280,7 +307,15 @@ where
             | "timestamp_granularities"
             | "beam_size"
             | "vad_filter"
-            | "stream" => {
+            | "stream"
+            | "chunking_strategy"
+            | "hotwords"
+            | "language_detection_segments"
+            | "language_detection_threshold"
+            | "known_speaker_names[]"
+            | "known_speaker_names"
+            | "known_speaker_references[]"
+            | "known_speaker_references" => {
                 let value = read_text(&mut field, &name, &map_err).await?;
                 raw.push(&name, value);
             }

@@ -287,3 +287,86 @@ fn temperature_schedules() {
     assert_eq!(temperature_schedule(Some(0.9), &d), vec![0.9]);
     assert_eq!(temperature_schedule(Some(1.0), &d), vec![1.0]);
 }
+
+#[actix_web::test]
+async fn openai_and_faster_whisper_extras_parse_and_what_the_node_cannot_do_is_refused() {
+    let form = parse(
+        vec![
+            file(b"RIFFxxxx"),
+            text("hotwords", "Ada Lovelace"),
+            text("language_detection_segments", "5"),
+            text("language_detection_threshold", "0.7"),
+            text("vad_filter", "false"),
+        ],
+        LIMITS,
+    )
+    .await
+    .unwrap();
+    let o = form.decode_options(5);
+    assert_eq!(o.hotwords.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(o.language_detection_segments, 5);
+    assert!((o.language_detection_threshold - 0.7).abs() < 1e-6);
+    assert!(!o.vad_filter);
+    let defaults = parse(vec![file(b"RIFFxxxx")], LIMITS)
+        .await
+        .unwrap()
+        .decode_options(5);
+    assert_eq!(
+        defaults.language_detection_segments,
+        DEFAULT_LANGUAGE_DETECTION_SEGMENTS
+    );
+    assert!(defaults.hotwords.is_none());
+
+    // chunking_strategy turns VAD on unless vad_filter says otherwise.
+    for strategy in ["auto", r#"{"type":"server_vad","silence_duration_ms":500}"#] {
+        let o = parse(
+            vec![file(b"RIFFxxxx"), text("chunking_strategy", strategy)],
+            LIMITS,
+        )
+        .await
+        .unwrap()
+        .decode_options(5);
+        assert!(o.vad_filter, "{strategy}");
+    }
+    for (name, value, code, param) in [
+        (
+            "chunking_strategy",
+            "none",
+            Code::InvalidParameter,
+            "chunking_strategy",
+        ),
+        (
+            "known_speaker_names[]",
+            "ada",
+            Code::UnsupportedParameter,
+            "known_speaker_names",
+        ),
+        (
+            "response_format",
+            "diarized_json",
+            Code::UnsupportedParameter,
+            "response_format",
+        ),
+        (
+            "language_detection_segments",
+            "81",
+            Code::InvalidParameter,
+            "language_detection_segments",
+        ),
+        (
+            "language_detection_threshold",
+            "2",
+            Code::InvalidParameter,
+            "language_detection_threshold",
+        ),
+    ] {
+        let e = parse(vec![file(b"RIFFxxxx"), text(name, value)], LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.error_code(), e.param()),
+            (code, Some(param)),
+            "{name}={value}"
+        );
+    }
+}

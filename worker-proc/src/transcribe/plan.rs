@@ -4,6 +4,9 @@
 use asr_ipc::{DecodeOptions, Task, WorkerError};
 
 use super::MAX_BEAM;
+
+/// Most 30 s windows language detection may look at (40 min).
+pub const MAX_DETECTION_SEGMENTS: u32 = 80;
 use crate::tokenizer::WhisperTokenizer;
 
 /// Where the language comes from.
@@ -30,6 +33,8 @@ pub struct Plan {
     pub task_token: Option<u32>,
     /// Tokens of the initial prompt (`" " + prompt.strip()`).
     pub initial_prompt_tokens: Vec<u32>,
+    /// Tokens of the hotwords (`" " + hotwords.strip()`), in every prompt.
+    pub hotword_tokens: Vec<u32>,
 }
 
 /// Rejects empty audio and non-finite samples.
@@ -151,6 +156,25 @@ pub fn plan(
         }
         None
     };
+    if opts.language_detection_segments == 0
+        || opts.language_detection_segments > MAX_DETECTION_SEGMENTS
+    {
+        return Err(invalid(format!(
+            "language_detection_segments must be between 1 and {MAX_DETECTION_SEGMENTS}, got {}",
+            opts.language_detection_segments
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.language_detection_threshold) {
+        return Err(invalid(
+            "language_detection_threshold must be a number from 0 to 1",
+        ));
+    }
+    let hotword_tokens = match opts.hotwords.as_deref().map(str::trim) {
+        Some(h) if !h.is_empty() => tokenizer
+            .encode(&format!(" {h}"))
+            .map_err(|e| invalid(format!("hotwords: {e}")))?,
+        _ => Vec::new(),
+    };
     let initial_prompt_tokens = match &opts.initial_prompt {
         Some(p) => tokenizer
             .encode(&format!(" {}", p.trim()))
@@ -161,5 +185,6 @@ pub fn plan(
         language,
         task_token,
         initial_prompt_tokens,
+        hotword_tokens,
     })
 }

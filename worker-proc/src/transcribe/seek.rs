@@ -37,21 +37,63 @@ impl<B: Backend> Pipeline<B> {
         let (language, language_probability, language_token) = match plan.language {
             LanguagePlan::Fixed { code, token } => (code, 1.0f32, token),
             LanguagePlan::Detect => {
-                let width = nb.min(features.n_frames);
-                let mut mel = features.window(0, width, nb);
-                let encoded = clock
-                    .phase("encode", Some(0), None, || {
-                        self.backend.encode(&mut mel, n_mels, nb)
-                    })
-                    .map_err(engine_err)?;
-                let langs = clock
-                    .phase("detect_language", Some(0), None, || {
-                        self.backend.detect_language(&encoded)
-                    })
-                    .map_err(engine_err)?;
-                let (token_str, prob) = langs.into_iter().next().ok_or_else(|| {
-                    WorkerError::Engine("language detection returned nothing".into())
-                })?;
+                // faster-whisper's `detect_language` over up to
+                // `language_detection_segments` windows: the first window
+                // whose top language is sure enough decides; else the
+                // language most often on top (its best probability).
+                let mut votes: Vec<(String, usize, f32)> = Vec::new();
+                let mut decided = None;
+                let windows = (opts.language_detection_segments as usize).max(1);
+                for i in 0..windows {
+                    let start = i * nb;
+                    if i > 0 && start >= features.n_frames {
+                        break;
+                    }
+                    let width = nb.min(features.n_frames - start);
+                    let mut mel = features.window(start, width, nb);
+                    let at = Some(i as u32);
+                    let encoded = clock
+                        .phase("encode", at, None, || {
+                            self.backend.encode(&mut mel, n_mels, nb)
+                        })
+                        .map_err(engine_err)?;
+                    let langs = clock
+                        .phase("detect_language", at, None, || {
+                            self.backend.detect_language(&encoded)
+                        })
+                        .map_err(engine_err)?;
+                    let (token_str, prob) = langs.into_iter().next().ok_or_else(|| {
+                        WorkerError::Engine("language detection returned nothing".into())
+                    })?;
+                    if i == 0 && width == nb.min(content_frames) {
+                        first_window = Some(encoded);
+                    }
+                    if prob > opts.language_detection_threshold {
+                        decided = Some((token_str, prob));
+                        break;
+                    }
+                    match votes.iter_mut().find(|(t, _, _)| *t == token_str) {
+                        Some((_, n, best)) => {
+                            *n += 1;
+                            *best = best.max(prob);
+                        }
+                        None => votes.push((token_str, 1, prob)),
+                    }
+                }
+                let (token_str, prob) = match decided {
+                    Some(d) => d,
+                    // Ties go to the language seen first, as Python's max().
+                    None => votes
+                        .iter()
+                        .fold(None::<&(String, usize, f32)>, |best, v| match best {
+                            Some(b) if b.1 >= v.1 => Some(b),
+                            _ => Some(v),
+                        })
+                        .map(|(t, _, p)| (t.clone(), *p))
+                        .ok_or_else(|| {
+                            WorkerError::Engine("language detection returned nothing".into())
+                        })?,
+                };
                 let code = token_str
                     .trim_start_matches("<|")
                     .trim_end_matches("|>")
@@ -61,9 +103,6 @@ impl<B: Backend> Pipeline<B> {
                         "detected language {token_str} is not in the vocabulary"
                     ))
                 })?;
-                if width == nb.min(content_frames) {
-                    first_window = Some(encoded);
-                }
                 (code, prob, Some(token))
             }
         };
@@ -98,6 +137,7 @@ impl<B: Backend> Pipeline<B> {
             let prompt = build_prompt(
                 &self.tokenizer,
                 &all_tokens[prompt_reset_since..],
+                &plan.hotword_tokens,
                 &sot_sequence,
                 opts.without_timestamps,
             );

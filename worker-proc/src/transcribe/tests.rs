@@ -62,6 +62,8 @@ pub(crate) struct Script {
     pub prompts: RefCell<Vec<Vec<String>>>,
     pub temps: RefCell<Vec<f32>>,
     pub encodes: RefCell<usize>,
+    /// Language detection answers, in order; then `<|en|>` at 0.9.
+    pub detections: RefCell<VecDeque<(String, f32)>>,
 }
 
 impl Script {
@@ -71,6 +73,7 @@ impl Script {
             prompts: RefCell::new(vec![]),
             temps: RefCell::new(vec![]),
             encodes: RefCell::new(0),
+            detections: RefCell::default(),
         }
     }
 }
@@ -97,7 +100,8 @@ impl Backend for Script {
             .ok_or_else(|| anyhow::anyhow!("script exhausted"))
     }
     fn detect_language(&self, _: &()) -> Result<Vec<(String, f32)>> {
-        Ok(vec![("<|en|>".into(), 0.9)])
+        let next = self.detections.borrow_mut().pop_front();
+        Ok(vec![next.unwrap_or_else(|| ("<|en|>".into(), 0.9))])
     }
     fn align(&self, _: &(), _: &[usize], _: &[usize], _: usize, _: i64) -> Result<Alignment> {
         Ok(Alignment::default())
@@ -475,4 +479,90 @@ fn multilingual_models_detect_and_prompt_with_language_and_task() {
     // Clip under 30 s: the detection window differs by one frame from
     // the decode window, so both are encoded (as faster-whisper does).
     assert_eq!(*p.backend.encodes.borrow(), 2);
+}
+
+#[test]
+fn the_translate_task_prompts_with_the_language_and_translate_tokens() {
+    let samples = vec![0.01f32; 16_000 * 2];
+    let mut p = pipeline(vec![gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0)]);
+    p.multilingual = true;
+    let opts = DecodeOptions {
+        language: Some("en".into()),
+        task: Task::Translate,
+        hotwords: Some(" a b ".into()),
+        ..DecodeOptions::default()
+    };
+    p.transcribe(&samples, &opts, &mut |_, _, _| {}).unwrap();
+    let prompts = p.backend.prompts.borrow();
+    // faster-whisper: <|startofprev|> + " a b" (the hotwords, stripped,
+    // one leading space; the toy BPE has no merges), then
+    // <|startoftranscript|><|en|><|translate|>.
+    assert_eq!(
+        prompts[0],
+        vec![
+            "<|startofprev|>",
+            "Ġ",
+            "a",
+            "Ġ",
+            "b",
+            "<|startoftranscript|>",
+            "<|en|>",
+            "<|translate|>"
+        ]
+    );
+}
+
+#[test]
+fn language_detection_looks_past_an_unsure_first_window() {
+    // 70 s: three windows. The first is unsure (music, silence), the
+    // second sure: it decides.
+    let samples = vec![0.01f32; 16_000 * 70];
+    let gens = (0..3)
+        .map(|_| gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0))
+        .collect();
+    let mut p = pipeline(gens);
+    p.multilingual = true;
+    p.backend
+        .detections
+        .borrow_mut()
+        .extend([("<|en|>".to_string(), 0.3), ("<|en|>".to_string(), 0.8)]);
+    let opts = DecodeOptions {
+        language_detection_segments: 3,
+        ..DecodeOptions::default()
+    };
+    let t = p.transcribe(&samples, &opts, &mut |_, _, _| {}).unwrap();
+    assert_eq!(t.language, "en");
+    assert!(
+        (t.language_probability - 0.8).abs() < 1e-6,
+        "{}",
+        t.language_probability
+    );
+    assert!(
+        p.backend.detections.borrow().is_empty(),
+        "both windows asked"
+    );
+
+    // No window is sure: the language most often on top, with its best
+    // probability; with one segment (the default) only the first counts.
+    let mut p = pipeline(vec![gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0); 3]);
+    p.multilingual = true;
+    p.backend
+        .detections
+        .borrow_mut()
+        .extend([("<|en|>".to_string(), 0.3), ("<|en|>".to_string(), 0.4)]);
+    let t = p
+        .transcribe(&samples, &DecodeOptions::default(), &mut |_, _, _| {})
+        .unwrap();
+    assert!((t.language_probability - 0.3).abs() < 1e-6);
+    assert_eq!(p.backend.detections.borrow().len(), 1, "one window asked");
+
+    let bad = DecodeOptions {
+        language_detection_segments: 0,
+        ..DecodeOptions::default()
+    };
+    let mut p = pipeline(vec![]);
+    assert!(matches!(
+        p.transcribe(&samples, &bad, &mut |_, _, _| {}),
+        Err(WorkerError::InvalidOptions(_))
+    ));
 }
