@@ -358,3 +358,52 @@ async fn hotwords_change_what_is_heard() {
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert_eq!(bad.json()["error"]["param"], "language_detection_segments");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_come_one_per_token_and_leave_the_text_alone() {
+    let svc = Service::start(&[]);
+    let plain = svc.transcribe(&fixture("hello.wav"), &[]).await;
+    let with = svc
+        .transcribe(&fixture("hello.wav"), &[("include[]", "logprobs")])
+        .await;
+    assert_eq!(with.status, 200, "{}", with.text);
+    let (plain, with) = (plain.json(), with.json());
+    assert_eq!(plain["text"], with["text"], "the text is unchanged");
+    assert!(plain.get("logprobs").is_none());
+    let logprobs = with["logprobs"].as_array().expect("logprobs");
+    // One per text token: as many as verbose_json's segments hold below
+    // <|endoftext|> (50256 for English-only models).
+    let verbose = svc
+        .transcribe(
+            &fixture("hello.wav"),
+            &[("response_format", "verbose_json")],
+        )
+        .await
+        .json();
+    let text_tokens = verbose["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["tokens"].as_array().unwrap())
+        .filter(|t| t.as_u64().unwrap() < 50_256)
+        .count();
+    assert_eq!(logprobs.len(), text_tokens, "{with}");
+    let mut joined = Vec::new();
+    for lp in logprobs {
+        let p = lp["logprob"].as_f64().unwrap();
+        assert!(p <= 0.0 && p.is_finite(), "{lp}");
+        assert!(lp["token"].is_string(), "{lp}");
+        joined.extend(
+            lp["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8),
+        );
+    }
+    // The tokens' bytes spell the text.
+    assert_eq!(
+        String::from_utf8(joined).unwrap().trim(),
+        with["text"].as_str().unwrap()
+    );
+}

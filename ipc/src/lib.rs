@@ -84,8 +84,8 @@ pub use result::*;
 /// a `ToWorker::Job` header (`JobHeader::sample_count`);
 /// `FromWorker::Heartbeat`.
 ///
-/// 6: `DecodeOptions::hotwords`, `language_detection_segments` and
-/// `language_detection_threshold`.
+/// 6: `DecodeOptions::hotwords`, `language_detection_segments`,
+/// `language_detection_threshold` and `token_logprobs`; `Word::tokens`.
 pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it

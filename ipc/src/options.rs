@@ -69,6 +69,11 @@ pub struct DecodeOptions {
     /// See `language_detection_segments` (faster-whisper's default 0.5).
     #[serde(default = "half")]
     pub language_detection_threshold: f32,
+    /// Give every text token's log-probability (`Word::tokens`): the
+    /// alignment pass of word timestamps is run for its token
+    /// probabilities, without changing segments or their times.
+    #[serde(default)]
+    pub token_logprobs: bool,
 }
 
 /// Serde default of `language_detection_segments` (records written before
@@ -142,6 +147,7 @@ impl Default for DecodeOptions {
             hotwords: None,
             language_detection_segments: 1,
             language_detection_threshold: 0.5,
+            token_logprobs: false,
         }
     }
 }

@@ -60,6 +60,21 @@ pub struct Word {
     pub word: String,
     /// Mean probability of the word's tokens.
     pub probability: f32,
+    /// The word's tokens with their log-probabilities, when the job asked
+    /// for them ([`crate::DecodeOptions::token_logprobs`]); else empty.
+    #[serde(default)]
+    pub tokens: Vec<TokenLogprob>,
+}
+
+/// One token and its log-probability (OpenAI's `logprobs` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text (lossy where it holds part of a UTF-8 character).
+    pub token: String,
+    /// Natural log of the token's probability.
+    pub logprob: f32,
+    /// The token's bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Phase timings measured inside the worker.

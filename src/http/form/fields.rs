@@ -24,6 +24,7 @@ pub(super) struct RawForm {
     pub(super) stream: Option<String>,
     pub(super) chunking_strategy: Option<String>,
     pub(super) hotwords: Option<String>,
+    pub(super) include: Vec<String>,
     pub(super) language_detection_segments: Option<String>,
     pub(super) language_detection_threshold: Option<String>,
     /// A field of OpenAI's API the node cannot honour, if one was sent.
@@ -51,6 +52,11 @@ impl RawForm {
             "stream" => &mut self.stream,
             "chunking_strategy" => &mut self.chunking_strategy,
             "hotwords" => &mut self.hotwords,
+            "include[]" | "include" => {
+                self.include
+                    .extend(trimmed.split(',').map(|v| v.trim().to_ascii_lowercase()));
+                return;
+            }
             "language_detection_segments" => &mut self.language_detection_segments,
             "language_detection_threshold" => &mut self.language_detection_threshold,
             "known_speaker_names[]" | "known_speaker_names" => {
@@ -201,6 +207,22 @@ impl RawForm {
             ));
         }
 
+        let mut logprobs = false;
+        for value in self.include.iter().filter(|v| !v.is_empty()) {
+            if value != "logprobs" {
+                return Err(ApiError::invalid_param(
+                    "include[]",
+                    format!("unknown include value {:?}; expected logprobs", cut(value)),
+                ));
+            }
+            logprobs = true;
+        }
+        if logprobs && (response_format != ResponseFormat::Json || stream) {
+            return Err(ApiError::invalid_param(
+                "include[]",
+                "logprobs come with response_format json, without stream",
+            ));
+        }
         let language_detection_segments = match &self.language_detection_segments {
             None => None,
             Some(n) => Some(
@@ -246,6 +268,7 @@ impl RawForm {
             vad_filter,
             stream,
             hotwords: self.hotwords,
+            logprobs,
             language_detection_segments,
             language_detection_threshold,
         })

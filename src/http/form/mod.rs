@@ -15,6 +15,7 @@
 //! | `vad_filter` (extension) | `true`/`false` (`1`/`0`): voice-activity detection first, so only speech is decoded and silence cannot be "transcribed"; times stay those of the original audio. Default [`DEFAULT_VAD_FILTER`] |
 //! | `chunking_strategy` | `auto` or `{"type": "server_vad", …}`: voice-activity detection on (as `vad_filter=true`; the node's VAD settings apply); `vad_filter` wins when both are sent |
 //! | `known_speaker_names[]`, `known_speaker_references[]`, `response_format=diarized_json` | 400 `unsupported_parameter`: the node does not identify speakers |
+//! | `include[]` | `logprobs`: the answer (`json` only, not streamed) also has `"logprobs"`, OpenAI's list of `{"token", "logprob", "bytes"}`, one per text token; the log-probabilities come from the alignment pass of word timestamps (faster-whisper's word probabilities, per token), which costs about one extra decoder pass per window and leaves the text and times unchanged |
 //! | `hotwords` (extension, as faster-whisper) | words or phrases the decoder should favour (names, jargon), put in every window's prompt; unlike `prompt` they do not stop applying after the first window |
 //! | `language_detection_segments`, `language_detection_threshold` (extensions, as faster-whisper) | with no `language`: how many 30 s windows (1..=80, default [`DEFAULT_LANGUAGE_DETECTION_SEGMENTS`]) the language may be detected over, and the probability (0..=1, default 0.5) of the top language that settles it; past an unsure window (music, silence) the next is tried, and if none is sure the language most often on top wins |
 //! | `stream` | `true`/`false` (`1`/`0`), default `false`: `true` answers with Server-Sent Events, one `transcript.text.delta` per segment as the worker finishes it, then `transcript.text.done` (see [`super::stream`]); needs `response_format` `json`, `text` or `verbose_json` |
@@ -181,6 +182,8 @@ pub struct TranscriptionForm {
     pub stream: bool,
     /// Words to bias the decoder towards.
     pub hotwords: Option<String>,
+    /// `include[]=logprobs`: each token's log-probability in the answer.
+    pub logprobs: bool,
     /// Windows language detection may look at (`None`:
     /// [`DEFAULT_LANGUAGE_DETECTION_SEGMENTS`]).
     pub language_detection_segments: Option<u32>,
@@ -201,6 +204,7 @@ impl TranscriptionForm {
             word_timestamps: self.granularities.word,
             vad_filter: self.vad_filter.unwrap_or(DEFAULT_VAD_FILTER),
             hotwords: self.hotwords.clone(),
+            token_logprobs: self.logprobs,
             language_detection_segments: self
                 .language_detection_segments
                 .unwrap_or(DEFAULT_LANGUAGE_DETECTION_SEGMENTS),
@@ -310,6 +314,8 @@ where
             | "stream"
             | "chunking_strategy"
             | "hotwords"
+            | "include[]"
+            | "include"
             | "language_detection_segments"
             | "language_detection_threshold"
             | "known_speaker_names[]"

@@ -307,6 +307,26 @@ async fn openai_and_faster_whisper_extras_parse_and_what_the_node_cannot_do_is_r
     assert_eq!(o.language_detection_segments, 5);
     assert!((o.language_detection_threshold - 0.7).abs() < 1e-6);
     assert!(!o.vad_filter);
+    assert!(!o.token_logprobs);
+    let o = parse(
+        vec![file(b"RIFFxxxx"), text("include[]", "logprobs")],
+        LIMITS,
+    )
+    .await
+    .unwrap()
+    .decode_options(5);
+    assert!(o.token_logprobs);
+    let e = parse(
+        vec![
+            file(b"RIFFxxxx"),
+            text("include[]", "logprobs"),
+            text("response_format", "verbose_json"),
+        ],
+        LIMITS,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.param(), Some("include[]"), "logprobs only with json");
     let defaults = parse(vec![file(b"RIFFxxxx")], LIMITS)
         .await
         .unwrap()
@@ -359,6 +379,7 @@ async fn openai_and_faster_whisper_extras_parse_and_what_the_node_cannot_do_is_r
             Code::InvalidParameter,
             "language_detection_threshold",
         ),
+        ("include[]", "segments", Code::InvalidParameter, "include[]"),
     ] {
         let e = parse(vec![file(b"RIFFxxxx"), text(name, value)], LIMITS)
             .await

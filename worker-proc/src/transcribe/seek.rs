@@ -206,6 +206,26 @@ impl<B: Backend> Pipeline<B> {
                     }
                     last_speech_timestamp = end;
                 }
+            } else if opts.token_logprobs && !current.is_empty() {
+                // Only the tokens' probabilities: align a copy, so the
+                // segments, their times and the seek stay exactly those of
+                // a decode without it.
+                let mut copy = current.clone();
+                let aligned = clock
+                    .phase("align", Some(window), None, || {
+                        words::add_word_timestamps(
+                            &self.backend,
+                            &self.tokenizer,
+                            &encoded,
+                            &sot_sequence,
+                            &mut copy,
+                            segment_size,
+                            last_speech_timestamp,
+                            &language,
+                        )
+                    })
+                    .map_err(engine_err)?;
+                words_per_segment = aligned.words;
             }
 
             let window_first_segment = segments.len();
@@ -230,7 +250,16 @@ impl<B: Backend> Pipeline<B> {
                     avg_logprob: decoded.avg_logprob as f32,
                     compression_ratio: decoded.compression_ratio as f32,
                     no_speech_prob: decoded.generation.no_speech_prob,
-                    words: seg_words.iter().map(words::WordTiming::to_word).collect(),
+                    words: seg_words
+                        .iter()
+                        .map(|w| {
+                            if opts.token_logprobs {
+                                w.to_word_with_logprobs(&self.tokenizer)
+                            } else {
+                                w.to_word()
+                            }
+                        })
+                        .collect(),
                 });
             }
 
