@@ -9,6 +9,10 @@
 #                                 exercises resampling)
 #   clip10.flac/.mp3/.ogg  the same clip, compressed (mp3 via sox's
 #                                 libsox-fmt-mp3, else ffmpeg)
+#   clip10.webm/.opus/.m4a the same clip as browsers and phones record it,
+#                          encoded by ffmpeg: WebM/Opus (MediaRecorder's
+#                          default), Ogg/Opus (48 kHz, 32 kbit/s) and M4A/AAC
+#                          (64 kbit/s)
 #   clip10_44k_stereo.wav  the same clip, 44.1 kHz stereo s16
 #   silence.wav            3 s of digital silence, 16 kHz mono s16
 #   long60.wav             ~60 s of 11 distinct sentences, 16 kHz mono s16
@@ -41,7 +45,7 @@ case "${1:-}" in
 esac
 
 die() { echo "make-fixtures: error: $*" >&2; exit 1; }
-for tool in espeak-ng sox soxi python3 sha256sum; do
+for tool in espeak-ng sox soxi ffmpeg ffprobe python3 sha256sum; do
     command -v "$tool" >/dev/null || die "$tool is missing (run scripts/setup-system.sh)"
 done
 
@@ -99,6 +103,11 @@ elif command -v ffmpeg >/dev/null; then
 else
     die "neither sox (libsox-fmt-mp3) nor ffmpeg can write mp3 (run scripts/setup-system.sh)"
 fi
+# ffmpeg with its bit-exact flags writes the same bytes on every run.
+FF=(ffmpeg -nostdin -loglevel error -i "$GEN/clip10.wav" -map_metadata -1 -fflags +bitexact -flags:a +bitexact)
+"${FF[@]}" -ar 48000 -c:a libopus -b:a 32k "$GEN/clip10.webm"
+"${FF[@]}" -ar 48000 -c:a libopus -b:a 32k "$GEN/clip10.opus"
+"${FF[@]}" -c:a aac -b:a 64k "$GEN/clip10.m4a"
 "${SOX[@]}" "$GEN/clip10.wav" -r 44100 -c 2 "${S16[@]}" "$GEN/clip10_44k_stereo.wav"
 "${SOX[@]}" -n -r 16000 -c 1 "${S16[@]}" "$GEN/silence.wav" trim 0 3
 "${SOX[@]}" "$WORK/long60.wav" -r 16000 -c 1 "${S16[@]}" "$GEN/long60.wav"
@@ -118,7 +127,15 @@ def tts(settings):
     return {"voice": voice, "words_per_minute": int(speed), "word_gap_ms": 10 * int(gap)}
 
 def soxi(flag, path):
+    if not path.endswith((".wav", ".flac", ".mp3", ".ogg")):
+        return ffprobe(flag, path)
     return subprocess.run(["soxi", flag, path], check=True, capture_output=True, text=True).stdout.strip()
+
+def ffprobe(flag, path):
+    entry = {"-D": "format=duration", "-r": "stream=sample_rate", "-c": "stream=channels"}[flag]
+    return subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", entry,
+                           "-of", "default=noprint_wrappers=1:nokey=1", path],
+                          check=True, capture_output=True, text=True).stdout.strip()
 
 clip_keywords = ["quick", "brown", "fox", "lazy", "dog", "speech", "recognition", "written", "whisper", "audio"]
 long_keywords = ["morning", "weather", "library", "paris", "museum", "breakfast", "choir", "bakery",
@@ -133,6 +150,12 @@ entries = [
     ("clip10.mp3", clip10, clip_keywords, clip10_tts, "clip10.wav",
      "MP3 of clip10.wav (64 kbit/s; 22.05 kHz is MPEG-2 layer III)"),
     ("clip10.ogg", clip10, clip_keywords, clip10_tts, "clip10.wav", "Ogg Vorbis of clip10.wav"),
+    ("clip10.webm", clip10, clip_keywords, clip10_tts, "clip10.wav",
+     "WebM/Opus of clip10.wav (ffmpeg libopus, 48 kHz, 32 kbit/s): what browsers' MediaRecorder sends"),
+    ("clip10.opus", clip10, clip_keywords, clip10_tts, "clip10.wav",
+     "Ogg/Opus of clip10.wav (ffmpeg libopus, 48 kHz, 32 kbit/s)"),
+    ("clip10.m4a", clip10, clip_keywords, clip10_tts, "clip10.wav",
+     "M4A (MP4/AAC-LC) of clip10.wav (ffmpeg aac, 64 kbit/s): what phones record"),
     ("clip10_44k_stereo.wav", clip10, clip_keywords, clip10_tts, "clip10.wav",
      "clip10.wav resampled to 44.1 kHz stereo (both channels equal): exercises downmix and resampling"),
     ("silence.wav", "", [], None, None,

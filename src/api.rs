@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error_code::Code;
-pub use asr_ipc::{DecodeOptions, Fault, JobResult, Segment, Task, Word, WorkerError};
+pub use asr_ipc::{
+    DecodeOptions, Fault, JobResult, Segment, Task, TokenLogprob, Word, WorkerError,
+};
 
 /// One transcription request, audio already decoded to 16 kHz mono.
 #[derive(Debug)]

@@ -43,6 +43,10 @@ pub struct Cli {
     /// The async job service's settings.
     #[command(flatten)]
     pub jobs: JobsConfig,
+
+    /// API keys, the per-key limit and CORS (see [`crate::http::access`]).
+    #[command(flatten)]
+    pub access: crate::http::access::AccessConfig,
 }
 
 /// Everything the actor tree needs. Embedding hosts build this directly

@@ -141,6 +141,22 @@ codes! {
     JobsDisabled => "jobs_disabled", 404;
     /// `/metrics` is exported through another recorder in this process.
     MetricsUnavailable => "metrics_unavailable", 404;
+
+    // --- access and the OpenAI API surface ------------------------------
+    /// The node requires an API key and the request has none
+    /// (`Authorization: Bearer <key>`).
+    MissingApiKey => "missing_api_key", 401;
+    /// The request's API key is not one of the node's.
+    InvalidApiKey => "invalid_api_key", 401;
+    /// The request's API key already has its most requests in progress.
+    KeyBusy => "key_busy", 429;
+    /// `GET /v1/models/{id}` for a model the node does not serve.
+    ModelNotFound => "model_not_found", 404;
+    /// A translation asked of an English-only model.
+    ModelCannotTranslate => "model_cannot_translate", 400;
+    /// A field OpenAI's API has but the node cannot honour
+    /// (`known_speaker_names`, diarization formats).
+    UnsupportedParameter => "unsupported_parameter", 400;
 }
 
 impl Code {

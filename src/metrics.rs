@@ -35,6 +35,13 @@
 //! | `asr_ready` | gauge | 1 when a request sent now would be admitted |
 //! | `asr_requests_total{outcome,status}` | counter | transcription HTTP requests by outcome code (`ok` or the error `code`) and status; `client_disconnected` with status `499` when the client left first |
 //! | `asr_request_duration_seconds` | histogram | transcription HTTP request latency |
+//! | `asr_auth_refusals_total{code}` | counter | requests refused for their API key: `missing_api_key`, `invalid_api_key` |
+//!
+//! Every counter is exported from the first scrape, at zero, with each
+//! label value it can take that is known up front ([`JOB_OUTCOMES`],
+//! [`DECODE_FAILURE_REASONS`], every error code for `asr_requests_total`),
+//! so a `rate()` or `increase()` alert sees the series before its first
+//! event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -46,6 +53,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::api::{AsrError, Transcript, WorkerState};
+use crate::error_code::Code;
 
 /// Jobs waiting in the queue (gauge).
 pub const QUEUE_DEPTH: &str = "asr_queue_depth";
@@ -84,6 +92,46 @@ pub const READY: &str = "asr_ready";
 pub const REQUESTS_TOTAL: &str = "asr_requests_total";
 /// Transcription HTTP request latency (histogram, seconds).
 pub const REQUEST_DURATION_SECONDS: &str = "asr_request_duration_seconds";
+
+/// Requests refused for their API key, by code (counter).
+pub const AUTH_REFUSALS_TOTAL: &str = "asr_auth_refusals_total";
+
+/// The outcomes of a job answered by the node besides `ok` (the codes of
+/// [`AsrError::code`]), exported at zero from the start.
+pub const JOB_OUTCOMES: &[Code] = &[
+    Code::QueueFull,
+    Code::WorkerUnavailable,
+    Code::ShuttingDown,
+    Code::QueueTimeout,
+    Code::DecodeTimeout,
+    Code::WorkerUnresponsive,
+    Code::WorkerProtocolError,
+    Code::JobUnsendable,
+    Code::WorkerCrashed,
+    Code::InputQuarantined,
+    Code::InvalidOptions,
+    Code::InvalidAudio,
+    Code::EngineError,
+    Code::Cancelled,
+    Code::InternalError,
+];
+
+/// The reasons of a failed decode (`asr_decode_failures_total`): the
+/// codes of the errors a decode in the worker can end with.
+pub const DECODE_FAILURE_REASONS: &[Code] = &[
+    Code::WorkerCrashed,
+    Code::DecodeTimeout,
+    Code::WorkerUnresponsive,
+    Code::WorkerProtocolError,
+    Code::JobUnsendable,
+    Code::InputQuarantined,
+    Code::InvalidOptions,
+    Code::InvalidAudio,
+    Code::EngineError,
+    Code::ShuttingDown,
+    Code::Cancelled,
+    Code::InternalError,
+];
 
 /// Bucket bounds (seconds) of the queue-wait histogram.
 pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
@@ -232,7 +280,27 @@ fn describe() {
         Unit::Seconds,
         "Transcription HTTP request latency."
     );
+    describe_counter!(
+        AUTH_REFUSALS_TOTAL,
+        "Requests refused for their API key, by code."
+    );
 
+    counter!(JOBS_TOTAL, "outcome" => "ok").increment(0);
+    for code in JOB_OUTCOMES {
+        counter!(JOBS_TOTAL, "outcome" => code.name()).increment(0);
+    }
+    for code in DECODE_FAILURE_REASONS {
+        counter!(DECODE_FAILURES_TOTAL, "reason" => code.name()).increment(0);
+    }
+    counter!(REQUESTS_TOTAL, "outcome" => "ok", "status" => "200").increment(0);
+    counter!(REQUESTS_TOTAL, "outcome" => "client_disconnected", "status" => "499").increment(0);
+    for code in Code::ALL {
+        counter!(REQUESTS_TOTAL, "outcome" => code.name(), "status" => status_label(code.status()))
+            .increment(0);
+    }
+    for code in [Code::MissingApiKey, Code::InvalidApiKey] {
+        counter!(AUTH_REFUSALS_TOTAL, "code" => code.name()).increment(0);
+    }
     for name in [
         QUEUE_TIMEOUTS_TOTAL,
         BUSY_REJECTIONS_TOTAL,
@@ -313,6 +381,12 @@ pub fn decode_failed(reason: &'static str) {
     counter!(DECODE_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
+/// A request was refused for its API key (`code` is `missing_api_key` or
+/// `invalid_api_key`).
+pub fn auth_refused(code: Code) {
+    counter!(AUTH_REFUSALS_TOTAL, "code" => code.name()).increment(1);
+}
+
 /// The supervisor restarted the worker.
 pub fn worker_restarted() {
     counter!(WORKER_RESTARTS_TOTAL).increment(1);
@@ -366,11 +440,14 @@ fn status_label(status: u16) -> &'static str {
         200 => "200",
         202 => "202",
         400 => "400",
+        401 => "401",
         404 => "404",
         405 => "405",
         408 => "408",
+        409 => "409",
         413 => "413",
         415 => "415",
+        421 => "421",
         422 => "422",
         429 => "429",
         499 => "499",
@@ -422,6 +499,38 @@ mod tests {
             "asr_worker_restarts_total 0",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_counter_is_exported_at_zero_from_the_start() {
+        let text = install().expect("no other recorder").render();
+        for code in DECODE_FAILURE_REASONS {
+            let line = format!("asr_decode_failures_total{{reason=\"{}\"}}", code.name());
+            assert!(text.contains(&line), "{line} missing");
+        }
+        for needle in [
+            "asr_jobs_total{outcome=\"ok\"}",
+            "asr_jobs_total{outcome=\"worker_crashed\"}",
+            "asr_requests_total{outcome=\"queue_full\",status=\"429\"}",
+            "asr_requests_total{outcome=\"invalid_api_key\",status=\"401\"}",
+            "asr_auth_refusals_total{code=\"missing_api_key\"}",
+            "asr_queue_timeouts_total",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        // Every counter of the exposition has at least one series.
+        for line in text.lines() {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|l| l.strip_suffix(" counter"))
+            {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with(name) && !l.starts_with('#')),
+                    "counter {name} has no series"
+                );
+            }
         }
     }
 

@@ -108,6 +108,8 @@ pub async fn run(
         .context("--allowed-hosts")?;
     tracing::info!(allowed_hosts = ?allowed_hosts, "Host header check");
     let allowed_hosts = web::Data::new(allowed_hosts);
+    let access = crate::http::access::Access::from_config(&cli.access, cli.node.queue_capacity)?;
+    let access = web::Data::new(access);
     tracing::info!(model_dir = %cli.node.model_dir.display(), %addr, "starting");
     let node = AsrNode::start(cli.node.clone())
         .await
@@ -119,7 +121,10 @@ pub async fn run(
         let app = App::new()
             .app_data(data.clone())
             .app_data(allowed_hosts.clone())
-            .wrap(from_fn(crate::http::host::check));
+            .app_data(access.clone())
+            .wrap(from_fn(crate::http::auth::check))
+            .wrap(from_fn(crate::http::host::check))
+            .wrap(access.cors());
         let app = match (&jobs_data, &jobs_unavailable) {
             (Some(jobs), _) => app.app_data(jobs.clone()),
             (None, Some(unavailable)) => app.app_data(unavailable.clone()),

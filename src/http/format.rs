@@ -3,7 +3,8 @@
 //!
 //! Rendering is pure (no I/O) so every format is unit-tested here.
 //!
-//! - `json`: `{"text": "..."}` with the text trimmed.
+//! - `json`: `{"text": "..."}` with the text trimmed (and `"logprobs"`, one
+//!   entry per token, when they were asked for with `include[]=logprobs`).
 //! - `text`: the trimmed text and a newline, `text/plain`.
 //! - `srt`: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, one blank line
 //!   after each cue; segments whose text is blank are skipped (and not
@@ -45,7 +46,7 @@ pub fn render(
     match format {
         ResponseFormat::Json => Rendered {
             content_type: "application/json",
-            body: serde_json::json!({ "text": transcript.result.text.trim() }).to_string(),
+            body: json(transcript),
         },
         ResponseFormat::Text => Rendered {
             content_type: "text/plain; charset=utf-8",
@@ -63,6 +64,25 @@ pub fn render(
             content_type: "application/json",
             body: verbose_json(transcript, granularities, task),
         },
+    }
+}
+
+/// `{"text": …}`, plus OpenAI's `"logprobs": [{"token", "logprob",
+/// "bytes"}, …]` (one entry per text token, in order) when the worker gave
+/// token log-probabilities (`include[]=logprobs`).
+fn json(transcript: &Transcript) -> String {
+    let text = transcript.result.text.trim();
+    let logprobs: Vec<&crate::api::TokenLogprob> = transcript
+        .result
+        .segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .flat_map(|w| &w.tokens)
+        .collect();
+    if logprobs.is_empty() {
+        serde_json::json!({ "text": text }).to_string()
+    } else {
+        serde_json::json!({ "text": text, "logprobs": logprobs }).to_string()
     }
 }
 
@@ -267,6 +287,7 @@ mod tests {
             end,
             word: w.into(),
             probability: 0.9,
+            tokens: Vec::new(),
         }
     }
 

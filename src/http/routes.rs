@@ -51,10 +51,14 @@ use crate::node::AsrNode;
 
 /// Route of the transcription endpoint.
 pub const TRANSCRIPTIONS_ROUTE: &str = "/v1/audio/transcriptions";
+/// Route of the translation endpoint (Whisper's translate task: speech in
+/// any language to English text; same form and formats).
+pub const TRANSLATIONS_ROUTE: &str = "/v1/audio/translations";
 /// Route of the liveness probe.
 pub const HEALTH_ROUTE: &str = "/health";
 /// Route of the readiness probe.
 pub const READY_ROUTE: &str = "/ready";
+pub use super::probes::ADMISSION_QUERY;
 
 /// Request header with which a load balancer asks for a full queue to be
 /// answered 503 instead of 429 (`X-Busy-Status: 503`): HAProxy before 2.8
@@ -194,15 +198,31 @@ pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(|| method_not_allowed("POST"))),
     )
     .service(
+        web::resource(TRANSLATIONS_ROUTE)
+            .wrap(actix_web::middleware::from_fn(busy_status))
+            .route(web::post().to(translations::<B>))
+            .default_service(web::to(|| method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource(super::models::MODELS_ROUTE)
+            .route(web::get().to(super::models::list::<B>))
+            .default_service(web::to(|| method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource(super::models::MODEL_ROUTE)
+            .route(web::get().to(super::models::get::<B>))
+            .default_service(web::to(|| method_not_allowed("GET"))),
+    )
+    .service(
         web::resource(HEALTH_ROUTE)
-            .route(web::get().to(health::<B>))
-            .route(web::head().to(health::<B>))
+            .route(web::get().to(super::probes::health::<B>))
+            .route(web::head().to(super::probes::health::<B>))
             .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
     )
     .service(
         web::resource(READY_ROUTE)
-            .route(web::get().to(ready::<B>))
-            .route(web::head().to(ready::<B>))
+            .route(web::get().to(super::probes::ready::<B>))
+            .route(web::head().to(super::probes::ready::<B>))
             .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
     );
     super::metrics::configure(cfg);
@@ -241,7 +261,7 @@ async fn method_not_allowed(allow: &'static str) -> HttpResponse {
     res
 }
 
-fn backend<B: Backend>(req: &HttpRequest) -> Result<web::Data<B>, ApiError> {
+pub(crate) fn backend<B: Backend>(req: &HttpRequest) -> Result<web::Data<B>, ApiError> {
     req.app_data::<web::Data<B>>().cloned().ok_or_else(|| {
         tracing::error!(
             "web::Data<{}> is missing from the app data; add it with App::app_data",
@@ -269,13 +289,30 @@ impl Drop for SpanGuard {
 }
 
 async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let span = crate::http::trace::http_server_span(&req, TRANSCRIPTIONS_ROUTE);
+    audio_endpoint::<B>(req, body, Task::Transcribe).await
+}
+
+async fn translations<B: Backend>(req: HttpRequest, body: web::Payload) -> HttpResponse {
+    audio_endpoint::<B>(req, body, Task::Translate).await
+}
+
+/// Both audio endpoints: the request span, the answer, its log and count.
+async fn audio_endpoint<B: Backend>(
+    req: HttpRequest,
+    body: web::Payload,
+    task: Task,
+) -> HttpResponse {
+    let route = match task {
+        Task::Transcribe => TRANSCRIPTIONS_ROUTE,
+        Task::Translate => TRANSLATIONS_ROUTE,
+    };
+    let span = crate::http::trace::http_server_span(&req, route);
     let mut guard = SpanGuard {
         span: span.clone(),
         finished: false,
     };
     let started = Instant::now();
-    let result = transcribe_request::<B>(&req, body, span.clone())
+    let result = transcribe_request::<B>(&req, body, task, span.clone())
         .instrument(span.clone())
         .await;
     guard.finished = true;
@@ -288,7 +325,7 @@ async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> Htt
     crate::http::trace::finish_http_span(&span, status, outcome, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if super::refusals::is_refusal(status) {
-        super::refusals::refused(TRANSCRIPTIONS_ROUTE, status, outcome, elapsed_ms);
+        super::refusals::refused(route, status, outcome, elapsed_ms);
     } else if response.status().is_server_error() {
         tracing::warn!(parent: &span, status, outcome, elapsed_ms, "transcription request failed");
     } else {
@@ -300,6 +337,7 @@ async fn transcriptions<B: Backend>(req: HttpRequest, body: web::Payload) -> Htt
 async fn transcribe_request<B: Backend>(
     req: &HttpRequest,
     body: web::Payload,
+    task: Task,
     span: Span,
 ) -> Result<HttpResponse, ApiError> {
     let node = backend::<B>(req)?;
@@ -318,6 +356,17 @@ async fn transcribe_request<B: Backend>(
     if let Some(model) = &form.model {
         tracing::debug!(model = %model, "requested model maps to the loaded model");
     }
+    let model = super::models::model_id(config);
+    if task == Task::Translate && super::models::is_multilingual(&config.model_dir) == Some(false) {
+        return Err(ApiError::new(
+            Code::ModelCannotTranslate,
+            format!(
+                "the model '{model}' is English-only and cannot translate; \
+                 translations need a multilingual model"
+            ),
+        )
+        .with_param("model"));
+    }
 
     // Full queue or shutting down: answer before the audio is decoded, so a
     // busy answer costs no CPU and stays fast however many clients upload
@@ -327,7 +376,8 @@ async fn transcribe_request<B: Backend>(
         log_asr_error(&e);
         ApiError::from(e)
     })?;
-    let options = form.decode_options(config.beam_size);
+    let mut options = form.decode_options(config.beam_size);
+    options.task = task;
     let hint = form.file_hint.clone();
     let file = Arc::new(form.file);
     let decode_span = tracing::info_span!(
@@ -346,7 +396,13 @@ async fn transcribe_request<B: Backend>(
     decode_span.record("audio_secs", decoded.report.audio_secs);
     decode_span.record("skipped_packets", decoded.report.skipped_packets);
     drop(upload_permit);
-    let damage = damage_headers(&decoded.report);
+    let mut damage = damage_headers(&decoded.report);
+    if let Ok(v) = HeaderValue::from_str(&model) {
+        damage.push((
+            header::HeaderName::from_static(super::models::MODEL_HEADER),
+            v,
+        ));
+    }
 
     // Built from `new` so fields added to the request later keep a default.
     let mut request = TranscriptionRequest::new(decoded.samples);
@@ -380,12 +436,7 @@ async fn transcribe_request<B: Backend>(
     })?;
     span.record("job_id", transcript.job_id as i64);
 
-    let rendered = render(
-        &transcript,
-        form.response_format,
-        form.granularities,
-        Task::Transcribe,
-    );
+    let rendered = render(&transcript, form.response_format, form.granularities, task);
     let mut ok = HttpResponse::Ok();
     ok.content_type(rendered.content_type)
         .insert_header(("x-job-id", transcript.job_id))
@@ -501,101 +552,6 @@ pub fn parse_max_queue_wait(headers: &HeaderMap) -> Result<Option<Duration>, Api
             "X-Max-Queue-Wait-Ms must be a whole number of milliseconds above 0",
         )),
     }
-}
-
-fn status_json<B: Backend>(
-    req: &HttpRequest,
-    node: &B,
-    status: &NodeStatus,
-    label: &str,
-) -> serde_json::Value {
-    let mut v = serde_json::to_value(status).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "node status serialisation failed");
-        serde_json::json!({})
-    });
-    if let Some(map) = v.as_object_mut() {
-        map.insert("status".into(), label.into());
-        map.insert(
-            "ingest".into(),
-            serde_json::to_value(node.ingest().stats()).unwrap_or_default(),
-        );
-        map.insert("async_jobs".into(), jobs_health(req));
-    }
-    v
-}
-
-/// The async job service's state for `/health` and `/ready`: `ok`,
-/// `failing` (its last store transaction failed: new jobs get 503
-/// `store_unavailable`, later state changes of running jobs may be lost),
-/// `unavailable` (it could not start; the job routes answer 503) or
-/// `disabled`. Synchronous transcription does not depend on it, so it does
-/// not change `/ready`'s status code.
-fn jobs_health(req: &HttpRequest) -> serde_json::Value {
-    if let Some(jobs) = req.app_data::<web::Data<crate::jobs::Jobs>>() {
-        let error = jobs.store_error();
-        return serde_json::json!({
-            "state": if error.is_some() { "failing" } else { "ok" },
-            "store_error": error,
-            "store_failed_transactions": jobs.store_failures(),
-        });
-    }
-    if let Some(u) = req.app_data::<web::Data<super::jobs::JobsUnavailable>>() {
-        return serde_json::json!({ "state": "unavailable", "error": u.reason });
-    }
-    serde_json::json!({ "state": "disabled" })
-}
-
-/// `GET /health`: 200 while the process is alive, with the node's status.
-async fn health<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let node = backend::<B>(&req)?;
-    let status = node.status();
-    Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ok")))
-}
-
-/// Query flag of `/ready` that adds the queue to the check:
-/// `GET /ready?admission=1`.
-pub const ADMISSION_QUERY: &str = "admission";
-
-/// Whether the query string asks for the admission check
-/// (`admission`, `admission=1` or `admission=true`).
-fn wants_admission(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, "1"));
-        key == ADMISSION_QUERY && matches!(value, "" | "1" | "true")
-    })
-}
-
-/// `GET /ready`: 200 when the node can take work (worker loaded, not
-/// draining), else 503 with `Retry-After: 1`; both with the node's status.
-/// A busy node is ready: a request sent now queues. This is the probe for
-/// orchestrators (Kubernetes readiness), where a momentarily full queue
-/// must not take the node out of service.
-///
-/// `GET /ready?admission=1` also answers 503, with `"status": "busy"`, while
-/// the queue is full, i.e. exactly while a transcription sent now would be
-/// refused 429 at once. It flips the moment the queue fills or frees a
-/// place (a read of the published state under a short lock: no actor is
-/// asked), so a load balancer's health check can steer new requests to the
-/// nodes with room (see `deploy/haproxy/haproxy.cfg`).
-async fn ready<B: Backend>(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let node = backend::<B>(&req)?;
-    let status = node.status();
-    let busy = wants_admission(req.query_string())
-        && status.queue_capacity > 0
-        && status.queue_depth >= status.queue_capacity;
-    if status.ready && !busy {
-        return Ok(HttpResponse::Ok().json(status_json(&req, &**node, &status, "ready")));
-    }
-    let label = if status.shutting_down {
-        "shutting_down"
-    } else if !status.ready {
-        "not_ready"
-    } else {
-        "busy"
-    };
-    Ok(HttpResponse::ServiceUnavailable()
-        .insert_header((header::RETRY_AFTER, HeaderValue::from(1u64)))
-        .json(status_json(&req, &**node, &status, label)))
 }
 
 #[cfg(test)]

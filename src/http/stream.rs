@@ -313,6 +313,7 @@ mod tests {
                 start: id as f32,
                 end: id as f32 + 0.5,
                 probability: 0.9,
+                tokens: Vec::new(),
             }],
         }
     }

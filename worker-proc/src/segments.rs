@@ -13,18 +13,22 @@ pub const INPUT_STRIDE: usize = 2;
 /// Whisper's maximum decoder length (prompt + generated tokens).
 pub const MAX_LENGTH: usize = 448;
 
-/// faster-whisper's `get_prompt` (without prefix and hotwords):
-/// `[<|startofprev|> + last 223 previous tokens] + sot_sequence
-/// [+ <|notimestamps|>]`.
+/// faster-whisper's `get_prompt` (without prefix):
+/// `[<|startofprev|> + first 223 hotword tokens + last 223 previous tokens]
+/// + sot_sequence [+ <|notimestamps|>]`.
 pub fn build_prompt(
     tokenizer: &WhisperTokenizer,
     previous_tokens: &[u32],
+    hotword_tokens: &[u32],
     sot_sequence: &[u32],
     without_timestamps: bool,
 ) -> Vec<u32> {
-    let mut prompt = Vec::with_capacity(MAX_LENGTH / 2 + sot_sequence.len() + 1);
-    if !previous_tokens.is_empty() {
+    let mut prompt = Vec::with_capacity(MAX_LENGTH + sot_sequence.len() + 1);
+    if !previous_tokens.is_empty() || !hotword_tokens.is_empty() {
         prompt.push(tokenizer.sot_prev);
+        // faster-whisper's `get_prompt`: hotwords (cut to half the context)
+        // before the previous text.
+        prompt.extend_from_slice(&hotword_tokens[..hotword_tokens.len().min(MAX_LENGTH / 2 - 1)]);
         let keep = MAX_LENGTH / 2 - 1;
         prompt.extend_from_slice(&previous_tokens[previous_tokens.len().saturating_sub(keep)..]);
     }
@@ -202,16 +206,35 @@ mod tests {
     }
 
     #[test]
+    fn hotwords_come_after_startofprev_and_before_the_previous_text() {
+        let tok = toy_tokenizer();
+        assert_eq!(
+            build_prompt(&tok, &[], &[2, 0], &[SOT], false),
+            vec![SOT_PREV, 2, 0, SOT],
+            "hotwords alone open the previous-text part"
+        );
+        assert_eq!(
+            build_prompt(&tok, &[1], &[2], &[SOT], true),
+            vec![SOT_PREV, 2, 1, SOT, NO_TS]
+        );
+        let many: Vec<u32> = vec![2; 400];
+        assert_eq!(
+            build_prompt(&tok, &[], &many, &[SOT], false).len(),
+            1 + 223 + 1
+        );
+    }
+
+    #[test]
     fn prompt_keeps_the_last_223_previous_tokens() {
         let tok = toy_tokenizer();
-        assert_eq!(build_prompt(&tok, &[], &[SOT], false), vec![SOT]);
-        assert_eq!(build_prompt(&tok, &[], &[SOT], true), vec![SOT, NO_TS]);
+        assert_eq!(build_prompt(&tok, &[], &[], &[SOT], false), vec![SOT]);
+        assert_eq!(build_prompt(&tok, &[], &[], &[SOT], true), vec![SOT, NO_TS]);
         assert_eq!(
-            build_prompt(&tok, &[0, 1], &[SOT, 5, 7], false),
+            build_prompt(&tok, &[0, 1], &[], &[SOT, 5, 7], false),
             vec![SOT_PREV, 0, 1, SOT, 5, 7]
         );
         let previous: Vec<u32> = (0..300).map(|i| i % 3).collect();
-        let p = build_prompt(&tok, &previous, &[SOT], false);
+        let p = build_prompt(&tok, &previous, &[], &[SOT], false);
         assert_eq!(p.len(), 1 + 223 + 1);
         assert_eq!(p[0], SOT_PREV);
         assert_eq!(&p[1..224], &previous[77..]);

@@ -154,6 +154,21 @@ impl WhisperTokenizer {
             .map_err(|e| anyhow!("cannot decode tokens: {e}"))
     }
 
+    /// The bytes a token stands for: its vocabulary string read through
+    /// GPT-2's byte-to-unicode table (`Ġ` is a space); a token outside
+    /// that alphabet (a special token) as its UTF-8.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(token) = self.id_to_token(id) else {
+            return Vec::new();
+        };
+        let table = byte_decoder();
+        token
+            .chars()
+            .map(|c| table.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_else(|| token.as_bytes().to_vec())
+    }
+
     /// faster-whisper's `non_speech_tokens`: symbols and speaker-tag starts
     /// that should never be sampled.
     pub fn non_speech_tokens(&self) -> Result<Vec<u32>> {
@@ -233,8 +248,38 @@ fn read_vocabulary(model_dir: &Path) -> Result<Vec<String>> {
     }
 }
 
+/// GPT-2's `bytes_to_unicode`, inverted: the character a byte-level BPE
+/// vocabulary writes for each byte.
+fn byte_decoder() -> &'static std::collections::HashMap<char, u8> {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, u8>> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut next = 256u32;
+        (0u8..=255)
+            .map(|b| {
+                let c = if printable(b) {
+                    u32::from(b)
+                } else {
+                    next += 1;
+                    next - 1
+                };
+                (char::from_u32(c).expect("a valid char"), b)
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn token_bytes_undo_the_byte_level_alphabet() {
+        let table = super::byte_decoder();
+        assert_eq!(table.len(), 256);
+        assert_eq!(table[&'\u{120}'], b' ', "\u{120} is a space");
+        assert_eq!(table[&'a'], b'a');
+    }
+
     use super::*;
 
     /// A tiny vocabulary laid out like Whisper's special-token block.

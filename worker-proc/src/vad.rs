@@ -557,6 +557,7 @@ mod tests {
             start,
             end,
             probability: 0.9,
+            token_probs: vec![],
         }
     }
 

@@ -11,7 +11,7 @@
 //! then moved to its first and last word, as faster-whisper does.
 
 use anyhow::Result;
-use asr_ipc::Word;
+use asr_ipc::{TokenLogprob, Word};
 
 use crate::engine::Backend;
 use crate::segments::RawSegment;
@@ -43,6 +43,8 @@ pub struct WordTiming {
     pub end: f64,
     /// Mean token probability.
     pub probability: f64,
+    /// The probability of each of `tokens` (from the alignment).
+    pub token_probs: Vec<f64>,
 }
 
 /// What [`add_word_timestamps`] produced for one window.
@@ -60,7 +62,24 @@ impl WordTiming {
             end: self.end as f32,
             word: self.word.clone(),
             probability: self.probability as f32,
+            tokens: Vec::new(),
         }
+    }
+
+    /// The IPC form with each token's log-probability.
+    pub fn to_word_with_logprobs(&self, tok: &WhisperTokenizer) -> Word {
+        let mut word = self.to_word();
+        word.tokens = self
+            .tokens
+            .iter()
+            .zip(&self.token_probs)
+            .map(|(&id, &p)| TokenLogprob {
+                token: tok.decode(&[id]).unwrap_or_default(),
+                logprob: p.max(f64::MIN_POSITIVE).ln() as f32,
+                bytes: tok.token_bytes(id),
+            })
+            .collect();
+        word
     }
 }
 
@@ -173,11 +192,15 @@ pub fn merge_punctuations(alignment: &mut [WordTiming], prepended: &str, appende
             if merge {
                 let prev_word = std::mem::take(&mut alignment[iu].word);
                 let prev_tokens = std::mem::take(&mut alignment[iu].tokens);
+                let prev_probs = std::mem::take(&mut alignment[iu].token_probs);
                 let following = &mut alignment[j];
                 following.word = prev_word + &following.word;
                 let mut tokens = prev_tokens;
                 tokens.extend_from_slice(&following.tokens);
                 following.tokens = tokens;
+                let mut probs = prev_probs;
+                probs.extend_from_slice(&following.token_probs);
+                following.token_probs = probs;
             } else {
                 j = iu;
             }
@@ -192,8 +215,10 @@ pub fn merge_punctuations(alignment: &mut [WordTiming], prepended: &str, appende
         if merge {
             let word = std::mem::take(&mut alignment[j].word);
             let tokens = std::mem::take(&mut alignment[j].tokens);
+            let probs = std::mem::take(&mut alignment[j].token_probs);
             alignment[i].word.push_str(&word);
             alignment[i].tokens.extend(tokens);
+            alignment[i].token_probs.extend(probs);
         } else {
             i = j;
         }
@@ -261,6 +286,7 @@ pub fn find_alignment<B: Backend>(
             start,
             end,
             probability,
+            token_probs: slice.iter().map(|&p| f64::from(p)).collect(),
         });
     }
     Ok(out)
@@ -350,7 +376,8 @@ pub fn add_word_timestamps<B: Backend>(
             if !timing.word.is_empty() {
                 words.push(WordTiming {
                     word: timing.word.clone(),
-                    tokens: Vec::new(),
+                    tokens: timing.tokens.clone(),
+                    token_probs: timing.token_probs.clone(),
                     start: round2(time_offset + timing.start),
                     end: round2(time_offset + timing.end),
                     probability: timing.probability,
@@ -403,6 +430,7 @@ mod tests {
             start,
             end,
             probability: 0.5,
+            token_probs: vec![0.5],
         }
     }
 

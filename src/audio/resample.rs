@@ -1,0 +1,124 @@
+//! Streaming resampling of mono audio to 16 kHz, chunk by chunk.
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Indexing, Resampler};
+
+use super::budget::Output;
+use super::{AudioError, RESAMPLER_CHUNK, TARGET_SAMPLE_RATE};
+
+/// Mono audio at the source rate to 16 kHz, chunk by chunk: rubato's FFT
+/// resampler fed fixed 1024-frame input chunks, its start-up delay trimmed
+/// and the output cut to `ceil(ratio × input)`, exactly as rubato's
+/// `process_all` does for a clip in memory.
+pub(super) struct StreamResampler {
+    fft: Fft<f32>,
+    ratio: f64,
+    pending: Vec<f32>,
+    out: Vec<f32>,
+    to_trim: usize,
+    input_frames: u64,
+    output_frames: u64,
+}
+
+impl StreamResampler {
+    pub(super) fn new(rate: u32) -> Result<Self, AudioError> {
+        let fft = Fft::<f32>::new(
+            rate as usize,
+            TARGET_SAMPLE_RATE as usize,
+            RESAMPLER_CHUNK,
+            1,
+            FixedSync::Input,
+        )
+        .map_err(|e| resample_error(&e, rate))?;
+        let out = vec![0.0; fft.output_frames_max()];
+        let to_trim = fft.output_delay();
+        Ok(Self {
+            ratio: f64::from(TARGET_SAMPLE_RATE) / f64::from(rate),
+            fft,
+            pending: Vec::with_capacity(RESAMPLER_CHUNK * 2),
+            out,
+            to_trim,
+            input_frames: 0,
+            output_frames: 0,
+        })
+    }
+
+    pub(super) fn push(&mut self, mono: &[f32], sink: &mut Output<'_>) -> Result<(), AudioError> {
+        self.input_frames += mono.len() as u64;
+        self.pending.extend_from_slice(mono);
+        let mut offset = 0;
+        loop {
+            let need = self.fft.input_frames_next();
+            if self.pending.len() - offset < need {
+                break;
+            }
+            let n = self.chunk(offset, None, sink)?;
+            offset += n;
+            if !sink.keep {
+                break;
+            }
+        }
+        self.pending.drain(..offset.min(self.pending.len()));
+        Ok(())
+    }
+
+    /// One call of the resampler at `offset` of `pending`.
+    fn chunk(
+        &mut self,
+        offset: usize,
+        partial: Option<usize>,
+        sink: &mut Output<'_>,
+    ) -> Result<usize, AudioError> {
+        let rate = (f64::from(TARGET_SAMPLE_RATE) / self.ratio).round() as u32;
+        let frames_in = self.pending.len();
+        let input = InterleavedSlice::new(&self.pending[..], 1, frames_in)
+            .map_err(|e| resample_error(&e, rate))?;
+        let out_len = self.out.len();
+        let mut output = InterleavedSlice::new_mut(&mut self.out[..], 1, out_len)
+            .map_err(|e| resample_error(&e, rate))?;
+        let mut indexing = Indexing::new().input_offset(offset);
+        if let Some(p) = partial {
+            indexing = indexing.partial_len(p);
+        }
+        let (used, produced) = self
+            .fft
+            .process_into_buffer(&input, &mut output, Some(&indexing))
+            .map_err(|e| resample_error(&e, rate))?;
+        let mut produced = &self.out[..produced];
+        if self.to_trim > 0 {
+            let cut = self.to_trim.min(produced.len());
+            produced = &produced[cut..];
+            self.to_trim -= cut;
+        }
+        let expected = (self.ratio * self.input_frames as f64).ceil() as u64;
+        let room = expected.saturating_sub(self.output_frames) as usize;
+        let take = produced.len().min(room);
+        self.output_frames += take as u64;
+        sink.push(&produced[..take]);
+        Ok(used)
+    }
+
+    /// Flushes the last partial chunk and the resampler's delay.
+    pub(super) fn finish(mut self, sink: &mut Output<'_>) -> Result<(), AudioError> {
+        let expected = (self.ratio * self.input_frames as f64).ceil() as u64;
+        let left = self.pending.len();
+        if left > 0 {
+            // Pad to a whole chunk; `partial_len` makes the rest silence.
+            let need = self.fft.input_frames_next();
+            self.pending.resize(need.max(left), 0.0);
+            self.chunk(0, Some(left), sink)?;
+        }
+        self.pending.clear();
+        let need = self.fft.input_frames_next();
+        self.pending.resize(need, 0.0);
+        while self.output_frames < expected && sink.keep {
+            self.chunk(0, Some(0), sink)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn resample_error(e: &dyn std::fmt::Display, rate: u32) -> AudioError {
+    tracing::warn!(error = %e, rate, "resampler refused the audio");
+    AudioError::Unsupported(format!("audio at {rate} Hz cannot be resampled to 16 kHz"))
+}
