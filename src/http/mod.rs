@@ -29,9 +29,14 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`host`]: the `Host` check (`--allowed-hosts`, DNS rebinding).
 //! - [`refusals`]: rate-limited logging of capacity refusals.
+//! - [`expect`]: refusing a transcription before its body is read
+//!   (`Expect: 100-continue`, `--refused-body`).
+//! - [`fairness`]: per-client fair share of the node ([`fairness::ClientId`]).
 
 pub mod disconnect;
 pub mod error;
+pub mod expect;
+pub mod fairness;
 pub mod form;
 pub mod format;
 pub mod host;
