@@ -157,4 +157,5 @@ soak: setup build ## Soak: wrk at 10x capacity for SOAK_SECS (600) while the wor
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" MODEL_DIR="$(MODEL_PATH)" bash bench/soak.sh
 
 overload: setup build ## 8 clients vs 40 retrying at 50 ms, /health, vs faster-whisper-server 0.0.3 (OVERLOAD_ARGS, NODE_ARGS)
+	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" $(OVERLOAD_ARGS)

@@ -429,8 +429,73 @@ def phase_specs(phase):
     raise SystemExit(f"unknown phase {phase}")
 
 
+def rust_groups(phase):
+    """The phase's clients as overload_client processes: (clients, mode, expect, source, name)."""
+    if phase == "single":
+        return [(1, "polite", False, None, "c")]
+    if phase == "cap8":
+        return [(8, "polite", False, None, "c")]
+    if phase in ("over40", "over40e"):
+        return [(40, "retry50", phase == "over40e", None, "c")]
+    if phase == "fair":
+        return [(24, "retry50", False, "127.0.0.2", "flooder")] + [
+            (1, "polite", False, f"127.0.0.{3 + i}", f"polite{i}") for i in range(4)
+        ]
+    raise SystemExit(f"unknown phase {phase}")
+
+
+def run_phase_rust(server, phase, args):
+    """A phase with the Rust load generator (examples/overload_client.rs)."""
+    import multiprocessing as mp
+
+    warm, secs = args.warm, args.phase
+    start_in = 1.0
+    start = time.monotonic() + start_in
+    win_start = start + warm
+    stop_at = win_start + secs
+    procs = []
+    for n, mode, expect, source, name in rust_groups(phase):
+        cmd = [args.client_bin, str(server.port), args.clip, str(n), mode, "1" if expect else "0",
+               str(int(start_in * 1000)), str(int(warm * 1000)), str(secs)] + ([source] if source else [])
+        procs.append((name, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+    probe = None
+    if phase != "single":
+        ctx = mp.get_context("spawn")
+        pq = ctx.Queue()
+        probe = (ctx.Process(target=prober_process, args=(server.port, stop_at, pq)), pq)
+        probe[0].start()
+    time.sleep(max(0.0, win_start - time.monotonic()))
+    cpu0, t0 = server.cpu(), time.monotonic()
+    time.sleep(max(0.0, stop_at - time.monotonic()))
+    cpu1, t1 = server.cpu(), time.monotonic()
+    stats = Stats()
+    client_cpu = 0.0
+    for name, p in procs:
+        out, _ = p.communicate(timeout=300)
+        d = json.loads(out)
+        stats.ok += [(win_start, ms / 1000, name) for ms in d["ok_ms"]]
+        stats.refused += [ms / 1000 for ms in d["refused_ms"]]
+        for k, v in d["codes"].items():
+            stats.refused_codes[k] = stats.refused_codes.get(k, 0) + v
+        for k, v in d["other"].items():
+            stats.other[k] = stats.other.get(k, 0) + v
+        stats.errors += d["errors"]
+        stats.stale += d["stale"]
+        stats.body_not_sent += d["body_not_sent"]
+        stats.texts.update(d["texts"])
+        client_cpu += d["cpu_s"]
+    if probe:
+        stats.health = probe[1].get(timeout=60)
+        probe[0].join(timeout=10)
+    return stats, cpu0, cpu1, t0, t1, client_cpu, win_start
+
+
 def run_phase(server, phase, args):
     import multiprocessing as mp
+
+    if args.client_bin:
+        stats, cpu0, cpu1, t0, t1, client_cpu, win_start = run_phase_rust(server, phase, args)
+        return phase_result(server, phase, stats, cpu0, cpu1, t0, t1, client_cpu, win_start)
 
     ctx = mp.get_context("spawn")
     warm, secs = args.warm, args.phase
@@ -477,6 +542,10 @@ def run_phase(server, phase, args):
     if probe:
         stats.health = probe[1].get(timeout=60)
         probe[0].join(timeout=10)
+    return phase_result(server, phase, stats, cpu0, cpu1, t0, t1, client_cpu, win_start)
+
+
+def phase_result(server, phase, stats, cpu0, cpu1, t0, t1, client_cpu, win_start):
     me0, me1 = 0.0, client_cpu
     ok = [x for x in stats.ok if win_start <= x[0] <= t1]
     # 429 / health latencies: from the whole phase past warm-up (the lists
@@ -536,6 +605,12 @@ def main():
                     "default node and runs the node phases, interleaved")
     ap.add_argument("--client-procs", type=int, default=4,
                     help="processes the clients of a phase are spread over")
+    ap.add_argument("--baseline-bin", default="",
+                    help="a folder with another build's whisper-node and worker-proc "
+                    "(e.g. before a change): started as server 'base', runs the node phases")
+    ap.add_argument("--client", choices=["rust", "python"], default="rust",
+                    help="load generator: rust (examples/overload_client.rs, built by "
+                    "overload.sh; cheap) or python (asyncio processes)")
     ap.add_argument("--tag", default="", help="suffix of the report's file names")
     args = ap.parse_args()
 
@@ -546,12 +621,23 @@ def main():
     for b in ("whisper-node", "worker-proc"):
         shutil.copy2(target / b, binp / b)
     ctype, body = multipart(args.clip)
+    args.client_bin = None
+    if args.client == "rust":
+        src = target / "examples" / "overload_client"
+        if not src.exists():
+            raise SystemExit(f"overload: {src} is missing (cargo build --release --example overload_client), or --client python")
+        shutil.copy2(src, binp / "overload_client")
+        args.client_bin = str(binp / "overload_client")
 
     servers = []
     node, node_cmd = start_node(args, binp)
     servers.append(node)
     for v in [v.strip() for v in args.variants.split(";") if v.strip()]:
         servers.append(start_node(args, binp, v, f"node[{v}]")[0])
+    base_cmd = None
+    if args.baseline_bin:
+        base, base_cmd = start_node(args, Path(args.baseline_bin), "", "base")
+        servers.append(base)
     peer_cmd = None
     if not args.no_peer:
         try:
@@ -620,6 +706,8 @@ def main():
         "",
         f"node: `{' '.join(Path(node_cmd[0]).name if i == 0 else a for i, a in enumerate(node_cmd))}`",
     ]
+    if base_cmd:
+        lines.append(f"base: the same flags, binaries from `{args.baseline_bin}`")
     if peer_cmd:
         lines.append("peer: faster-whisper-server 0.0.3 (uvicorn, 1 worker), int8, cpu_threads 2, beam 5, vad_filter true")
     lines += [

@@ -72,6 +72,12 @@ pub struct Cli {
     #[arg(long, env = "WHISPER_NODE_HTTP_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub http_nice: i32,
 
+    /// Nice value of the worker process, all its threads (0-19; 0 = as the
+    /// node): a lower priority for the engine than for the HTTP threads,
+    /// so refusals and probes do not wait for the engine's time slice.
+    #[arg(long, env = "WHISPER_NODE_WORKER_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub worker_nice: i32,
+
     /// The node's own settings.
     #[command(flatten)]
     pub node: NodeConfig,

@@ -137,6 +137,9 @@ pub async fn run(
         cli.http_workers
     };
     let http_nice = cli.http_nice;
+    if cli.worker_nice > 0 {
+        renice_workers(node.clone(), cli.worker_nice);
+    }
     let app_factory = move || {
         // Runs once on each HTTP worker thread.
         lower_thread_priority(http_nice);
@@ -223,6 +226,42 @@ fn lower_thread_priority(nice: i32) {
     if rc != 0 {
         tracing::warn!(nice, error = %std::io::Error::last_os_error(), "--http-nice: cannot change the HTTP thread's priority");
     }
+}
+
+/// Gives every worker process the node starts (it restarts them) the nice
+/// value `nice` (`--worker-nice`): all of its threads, found in
+/// `/proc/PID/task` as soon as the node publishes the worker's pid;
+/// threads it creates later inherit it. A lower priority for the engine
+/// than for the HTTP threads makes refusals and probes wait less for a
+/// busy CPU, at the cost of the engine yielding to them (and to anything
+/// else on the machine at nice 0).
+fn renice_workers(node: AsrNode, nice: i32) {
+    tokio::spawn(async move {
+        let mut done = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let Some(pid) = node.status().worker_pid else {
+                continue;
+            };
+            if done == Some(pid) {
+                continue;
+            }
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                if let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() {
+                    // SAFETY: a plain syscall on a thread of our own child.
+                    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+                        tracing::warn!(pid, tid, nice, error = %std::io::Error::last_os_error(), "--worker-nice: cannot renice the worker");
+                    }
+                }
+            }
+            tracing::info!(pid, nice, "worker reniced");
+            done = Some(pid);
+        }
+    });
 }
 
 /// The async job service (`/v1/jobs`), or why it is unavailable: its own
