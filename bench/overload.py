@@ -610,7 +610,7 @@ def main():
                     "(e.g. before a change): started as server 'base', runs the node phases")
     ap.add_argument("--client", choices=["rust", "python"], default="rust",
                     help="load generator: rust (examples/overload_client.rs, built by "
-                    "overload.sh; cheap) or python (asyncio processes)")
+                    "make overload; cheap) or python (asyncio processes)")
     ap.add_argument("--tag", default="", help="suffix of the report's file names")
     args = ap.parse_args()
 
