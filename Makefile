@@ -145,11 +145,17 @@ jaeger-down: ## Stop Jaeger
 #   make bench BENCH_ARGS=--quick   1 clip, 1 setting, 2 runs (development)
 #   make soak                       wrk at 10x capacity for 10 min, worker SIGKILLed every 30-60 s
 #   SOAK_SECS=60 make soak          short check
+#   make overload                   capacity vs overload vs faster-whisper-server (~8 min)
 BENCH_ARGS ?=
-.PHONY: bench soak
+OVERLOAD_ARGS ?=
+.PHONY: bench soak overload
 
 bench: setup build ## faster-whisper vs worker-proc vs service: times, ratios, RTF, WER, RSS (BENCH_ARGS=--quick)
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/run-bench.sh --model-dir "$(MODEL_PATH)" $(BENCH_ARGS)
 
 soak: setup build ## Soak: wrk at 10x capacity for SOAK_SECS (600) while the worker is SIGKILLed every 30-60 s
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" MODEL_DIR="$(MODEL_PATH)" bash bench/soak.sh
+
+overload: setup build ## 8 clients vs 40 retrying at 50 ms, /health, vs faster-whisper-server 0.0.3 (OVERLOAD_ARGS, NODE_ARGS)
+	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" $(OVERLOAD_ARGS)

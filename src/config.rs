@@ -36,6 +36,48 @@ pub struct Cli {
     #[arg(long, env = "WHISPER_NODE_ALLOWED_HOSTS", default_value = "auto")]
     pub allowed_hosts: String,
 
+    /// What becomes of the body of a transcription the node refuses before
+    /// reading it (queue full, shutting down, client over its share) when
+    /// the client sent it without `Expect: 100-continue` (which is answered
+    /// without the body): `drain` (default) reads and discards the body (up
+    /// to 4 MiB; no multipart parsing), then answers on a connection that
+    /// stays open; `close` answers at once with `Connection: close` and
+    /// discards what still arrives until the client closes (at most 1 s).
+    /// Measured under a retry storm on loopback (bench/README.md, `make
+    /// overload`), drain costs the node and its clients less CPU than close
+    /// (no reconnection per refusal).
+    #[arg(
+        long,
+        env = "WHISPER_NODE_REFUSED_BODY",
+        value_enum,
+        default_value = "drain"
+    )]
+    pub refused_body: crate::http::expect::RefusedBody,
+
+    /// Per-client fairness: while other clients are active, a client (its
+    /// API key, else its peer IP address) holding its share of the node's
+    /// places (queue capacity + 1, divided among the active clients) is
+    /// refused with 429 `client_over_share`. A lone client is never limited.
+    #[arg(
+        long,
+        env = "WHISPER_NODE_CLIENT_FAIRNESS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub client_fairness: bool,
+
+    /// Nice increment of the HTTP worker threads (0-19; 0 = as the
+    /// process), so that under load the engine process wins the CPU from
+    /// request handling.
+    #[arg(long, env = "WHISPER_NODE_HTTP_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub http_nice: i32,
+
+    /// Nice value of the worker process, all its threads (0-19; 0 = as the
+    /// node): a lower priority for the engine than for the HTTP threads,
+    /// so refusals and probes do not wait for the engine's time slice.
+    #[arg(long, env = "WHISPER_NODE_WORKER_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub worker_nice: i32,
+
     /// The node's own settings.
     #[command(flatten)]
     pub node: NodeConfig,

@@ -73,6 +73,9 @@ codes! {
     HostNotAllowed => "host_not_allowed", 421;
     /// Too many uploads are being read at once.
     TooManyUploads => "too_many_uploads", 429;
+    /// The client already holds its fair share of the node while other
+    /// clients wait (per API key, else per peer address).
+    ClientOverShare => "client_over_share", 429;
 
     // --- the audio -----------------------------------------------------
     /// The file has zero bytes.

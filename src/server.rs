@@ -40,11 +40,18 @@
 use std::future::Future;
 use std::net::TcpListener;
 
+use std::any::Any;
+use std::time::Duration;
+
+use actix_http::{HttpService, KeepAlive};
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
 
 use crate::config::Cli;
+use crate::http::expect::EarlyRefusal;
 use crate::http::host::AllowedHosts;
 use crate::http::jobs::JobsUnavailable;
 use crate::jobs::Jobs;
@@ -117,11 +124,37 @@ pub async fn run(
     let (jobs, jobs_unavailable) = start_jobs(&node, &cli).await;
     let jobs_data = jobs.as_ref().map(crate::http::jobs::app_data);
     let data = web::Data::new(node.clone());
-    let server = HttpServer::new(move || {
+    let early = EarlyRefusal::new(
+        node.clone(),
+        access.clone(),
+        Some((**allowed_hosts).clone()),
+        cli.client_fairness,
+        cli.refused_body,
+    );
+    let early_data = web::Data::new(early.clone());
+    let workers = if cli.http_workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        cli.http_workers
+    };
+    let http_nice = cli.http_nice;
+    if cli.worker_nice > 0 {
+        renice_workers(node.clone(), cli.worker_nice);
+    }
+    let app_factory = move || {
+        // Runs once on each HTTP worker thread.
+        lower_thread_priority(http_nice);
         let app = App::new()
             .app_data(data.clone())
             .app_data(allowed_hosts.clone())
             .app_data(access.clone())
+            .app_data(early_data.clone())
+            // Innermost first: the early refusal needs the client the key
+            // check found; the Host check comes before both; CORS outermost
+            // (it answers preflights itself).
+            .wrap(from_fn(crate::http::expect::early_refusal))
             .wrap(from_fn(crate::http::auth::check))
             .wrap(from_fn(crate::http::host::check))
             .wrap(access.cors());
@@ -131,20 +164,40 @@ pub async fn run(
             (None, None) => app,
         };
         app.configure(crate::http::configure)
-    })
-    .on_connect(crate::http::on_connect)
-    .workers(if cli.http_workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        cli.http_workers
-    })
-    .listen(listener)
-    .with_context(|| format!("cannot serve on {addr}"))?
-    .disable_signals()
-    .shutdown_timeout(cli.node.shutdown_grace_secs.ceil() as u64 + 5)
-    .run();
+    };
+    // actix-web's HttpServer, built by hand from actix-server and
+    // actix-http with the same settings, for the one hook it lacks: the
+    // `Expect: 100-continue` service (see `crate::http::expect`).
+    let builder = actix_server::Server::build();
+    let graceful = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(cli.node.shutdown_grace_secs.ceil() as u64 + 5)
+        .listen("whisper-node-http", listener, move || {
+            let graceful = graceful.clone();
+            let app = app_factory()
+                .into_factory()
+                .map_err(|err: actix_web::Error| err.error_response());
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = graceful.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .on_connect_ext(|io: &actix_web::rt::net::TcpStream, ext| {
+                    crate::http::on_connect(io as &dyn Any, ext)
+                })
+                .expect(crate::http::expect::expect_service(early.clone()))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })
+        .with_context(|| format!("cannot serve on {addr}"))?
+        .run();
     tracing::info!(%addr, "serving");
     let http = server.handle();
     tokio::spawn(async move {
@@ -163,6 +216,61 @@ pub async fn run(
     server.await.context("http server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Lowers the calling thread's CPU priority by `nice` (Linux: nice is per
+/// thread), so the engine wins the CPU from the HTTP side under load
+/// (`--http-nice`). 0 leaves it; failures are logged once per thread.
+fn lower_thread_priority(nice: i32) {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if nice == 0 || DONE.with(|d| d.replace(true)) {
+        return;
+    }
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now + nice)
+    };
+    if rc != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "--http-nice: cannot change the HTTP thread's priority");
+    }
+}
+
+/// Gives every worker process the node starts (it restarts them) the nice
+/// value `nice` (`--worker-nice`): all of its threads, found in
+/// `/proc/PID/task` as soon as the node publishes the worker's pid;
+/// threads it creates later inherit it. A lower priority for the engine
+/// than for the HTTP threads makes refusals and probes wait less for a
+/// busy CPU, at the cost of the engine yielding to them (and to anything
+/// else on the machine at nice 0).
+fn renice_workers(node: AsrNode, nice: i32) {
+    tokio::spawn(async move {
+        let mut done = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let Some(pid) = node.status().worker_pid else {
+                continue;
+            };
+            if done == Some(pid) {
+                continue;
+            }
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                if let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() {
+                    // SAFETY: a plain syscall on a thread of our own child.
+                    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+                        tracing::warn!(pid, tid, nice, error = %std::io::Error::last_os_error(), "--worker-nice: cannot renice the worker");
+                    }
+                }
+            }
+            tracing::info!(pid, nice, "worker reniced");
+            done = Some(pid);
+        }
+    });
 }
 
 /// The async job service (`/v1/jobs`), or why it is unavailable: its own

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 use bytes::Bytes;
@@ -159,9 +159,26 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// The client of a request that has not reached the app yet (the
+/// `Expect: 100-continue` hook, [`super::expect`]): its verified key when
+/// keys are required, else its peer. `None` when keys are required and the
+/// request has no valid one: the app's key check answers it (401).
+pub fn client_before_app(
+    access: &Access,
+    headers: &HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<ClientId> {
+    match &access.keys {
+        None => Some(peer.map_or(ClientId::Unknown, |a| ClientId::Peer(a.ip()))),
+        Some(keys) => bearer(headers)
+            .and_then(|token| keys.verify(token))
+            .map(ClientId::Key),
+    }
+}
+
 /// The bearer token of `Authorization`, if the header has one.
-fn bearer(req: &ServiceRequest) -> Option<&[u8]> {
-    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at(value.iter().position(|b| *b == b' ')?);
     scheme
         .eq_ignore_ascii_case(b"bearer")
@@ -253,7 +270,7 @@ pub async fn check(
     if !protected(&access, req.path()) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let key = match bearer(&req) {
+    let key = match bearer(req.headers()) {
         None => Err(ApiError::new(
             Code::MissingApiKey,
             "this node requires an API key: send it as 'Authorization: Bearer <key>'",

@@ -36,11 +36,16 @@
 //! - [`access`]: `--api-keys-file`, `--cors-origins` and the per-key limit,
 //!   built once ([`access::Access`]); [`auth`]: the key check middleware
 //!   and [`auth::ClientId`].
+//! - [`expect`]: refusing a transcription before its body is read
+//!   (`Expect: 100-continue`, `--refused-body`).
+//! - [`fairness`]: per-client fair share of the node ([`fairness::ClientId`]).
 
 pub mod access;
 pub mod auth;
 pub mod disconnect;
 pub mod error;
+pub mod expect;
+pub mod fairness;
 pub mod form;
 pub mod format;
 pub mod host;

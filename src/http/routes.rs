@@ -370,8 +370,8 @@ async fn transcribe_request<B: Backend>(
 
     // Full queue or shutting down: answer before the audio is decoded, so a
     // busy answer costs no CPU and stays fast however many clients upload
-    // at once. (The upload itself is read first: answering while a client
-    // still sends would make it see a reset connection, not the 429.)
+    // at once. (The server refuses most such requests before their body:
+    // see `super::expect`; this catches a place taken during the upload.)
     node.admission_precheck().map_err(|e| {
         log_asr_error(&e);
         ApiError::from(e)
