@@ -43,6 +43,23 @@ pub struct TranscriptionRequest {
     /// request reaches the actors, whose handlers must not spend a second
     /// hashing hours of audio. Leave it `None`.
     pub fingerprint: Option<u64>,
+    /// The job's priority class in the queue ([`JobClass`]).
+    pub class: JobClass,
+}
+
+/// A job's priority class: the queue hands the worker the waiting job of
+/// the highest class first (first come, first served within a class), and
+/// every class shares the one capacity. See [`crate::actors::queue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobClass {
+    /// A live utterance of a realtime session (`/v1/realtime`): a person
+    /// is waiting for the words as they speak.
+    Realtime,
+    /// A synchronous upload (`POST /v1/audio/transcriptions`, the library).
+    #[default]
+    Sync,
+    /// An async job (`/v1/jobs`): its client polls later.
+    Async,
 }
 
 /// Decode progress of one job.
@@ -72,6 +89,7 @@ impl TranscriptionRequest {
             progress: None,
             segments: None,
             fingerprint: None,
+            class: JobClass::Sync,
         }
     }
 

@@ -67,6 +67,6 @@ pub mod node;
 pub mod server;
 pub mod telemetry;
 
-pub use api::{AsrError, NodeStatus, Transcript, TranscriptionRequest};
+pub use api::{AsrError, JobClass, NodeStatus, Transcript, TranscriptionRequest};
 pub use config::NodeConfig;
 pub use node::AsrNode;

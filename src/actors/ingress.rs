@@ -120,6 +120,7 @@ impl Actor for IngressActor {
                     progress: req.progress,
                     segments: req.segments,
                     queue_wait: None,
+                    class: req.class,
                 };
                 match state.queue.cast(QueueMsg::Submit(job)) {
                     Ok(()) => {}

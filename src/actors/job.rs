@@ -55,6 +55,8 @@ pub struct QueuedJob {
     pub segments: Option<crate::api::SegmentSink>,
     /// Its `queue.wait` span while it waits (see [`QueueWait`]).
     pub queue_wait: Option<QueueWait>,
+    /// Its priority class (the queue serves higher classes first).
+    pub class: crate::api::JobClass,
 }
 
 /// Hash of a job's audio, used to recognise a quarantined input.

@@ -28,6 +28,18 @@
 //!   was admitted already); an input that crashed the worker too often is
 //!   [`QueueMsg::Quarantine`]d, and the same audio submitted again is answered
 //!   [`AsrError::Quarantined`] at once.
+//! - Priority classes ([`JobClass`]): a job is queued behind every waiting
+//!   job of its own or a higher class and ahead of every job of a lower
+//!   class, so the worker always gets the oldest job of the highest class
+//!   waiting: realtime utterances, then synchronous uploads, then async
+//!   jobs. All classes share the one capacity (a realtime utterance is
+//!   refused [`AsrError::Busy`] like any job when the queue is full; it is
+//!   never silently dropped), and nothing is preempted: a job already
+//!   dispatched or staged decodes to its end. Lower classes cannot starve
+//!   for long, because realtime work is bounded by design (a few seconds
+//!   of speech per utterance, a bounded number of sessions, each with a
+//!   bounded number of utterances waiting; see [`crate::realtime`]).
+//!   Retried and requeued jobs still go first in line.
 //! - [`QueueMsg::Drain`] (shutdown) answers every waiting job
 //!   [`AsrError::ShuttingDown`] and refuses new ones.
 //! - `handle` never panics and never awaits anything slow: every branch is a
@@ -42,7 +54,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
-use crate::api::AsrError;
+use crate::api::{AsrError, JobClass};
 
 /// Messages of the [`BoundedQueueActor`].
 #[derive(Debug)]
@@ -102,6 +114,15 @@ pub fn update_rtf(average: f64, rtf: Option<f64>) -> f64 {
         Some(r) => 0.8 * average + 0.2 * r,
         None => average,
     }
+}
+
+/// Where a new job of `class` goes in `jobs`: after every job of the same
+/// or a higher class (first come, first served within a class), before the
+/// first job of a lower class.
+fn queue_position(jobs: &VecDeque<QueuedJob>, class: JobClass) -> usize {
+    jobs.iter()
+        .position(|j| j.class > class)
+        .unwrap_or(jobs.len())
 }
 
 /// Quarantined inputs remembered (oldest forgotten first).
@@ -214,8 +235,9 @@ impl QueueState {
         }
         self.arm_deadline(myself, &job);
         self.queued_audio_secs += job.audio_secs;
-        job.start_queue_wait(self.jobs.len());
-        self.jobs.push_back(job);
+        let at = queue_position(&self.jobs, job.class);
+        job.start_queue_wait(at);
+        self.jobs.insert(at, job);
         self.dispatch();
     }
 

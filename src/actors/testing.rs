@@ -40,6 +40,7 @@ pub fn job(id: u64, secs: f64, wait: Duration) -> (QueuedJob, Answer) {
         progress: None,
         segments: None,
         queue_wait: None,
+        class: Default::default(),
     };
     (job, rx)
 }

@@ -238,3 +238,44 @@ async fn drain_answers_every_waiting_job_and_refuses_new_ones() {
     ));
     assert_eq!(shared.status().queue_depth, 0);
 }
+
+#[tokio::test]
+async fn realtime_jobs_go_before_uploads_and_uploads_before_async_jobs() {
+    let (q, _) = queue(8, 0.0).await;
+    let mut answers = Vec::new();
+    // Submitted: async 1, sync 2, realtime 3, async 4, realtime 5, sync 6.
+    for (id, class) in [
+        (1, JobClass::Async),
+        (2, JobClass::Sync),
+        (3, JobClass::Realtime),
+        (4, JobClass::Async),
+        (5, JobClass::Realtime),
+        (6, JobClass::Sync),
+    ] {
+        let (mut j, r) = job(id, 1.0, LONG);
+        j.class = class;
+        answers.push(r);
+        q.cast(QueueMsg::Submit(j)).unwrap();
+    }
+    let (w, mut runs) = probe::<WorkerProxyMsg>().await;
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        q.cast(idle(&w, false)).unwrap();
+        order.push(run_id(next(&mut runs).await));
+    }
+    assert_eq!(order, [3, 5, 2, 6, 1, 4], "by class, then first come");
+}
+
+#[tokio::test]
+async fn a_realtime_job_is_refused_like_any_other_when_the_queue_is_full() {
+    let (q, _) = queue(1, 0.0).await;
+    let (a, _ra) = job(1, 1.0, LONG);
+    q.cast(QueueMsg::Submit(a)).unwrap();
+    let (mut rt, rr) = job(2, 1.0, LONG);
+    rt.class = JobClass::Realtime;
+    q.cast(QueueMsg::Submit(rt)).unwrap();
+    assert!(matches!(
+        answer(rr, SEC).await,
+        Err(AsrError::Busy { queued: 1, .. })
+    ));
+}
