@@ -267,6 +267,10 @@ pub struct NodeConfig {
         hide = true
     )]
     pub enable_fault_injection: bool,
+
+    /// Realtime (`/v1/realtime`) session limits.
+    #[command(flatten)]
+    pub realtime: crate::realtime::RealtimeConfig,
 }
 
 impl Default for NodeConfig {
@@ -296,6 +300,7 @@ impl NodeConfig {
     /// Checks values that clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_string()));
+        self.realtime.validate()?;
         if self.queue_capacity == 0 {
             return err("queue capacity must be at least 1");
         }

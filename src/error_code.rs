@@ -160,6 +160,26 @@ codes! {
     /// A field OpenAI's API has but the node cannot honour
     /// (`known_speaker_names`, diarization formats).
     UnsupportedParameter => "unsupported_parameter", 400;
+    // --- realtime sessions (`/v1/realtime`; `error` events) --------------
+    /// A client event is not JSON, or not an object with a string `type`,
+    /// or a required field is missing.
+    InvalidEvent => "invalid_event", 400;
+    /// A client event's `type` is not one a transcription session takes.
+    UnknownEvent => "unknown_event", 400;
+    /// An append's `audio` is not base64 of whole 16-bit samples.
+    InvalidAudioChunk => "invalid_audio_chunk", 400;
+    /// One append carries more audio than `--realtime-max-append-bytes`.
+    AppendTooLarge => "append_too_large", 413;
+    /// The session's audio buffer holds `--realtime-max-utterance-secs`.
+    AudioBufferFull => "input_audio_buffer_full", 413;
+    /// A commit with (almost) no audio in the buffer.
+    AudioBufferEmpty => "input_audio_buffer_commit_empty", 400;
+    /// `--realtime-max-sessions` sessions are open.
+    TooManySessions => "too_many_sessions", 429;
+    /// The session received nothing for `--realtime-idle-timeout-secs`.
+    SessionIdle => "session_idle_timeout", 408;
+    /// The session reached `--realtime-max-session-secs`.
+    SessionExpired => "session_expired", 408;
 }
 
 impl Code {

@@ -64,6 +64,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod node;
+pub mod realtime;
 pub mod server;
 pub mod telemetry;
 

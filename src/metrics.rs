@@ -178,6 +178,7 @@ fn builder() -> PrometheusBuilder {
     let b = with(b, DECODE_SECONDS, DURATION_BUCKETS);
     let b = with(b, REQUEST_DURATION_SECONDS, DURATION_BUCKETS);
     let b = with(b, ENGINE_IDLE_SECONDS, ENGINE_IDLE_BUCKETS);
+    let b = with(b, REALTIME_FINAL_LATENCY_SECONDS, REALTIME_LATENCY_BUCKETS);
     with(b, REAL_TIME_FACTOR, RTF_BUCKETS)
 }
 
@@ -320,6 +321,7 @@ fn describe() {
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(IN_FLIGHT_JOBS).set(0.0);
+    describe_realtime();
 }
 
 /// The stable outcome label of a job's answer: `ok`, or [`error_kind`].
@@ -459,6 +461,60 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+// --- realtime sessions (`/v1/realtime`, src/realtime) ----------------------
+
+/// Open realtime sessions.
+pub const REALTIME_SESSIONS_ACTIVE: &str = "asr_realtime_sessions_active";
+/// Realtime sessions by outcome (`opened`, `refused`).
+pub const REALTIME_SESSIONS_TOTAL: &str = "asr_realtime_sessions_total";
+/// Committed realtime utterances by outcome (`ok`, or an error code).
+pub const REALTIME_UTTERANCES_TOTAL: &str = "asr_realtime_utterances_total";
+/// End of speech (`speech_stopped`, or the commit) to the `completed`
+/// event, seconds.
+pub const REALTIME_FINAL_LATENCY_SECONDS: &str = "asr_realtime_final_latency_seconds";
+/// Buckets of [`REALTIME_FINAL_LATENCY_SECONDS`].
+pub const REALTIME_LATENCY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
+fn describe_realtime() {
+    describe_gauge!(REALTIME_SESSIONS_ACTIVE, "Open realtime sessions.");
+    describe_counter!(
+        REALTIME_SESSIONS_TOTAL,
+        "Realtime session upgrades by outcome (opened, refused)."
+    );
+    describe_counter!(
+        REALTIME_UTTERANCES_TOTAL,
+        "Committed realtime utterances by outcome."
+    );
+    describe_histogram!(
+        REALTIME_FINAL_LATENCY_SECONDS,
+        Unit::Seconds,
+        "End of speech to final transcript of a realtime utterance."
+    );
+    gauge!(REALTIME_SESSIONS_ACTIVE).set(0.0);
+    let _ = histogram!(REALTIME_FINAL_LATENCY_SECONDS);
+}
+
+/// The number of open realtime sessions changed.
+pub fn realtime_sessions_active(n: usize) {
+    gauge!(REALTIME_SESSIONS_ACTIVE).set(n as f64);
+}
+
+/// A realtime upgrade was `opened` or `refused`.
+pub fn realtime_session(outcome: &'static str) {
+    counter!(REALTIME_SESSIONS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// A committed utterance ended with `outcome`; `latency` is end of speech
+/// to final transcript, for the ones that completed.
+pub fn realtime_utterance(outcome: &'static str, latency: Option<Duration>) {
+    counter!(REALTIME_UTTERANCES_TOTAL, "outcome" => outcome).increment(1);
+    if let Some(l) = latency {
+        histogram!(REALTIME_FINAL_LATENCY_SECONDS).record(l.as_secs_f64());
     }
 }
 

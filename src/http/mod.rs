@@ -54,6 +54,8 @@ pub mod language;
 pub mod metrics;
 pub mod models;
 pub mod probes;
+pub mod page;
+pub mod realtime;
 pub mod refusals;
 pub mod routes;
 pub mod stream;
