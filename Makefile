@@ -70,7 +70,7 @@ help: ## List the targets and variables
 	@echo "  ENGINE_DIR        $(ENGINE_DIR) (where make engine puts the prebuilt library)"
 	@echo "  PREFIX            $(PREFIX) (make install)"
 
-system: ## Install missing system packages (C/C++ compiler, python3+pip, espeak-ng, sox, ffmpeg, haproxy, postgresql) and test tools (rotel, prometheus_client)
+system: ## Install missing system packages (C/C++ compiler, python3+pip, espeak-ng, sox, ffmpeg, haproxy, postgresql, chromium) and test tools (rotel, prometheus_client)
 	@bash scripts/setup-system.sh
 
 engine: system ## Fetch the engine: the prebuilt libctranslate2 (PyPI ctranslate2 4.8.4) into ENGINE_DIR; ENGINE=source: its C++ source

@@ -14,6 +14,9 @@
 #                                  HAProxy and a real PostgreSQL server of
 #                                  their own (temporary, on loopback); the
 #                                  packages' system services are not used
+#   chromium                       tests/page.rs drives the web page at `/`
+#                                  in headless Chromium (fake microphone
+#                                  fed from a WAV)
 #
 # Idempotent: when everything is present it only checks and exits (a few ms).
 # Installs with apt-get (Debian/Ubuntu), as root or through sudo.
@@ -54,6 +57,7 @@ missing_packages() {
         fi
         have_haproxy || pkgs+=(haproxy)
         have_postgres || pkgs+=(postgresql)
+        { have chromium || have chromium-browser; } || pkgs+=(chromium)
     else
         have ffmpeg || pkgs+=(ffmpeg)
     fi
