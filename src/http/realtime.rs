@@ -67,6 +67,7 @@ async fn open(
         .cloned()
         .ok_or_else(ApiError::internal)?;
     authorize(req)?;
+    let fault = super::form::parse_fault(req.headers(), node.config().enable_fault_injection)?;
     let limits = &node.config().realtime;
     if limits.realtime_max_sessions == 0 {
         return Err(ApiError::new(
@@ -106,6 +107,7 @@ async fn open(
         node: node.get_ref().clone(),
         socket: socket.clone(),
         parent_span: span,
+        fault,
     };
     let session = match sessions::open(&node, args).await {
         Ok(s) => s,

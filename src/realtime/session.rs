@@ -83,6 +83,10 @@ pub struct SessionArgs {
     pub socket: actix_ws::Session,
     /// Parent of the session's span (the upgrade request's span).
     pub parent_span: Span,
+    /// Test hook: a worker fault for the session's first committed
+    /// utterance (`X-Fault-Inject` on the upgrade, honoured only with
+    /// `--enable-fault-injection`).
+    pub fault: Option<crate::api::Fault>,
 }
 
 /// One realtime session (see the module docs).
@@ -137,6 +141,7 @@ pub struct SessionState {
     started: Instant,
     last_activity: Instant,
     closing: bool,
+    fault: Option<crate::api::Fault>,
 }
 
 /// How often the session checks its timers.
@@ -190,6 +195,7 @@ impl Actor for SessionActor {
             started: Instant::now(),
             last_activity: Instant::now(),
             closing: false,
+            fault: args.fault,
         };
         state.vad = match state.config.turn {
             TurnDetection::ServerVad(p) => Some(TurnDetector::new(p)),
@@ -628,7 +634,8 @@ impl SessionState {
             p.span.record("outcome", "queue_full");
             crate::metrics::realtime_utterance("queue_full", None);
         } else {
-            p.task = Some(self.submit(myself, seq, audio, false, &p.span));
+            let fault = self.fault.take();
+            p.task = Some(self.submit(myself, seq, audio, false, &p.span, fault));
         }
         self.pending.push_back(p);
         self.flush_done(myself);
@@ -651,8 +658,10 @@ impl SessionState {
         audio: Vec<i16>,
         partial: bool,
         span: &Span,
+        fault: Option<crate::api::Fault>,
     ) -> AbortHandle {
-        let req = self.request(audio, span);
+        let mut req = self.request(audio, span);
+        req.fault = fault;
         let node = self.node.clone();
         let me = myself.clone();
         tokio::spawn(async move {
@@ -770,7 +779,7 @@ impl SessionState {
         let audio = self.buffer[from..].to_vec();
         let seq = open.seq;
         let span = tracing::info_span!(parent: &self.span, "realtime.partial", item_id = %open.item_id);
-        let task = self.submit(myself, seq, audio, true, &span);
+        let task = self.submit(myself, seq, audio, true, &span, None);
         if let Some(open) = self.open.as_mut() {
             open.partial_in_flight = true;
             open.last_partial = Instant::now();
