@@ -16,13 +16,31 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn the_page_is_served_from_the_binary_with_a_strict_policy() {
     let svc = Service::start(&[]);
-    let res = common::client().get(format!("{}/", svc.base)).send().await.unwrap();
+    let res = common::client()
+        .get(format!("{}/", svc.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     let html = res.text().await.unwrap();
-    for needle in ["<html lang=\"en\">", "/v1/realtime?intent=transcription", "Download SRT", "aria-live"] {
+    for needle in [
+        "<html lang=\"en\">",
+        "/v1/realtime?intent=transcription",
+        "Download SRT",
+        "aria-live",
+    ] {
         assert!(html.contains(needle), "{needle} missing");
     }
     assert!(!html.contains("<script src"), "no external scripts");
@@ -44,7 +62,11 @@ impl Drop for Browser {
 
 fn chromium_bin() -> &'static str {
     for b in ["chromium", "chromium-browser"] {
-        if Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return b;
         }
     }
@@ -65,7 +87,10 @@ impl Browser {
                 "--use-fake-device-for-media-stream",
                 "--autoplay-policy=no-user-gesture-required",
             ])
-            .arg(format!("--use-file-for-fake-audio-capture={}%noloop", fake_mic.display()))
+            .arg(format!(
+                "--use-file-for-fake-audio-capture={}%noloop",
+                fake_mic.display()
+            ))
             .arg(format!("--remote-debugging-port={port}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
@@ -96,11 +121,16 @@ impl Browser {
                     .and_then(|a| a.iter().find(|t| t["type"] == "page"))
                     .and_then(|t| t["webSocketDebuggerUrl"].as_str())
                 {
-                    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("devtools");
+                    let (ws, _) = tokio_tungstenite::connect_async(url)
+                        .await
+                        .expect("devtools");
                     return Cdp { ws, next_id: 1 };
                 }
             }
-            assert!(Instant::now() < deadline, "chromium's DevTools did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "chromium's DevTools did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -108,7 +138,9 @@ impl Browser {
 
 /// A minimal Chrome DevTools Protocol client.
 struct Cdp {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next_id: u64,
 }
 
@@ -145,22 +177,32 @@ impl Cdp {
     }
 
     /// Polls `expr` until `done` holds on its value.
-    async fn until(&mut self, expr: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    async fn until(
+        &mut self,
+        expr: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let v = self.eval(expr).await;
             if done(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "{expr} never satisfied; last {v}");
+            assert!(
+                Instant::now() < deadline,
+                "{expr} never satisfied; last {v}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     async fn open(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url})).await;
-        self.until("document.readyState", Duration::from_secs(20), |v| v == "complete")
-            .await;
+        self.until("document.readyState", Duration::from_secs(20), |v| {
+            v == "complete"
+        })
+        .await;
     }
 }
 
@@ -185,7 +227,8 @@ async fn in_chromium_the_microphone_becomes_captions_and_a_file_becomes_a_transc
     page.open(&format!("{}/", svc.base)).await;
 
     // Live captions from the fake microphone.
-    page.eval("document.getElementById('live-start').click()").await;
+    page.eval("document.getElementById('live-start').click()")
+        .await;
     let captions = page
         .until(
             "document.querySelector('#captions p.final') ? document.getElementById('captions').innerText : ''",
@@ -193,10 +236,13 @@ async fn in_chromium_the_microphone_becomes_captions_and_a_file_becomes_a_transc
             |v| v.as_str().is_some_and(|s| !s.is_empty()),
         )
         .await;
-    let status = page.eval("document.getElementById('live-status').innerText").await;
+    let status = page
+        .eval("document.getElementById('live-status').innerText")
+        .await;
     assert!(!status.as_str().unwrap().contains("Error"), "{status}");
     assert_words(captions.as_str().unwrap(), &["hello", "world"]);
-    page.eval("document.getElementById('live-stop').click()").await;
+    page.eval("document.getElementById('live-stop').click()")
+        .await;
 
     // The file path: pick the clip, transcribe, and render SRT and VTT.
     let doc = page.call("DOM.getDocument", json!({})).await;
@@ -211,7 +257,8 @@ async fn in_chromium_the_microphone_becomes_captions_and_a_file_becomes_a_transc
         json!({"nodeId": input["nodeId"], "files": [fixture("clip10.wav")]}),
     )
     .await;
-    page.eval("document.getElementById('file-go').click()").await;
+    page.eval("document.getElementById('file-go').click()")
+        .await;
     let text = page
         .until(
             "document.getElementById('transcript').value",
@@ -219,17 +266,27 @@ async fn in_chromium_the_microphone_becomes_captions_and_a_file_becomes_a_transc
             |v| v.as_str().is_some_and(|s| !s.is_empty()),
         )
         .await;
-    assert_words(text.as_str().unwrap(), &["quick", "brown", "fox", "lazy", "dog"]);
+    assert_words(
+        text.as_str().unwrap(),
+        &["quick", "brown", "fox", "lazy", "dog"],
+    );
     let srt = page.eval("render.srt()").await;
     let srt = srt.as_str().unwrap();
     assert!(srt.starts_with("1\n00:00:0"), "{srt}");
     assert!(srt.contains(" --> "), "{srt}");
     let cues = common::cues(srt, ',', true);
-    assert!(!cues.is_empty() && cues.windows(2).all(|w| w[0].0 <= w[1].0), "{srt}");
+    assert!(
+        !cues.is_empty() && cues.windows(2).all(|w| w[0].0 <= w[1].0),
+        "{srt}"
+    );
     let vtt = page.eval("render.vtt()").await;
-    assert!(vtt.as_str().unwrap().starts_with("WEBVTT\n\n00:00:0"), "{vtt}");
+    assert!(
+        vtt.as_str().unwrap().starts_with("WEBVTT\n\n00:00:0"),
+        "{vtt}"
+    );
     assert_eq!(
-        page.eval("document.getElementById('dl-srt').disabled").await,
+        page.eval("document.getElementById('dl-srt').disabled")
+            .await,
         false,
         "downloads enabled"
     );

@@ -43,7 +43,9 @@ struct Query {
 async fn upgrade(req: HttpRequest, body: web::Payload) -> HttpResponse {
     let span = crate::http::trace::http_server_span(&req, REALTIME_ROUTE);
     let started = std::time::Instant::now();
-    let result = open(&req, body, span.clone()).instrument(span.clone()).await;
+    let result = open(&req, body, span.clone())
+        .instrument(span.clone())
+        .await;
     let (res, outcome) = match result {
         Ok(res) => (res, "ok"),
         Err(e) => {

@@ -230,7 +230,8 @@ pub(crate) fn configure_for<B: Backend>(cfg: &mut web::ServiceConfig) {
     // (see `super::jobs::app_data`), 404 `jobs_disabled` otherwise.
     super::jobs::configure(cfg);
     // `GET /v1/realtime` (WebSocket) and the web page at `/`.
-    cfg.configure(super::realtime::configure).configure(super::page::configure);
+    super::realtime::configure(cfg);
+    super::page::configure(cfg);
 }
 
 /// Honours [`BUSY_STATUS_HEADER`]: a 429 (queue full) becomes a 503 with

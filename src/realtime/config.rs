@@ -85,12 +85,10 @@ impl RealtimeConfig {
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         let err = |m: &str| Err(crate::config::ConfigError(m.to_string()));
         let positive = |x: f64| x.is_finite() && x > 0.0;
-        if !positive(self.realtime_max_utterance_secs) || self.realtime_max_utterance_secs > 600.0
-        {
+        if !positive(self.realtime_max_utterance_secs) || self.realtime_max_utterance_secs > 600.0 {
             return err("realtime max utterance must be between 0 and 600 seconds");
         }
-        if !positive(self.realtime_idle_timeout_secs) || !positive(self.realtime_max_session_secs)
-        {
+        if !positive(self.realtime_idle_timeout_secs) || !positive(self.realtime_max_session_secs) {
             return err("realtime idle timeout and max session length must be positive");
         }
         if self.realtime_send_buffer_events < 8 {

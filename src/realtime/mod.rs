@@ -65,6 +65,7 @@
 //! `asr_realtime_final_latency_seconds` (end of speech to `completed`).
 
 pub mod config;
+pub mod events;
 pub mod protocol;
 pub mod resample;
 pub mod session;

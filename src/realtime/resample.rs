@@ -27,7 +27,9 @@ impl StreamResampler {
         let target = asr_ipc::SAMPLE_RATE;
         let chunk = rate as usize / 50;
         let fft = (rate != target)
-            .then(|| Fft::<f32>::new(rate as usize, target as usize, chunk, 1, FixedSync::Input).ok())
+            .then(|| {
+                Fft::<f32>::new(rate as usize, target as usize, chunk, 1, FixedSync::Input).ok()
+            })
             .flatten();
         let (out, to_trim) = match &fft {
             Some(f) => (vec![0.0; f.output_frames_max()], f.output_delay()),
@@ -95,7 +97,11 @@ impl StreamResampler {
                 .len()
                 .min(expected.saturating_sub(self.output_frames) as usize);
             self.output_frames += take as u64;
-            sink.extend(produced[..take].iter().map(|&s| crate::audio::f32_to_i16(s)));
+            sink.extend(
+                produced[..take]
+                    .iter()
+                    .map(|&s| crate::audio::f32_to_i16(s)),
+            );
         }
         self.pending.drain(..offset);
     }
@@ -125,7 +131,9 @@ mod tests {
     #[test]
     fn a_24k_tone_comes_out_at_16k_with_the_right_length_and_pitch() {
         let tone: Vec<i16> = (0..24_000)
-            .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 24_000.0).sin() * 10_000.0) as i16)
+            .map(|i| {
+                ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 24_000.0).sin() * 10_000.0) as i16
+            })
             .collect();
         let mut r = StreamResampler::new(24_000);
         let mut out = Vec::new();
@@ -135,10 +143,7 @@ mod tests {
         r.flush(&mut out);
         assert_eq!(out.len(), 16_000);
         // Zero crossings of 440 Hz over one second: ~880.
-        let crossings = out
-            .windows(2)
-            .filter(|w| (w[0] < 0) != (w[1] < 0))
-            .count();
+        let crossings = out.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
         assert!((870..=890).contains(&crossings), "{crossings}");
     }
 

@@ -27,11 +27,13 @@ use tokio::task::AbortHandle;
 use tracing::Span;
 
 use super::config::RealtimeConfig;
-use super::protocol::{self, ClientEvent, ProtocolError, ServerEvent, SessionConfig, TurnDetection};
+use super::protocol::{
+    self, ClientEvent, ProtocolError, ServerEvent, SessionConfig, TurnDetection,
+};
 use super::resample::StreamResampler;
 use super::stable::StablePrefix;
-use super::vad::{Turn, TurnDetector};
-use crate::api::{AsrError, JobClass, Transcript, TranscriptionRequest};
+use super::vad::TurnDetector;
+use crate::api::{AsrError, Transcript};
 use crate::error_code::Code;
 use crate::AsrNode;
 
@@ -52,6 +54,9 @@ pub enum Outbound {
     /// Close the socket with this code and reason.
     Close(actix_ws::CloseCode, String),
 }
+
+mod decode;
+mod turns;
 
 /// Messages of the [`SessionActor`].
 #[derive(Debug)]
@@ -385,9 +390,7 @@ impl SessionState {
             Err((e, id)) => return self.send_error(myself, e, id),
         };
         match event {
-            ClientEvent::SessionUpdate {
-                config, beta, ..
-            } => self.update(myself, config, beta),
+            ClientEvent::SessionUpdate { config, beta, .. } => self.update(myself, config, beta),
             ClientEvent::Append { event_id, pcm } => self.append(myself, &pcm, event_id),
             ClientEvent::Commit { event_id } => self.manual_commit(myself, event_id),
             ClientEvent::Clear { .. } => {
@@ -441,8 +444,8 @@ impl SessionState {
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
-        let incoming_16k = samples.len() as u64 * u64::from(asr_ipc::SAMPLE_RATE)
-            / u64::from(self.config.rate);
+        let incoming_16k =
+            samples.len() as u64 * u64::from(asr_ipc::SAMPLE_RATE) / u64::from(self.config.rate);
         if self.vad.is_none()
             && self.buffer.len() as u64 + incoming_16k > self.limits.max_utterance_samples() as u64
         {
@@ -461,262 +464,6 @@ impl SessionState {
         let mut resampled = Vec::with_capacity(incoming_16k as usize + 64);
         self.resampler.push(&samples, &mut resampled);
         self.push_audio(myself, &resampled);
-    }
-
-    /// Adds 16 kHz audio to the buffer and runs turn detection on it.
-    fn push_audio(&mut self, myself: &ActorRef<SessionMsg>, samples: &[i16]) {
-        self.buffer.extend_from_slice(samples);
-        let Some(vad) = self.vad.as_mut() else {
-            return;
-        };
-        let turns = vad.push(samples);
-        for turn in turns {
-            match turn {
-                Turn::Started(at) => self.speech_started(myself, at),
-                Turn::Stopped(at) => self.speech_stopped(myself, at),
-            }
-        }
-        let cap = self.limits.max_utterance_samples() as u64;
-        if let Some(open) = &self.open {
-            let end = self.buffer_start + self.buffer.len() as u64;
-            if end.saturating_sub(open.from) >= cap {
-                // A turn longer than the cap is committed in pieces.
-                self.commit_open(myself, end, Instant::now());
-                let (seq, item_id) = self.new_item();
-                self.open = Some(Open::new(seq, item_id, end));
-            }
-        } else {
-            // In silence keep only the prefix padding.
-            let keep = self.prefix_samples().max(crate::realtime::vad::FRAME * 2);
-            if self.buffer.len() > keep * 2 {
-                let drop = self.buffer.len() - keep;
-                self.buffer.drain(..drop);
-                self.buffer_start += drop as u64;
-            }
-        }
-    }
-
-    fn prefix_samples(&self) -> usize {
-        match self.config.turn {
-            TurnDetection::ServerVad(p) => {
-                p.prefix_padding_ms as usize * asr_ipc::SAMPLE_RATE as usize / 1000
-            }
-            TurnDetection::None => 0,
-        }
-    }
-
-    fn new_item(&mut self) -> (u64, String) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        (seq, format!("item_{}_{seq}", &self.id[5..self.id.len().min(17)]))
-    }
-
-    fn speech_started(&mut self, myself: &ActorRef<SessionMsg>, at: u64) {
-        let from = at
-            .saturating_sub(self.prefix_samples() as u64)
-            .max(self.buffer_start);
-        let (seq, item_id) = self.new_item();
-        self.send(
-            myself,
-            ServerEvent::SpeechStarted {
-                item_id: item_id.clone(),
-                audio_start_ms: samples_to_ms(at),
-            },
-        );
-        self.open = Some(Open::new(seq, item_id, from));
-    }
-
-    fn speech_stopped(&mut self, myself: &ActorRef<SessionMsg>, at: u64) {
-        let Some(open) = &self.open else { return };
-        let item_id = open.item_id.clone();
-        let stopped_at = Instant::now();
-        self.send(
-            myself,
-            ServerEvent::SpeechStopped {
-                item_id,
-                audio_end_ms: samples_to_ms(at),
-            },
-        );
-        let end = self.buffer_start + self.buffer.len() as u64;
-        self.commit_open(myself, end, stopped_at);
-    }
-
-    /// Commits the open VAD utterance: its audio up to `end`.
-    fn commit_open(&mut self, myself: &ActorRef<SessionMsg>, end: u64, stopped_at: Instant) {
-        let Some(open) = self.open.take() else { return };
-        if let Some(t) = self.partial_task.take() {
-            t.abort();
-        }
-        let from = (open.from.max(self.buffer_start) - self.buffer_start) as usize;
-        let to = ((end - self.buffer_start) as usize).min(self.buffer.len());
-        let audio = self.buffer[from.min(to)..to].to_vec();
-        self.buffer.drain(..to);
-        self.buffer_start += to as u64;
-        self.commit(myself, open.seq, open.item_id, audio, open.stable, stopped_at);
-    }
-
-    fn manual_commit(&mut self, myself: &ActorRef<SessionMsg>, event_id: Option<String>) {
-        let mut tail = Vec::new();
-        self.resampler.flush(&mut tail);
-        self.buffer.extend_from_slice(&tail);
-        if self.buffer.len() < MIN_COMMIT_SAMPLES {
-            return self.send_error(
-                myself,
-                ProtocolError::new(
-                    Code::AudioBufferEmpty,
-                    format!(
-                        "buffer too small: a commit needs at least 100 ms of audio, the buffer has {} ms",
-                        samples_to_ms(self.buffer.len() as u64)
-                    ),
-                ),
-                event_id,
-            );
-        }
-        let (seq, item_id, stable) = match self.open.take() {
-            Some(o) => (o.seq, o.item_id, o.stable),
-            None => {
-                let (s, i) = self.new_item();
-                (s, i, StablePrefix::default())
-            }
-        };
-        if let Some(v) = self.vad.as_mut() {
-            v.reset_turn();
-        }
-        let audio = std::mem::take(&mut self.buffer);
-        self.buffer_start += audio.len() as u64;
-        self.commit(myself, seq, item_id, audio, stable, Instant::now());
-    }
-
-    /// `committed`, then the utterance goes to the node (or is refused).
-    fn commit(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        seq: u64,
-        item_id: String,
-        audio: Vec<i16>,
-        stable: StablePrefix,
-        stopped_at: Instant,
-    ) {
-        let previous_item_id = self.previous_item.replace(item_id.clone());
-        self.send(
-            myself,
-            ServerEvent::Committed {
-                item_id: item_id.clone(),
-                previous_item_id,
-            },
-        );
-        let audio_secs = audio.len() as f64 / f64::from(asr_ipc::SAMPLE_RATE);
-        let span = tracing::info_span!(
-            parent: &self.span,
-            "realtime.utterance",
-            item_id = %item_id,
-            audio_secs,
-            outcome = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        let mut p = Pending {
-            seq,
-            item_id,
-            audio_secs,
-            stopped_at,
-            stable,
-            span,
-            task: None,
-            done: None,
-        };
-        let waiting = self.pending.iter().filter(|p| p.done.is_none()).count();
-        if waiting >= self.limits.realtime_max_pending_utterances {
-            let e = AsrError::Busy {
-                retry_after: Duration::from_secs(1),
-                queued: waiting,
-            };
-            p.done = Some(failure(&p.item_id, &e));
-            p.span.record("outcome", "queue_full");
-            crate::metrics::realtime_utterance("queue_full", None);
-        } else {
-            let fault = self.fault.take();
-            p.task = Some(self.submit(myself, seq, audio, false, &p.span, fault));
-        }
-        self.pending.push_back(p);
-        self.flush_done(myself);
-    }
-
-    fn request(&self, audio: Vec<i16>, span: &Span) -> TranscriptionRequest {
-        let mut req = TranscriptionRequest::new(audio);
-        req.class = JobClass::Realtime;
-        req.parent_span = span.clone();
-        req.options.beam_size = self.node.config().beam_size;
-        req.options.language = self.config.language.clone();
-        req.options.initial_prompt = self.config.prompt.clone();
-        req
-    }
-
-    fn submit(
-        &self,
-        myself: &ActorRef<SessionMsg>,
-        seq: u64,
-        audio: Vec<i16>,
-        partial: bool,
-        span: &Span,
-        fault: Option<crate::api::Fault>,
-    ) -> AbortHandle {
-        let mut req = self.request(audio, span);
-        req.fault = fault;
-        let node = self.node.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let answer = node.transcribe(req).await;
-            let _ = me.cast(SessionMsg::Decoded {
-                seq,
-                partial,
-                answer,
-            });
-        })
-        .abort_handle()
-    }
-
-    fn on_final(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        seq: u64,
-        answer: Result<Transcript, AsrError>,
-    ) {
-        let Some(p) = self.pending.iter_mut().find(|p| p.seq == seq) else {
-            return;
-        };
-        p.task = None;
-        let latency = p.stopped_at.elapsed();
-        p.span.record("latency_ms", latency.as_secs_f64() * 1e3);
-        p.done = Some(match answer {
-            Ok(t) => {
-                p.span.record("outcome", "ok");
-                crate::metrics::realtime_utterance("ok", Some(latency));
-                vec![ServerEvent::Completed {
-                    item_id: p.item_id.clone(),
-                    transcript: p.stable.finish(&t.result.text),
-                    audio_secs: p.audio_secs,
-                }]
-            }
-            Err(e) => {
-                let code = e.code().name();
-                tracing::warn!(parent: &p.span, error = %e, "utterance failed");
-                p.span.record("outcome", code);
-                crate::metrics::realtime_utterance(code, None);
-                failure(&p.item_id, &e)
-            }
-        });
-        self.flush_done(myself);
-    }
-
-    /// Sends the terminal events of finished utterances, in commit order.
-    fn flush_done(&mut self, myself: &ActorRef<SessionMsg>) {
-        while self.pending.front().is_some_and(|p| p.done.is_some()) {
-            let Some(p) = self.pending.pop_front() else { break };
-            for ev in p.done.unwrap_or_default() {
-                self.send(myself, ev);
-            }
-            self.span.record("utterances", p.seq as i64);
-        }
     }
 
     fn discard_open(&mut self) {
@@ -753,59 +500,6 @@ impl SessionState {
         }
         self.maybe_partial(myself);
     }
-
-    /// A provisional decode of the open utterance, at most every
-    /// `--realtime-partial-interval-ms`, only while nothing waits in the
-    /// queue and no other decode of this session is outstanding.
-    fn maybe_partial(&mut self, myself: &ActorRef<SessionMsg>) {
-        let Some(interval) = self.limits.partial_interval() else {
-            return;
-        };
-        let Some(open) = &self.open else { return };
-        if open.partial_in_flight
-            || open.last_partial.elapsed() < interval
-            || self.pending.iter().any(|p| p.done.is_none())
-        {
-            return;
-        }
-        let status = self.node.status();
-        if status.queue_depth > 0 || !status.ready {
-            return;
-        }
-        let from = (open.from.max(self.buffer_start) - self.buffer_start) as usize;
-        if self.buffer.len().saturating_sub(from) < MIN_PARTIAL_SAMPLES {
-            return;
-        }
-        let audio = self.buffer[from..].to_vec();
-        let seq = open.seq;
-        let span = tracing::info_span!(parent: &self.span, "realtime.partial", item_id = %open.item_id);
-        let task = self.submit(myself, seq, audio, true, &span, None);
-        if let Some(open) = self.open.as_mut() {
-            open.partial_in_flight = true;
-            open.last_partial = Instant::now();
-        }
-        self.partial_task = Some(task);
-    }
-
-    fn on_partial(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        seq: u64,
-        answer: Result<Transcript, AsrError>,
-    ) {
-        let Some(open) = self.open.as_mut().filter(|o| o.seq == seq) else {
-            return;
-        };
-        open.partial_in_flight = false;
-        open.last_partial = Instant::now();
-        self.partial_task = None;
-        // A failed provisional decode costs nothing: the final decides.
-        let Ok(t) = answer else { return };
-        if let Some(delta) = open.stable.provisional(&t.result.text) {
-            let item_id = open.item_id.clone();
-            self.send(myself, ServerEvent::Delta { item_id, delta });
-        }
-    }
 }
 
 impl Open {
@@ -819,24 +513,6 @@ impl Open {
             last_partial: Instant::now(),
         }
     }
-}
-
-/// The terminal events of a failed utterance: an `error` event (with a
-/// retry hint when retrying can help), then `…transcription.failed`.
-fn failure(item_id: &str, e: &AsrError) -> Vec<ServerEvent> {
-    let error = ProtocolError::new(e.code(), e.to_string());
-    vec![
-        ServerEvent::Error {
-            error: error.clone(),
-            client_event_id: None,
-            item_id: Some(item_id.to_string()),
-            retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
-        },
-        ServerEvent::Failed {
-            item_id: item_id.to_string(),
-            error,
-        },
-    ]
 }
 
 fn samples_to_ms(samples: u64) -> u64 {

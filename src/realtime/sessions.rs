@@ -141,7 +141,9 @@ pub async fn open(node: &AsrNode, args: SessionArgs) -> Result<ActorRef<SessionM
         .await
     {
         Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-        _ => Err(OpenError::Spawn("the sessions supervisor is not running".into())),
+        _ => Err(OpenError::Spawn(
+            "the sessions supervisor is not running".into(),
+        )),
     }
 }
 

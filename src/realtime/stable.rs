@@ -106,19 +106,32 @@ mod tests {
     #[test]
     fn words_two_decodes_agree_on_become_stable_except_the_last() {
         let mut s = StablePrefix::default();
-        assert_eq!(s.provisional("The quick"), None, "one decode proves nothing");
+        assert_eq!(
+            s.provisional("The quick"),
+            None,
+            "one decode proves nothing"
+        );
         assert_eq!(s.provisional("The quick brown"), Some("The quick".into()));
         assert_eq!(s.provisional("the quick brown fox"), Some(" brown".into()));
         assert_eq!(s.text(), "The quick brown");
-        assert_eq!(s.provisional("The quick brown fox jumps."), Some(" fox".into()));
-        assert_eq!(s.finish("The quick brown fox jumps over."), "The quick brown fox jumps over.");
+        assert_eq!(
+            s.provisional("The quick brown fox jumps."),
+            Some(" fox".into())
+        );
+        assert_eq!(
+            s.finish("The quick brown fox jumps over."),
+            "The quick brown fox jumps over."
+        );
     }
 
     #[test]
     fn a_revision_of_stable_words_never_reaches_the_client() {
         let mut s = StablePrefix::default();
         s.provisional("I scream for");
-        assert_eq!(s.provisional("I scream for you"), Some("I scream for".into()));
+        assert_eq!(
+            s.provisional("I scream for you"),
+            Some("I scream for".into())
+        );
         // A decode that revises the stable words adds nothing…
         assert_eq!(s.provisional("Ice cream for you all"), None);
         // …and the final transcript keeps them.
@@ -129,6 +142,9 @@ mod tests {
 
     #[test]
     fn without_partials_the_final_is_the_decode() {
-        assert_eq!(StablePrefix::default().finish("  Hello there. "), "Hello there.");
+        assert_eq!(
+            StablePrefix::default().finish("  Hello there. "),
+            "Hello there."
+        );
     }
 }

@@ -112,8 +112,7 @@ impl TurnDetector {
                 self.silent_frames = 0;
             } else if p < neg {
                 self.silent_frames += 1;
-                if self.silent_frames * ms_per_frame >= u64::from(self.params.silence_duration_ms)
-                {
+                if self.silent_frames * ms_per_frame >= u64::from(self.params.silence_duration_ms) {
                     self.reset_turn();
                     return Some(Turn::Stopped(self.last_speech_end));
                 }
