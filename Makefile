@@ -148,7 +148,7 @@ jaeger-down: ## Stop Jaeger
 #   make overload                   capacity vs overload vs faster-whisper-server (~8 min)
 BENCH_ARGS ?=
 OVERLOAD_ARGS ?=
-.PHONY: bench soak overload
+.PHONY: bench soak overload bench-realtime
 
 bench: setup build ## faster-whisper vs worker-proc vs service: times, ratios, RTF, WER, RSS (BENCH_ARGS=--quick)
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/run-bench.sh --model-dir "$(MODEL_PATH)" $(BENCH_ARGS)
@@ -159,3 +159,6 @@ soak: setup build ## Soak: wrk at 10x capacity for SOAK_SECS (600) while the wor
 overload: setup build ## 8 clients vs 40 retrying at 50 ms, /health, vs faster-whisper-server 0.0.3 (OVERLOAD_ARGS, NODE_ARGS)
 	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" $(OVERLOAD_ARGS)
+
+bench-realtime: setup build ## /v1/realtime: end of speech -> completed vs decode time (p50/p95), 1 and 10 sessions, parent RSS (bench/realtime.sh)
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/realtime.sh "" "$(MODEL_PATH)"

@@ -53,6 +53,9 @@ pub enum ServerEvent {
         transcript: String,
         /// Seconds of audio in the item (usage).
         audio_secs: f64,
+        /// This node's extension `x_timing`: the utterance's queue wait and
+        /// decode time, in ms (OpenAI clients ignore unknown fields).
+        timing: (f64, f64),
     },
     /// `conversation.item.input_audio_transcription.failed`.
     Failed {
@@ -121,9 +124,11 @@ impl ServerEvent {
                 item_id,
                 transcript,
                 audio_secs,
+                timing: (queue_wait_ms, decode_ms),
             } => json!({"type": kind, "event_id": event_id, "item_id": item_id,
                 "content_index": 0, "transcript": transcript,
-                "usage": {"type": "duration", "seconds": (audio_secs * 1000.0).round() / 1000.0}}),
+                "usage": {"type": "duration", "seconds": (audio_secs * 1000.0).round() / 1000.0},
+                "x_timing": {"queue_wait_ms": queue_wait_ms.round(), "decode_ms": decode_ms.round()}}),
             ServerEvent::Failed { item_id, error } => json!({"type": kind, "event_id": event_id,
                 "item_id": item_id, "content_index": 0, "error": error_json(error, None, None)}),
             ServerEvent::Error {

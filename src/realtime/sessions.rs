@@ -159,3 +159,50 @@ pub async fn count(node: &AsrNode) -> usize {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that panics on its first message.
+    struct Doomed;
+
+    impl Actor for Doomed {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<()>,
+            _msg: (),
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            panic!("a bug in a session");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_panics_does_not_stop_the_supervisor() {
+        let (sessions, _) = Actor::spawn(None, SessionsActor, 4).await.unwrap();
+        for _ in 0..3 {
+            let (child, handle) = Actor::spawn_linked(None, Doomed, (), sessions.get_cell())
+                .await
+                .unwrap();
+            child.cast(()).unwrap();
+            handle.await.unwrap();
+        }
+        let open = sessions.call(SessionsMsg::Count, None).await.unwrap();
+        assert!(matches!(open, ractor::rpc::CallResult::Success(0)));
+        assert_eq!(sessions.get_status(), ractor::ActorStatus::Running);
+        sessions.stop(None);
+    }
+}

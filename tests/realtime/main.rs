@@ -237,6 +237,10 @@ async fn a_clip_streamed_in_real_time_is_detected_committed_and_transcribed_in_o
         &["hello", "world", "test", "speech", "recognition"],
     );
     assert_eq!(events[completed]["usage"]["type"], "duration");
+    assert!(events[completed]["x_timing"]["decode_ms"].as_f64().unwrap() > 0.0);
+    // End of speech → completed is in the latency histogram.
+    assert!(metric(&svc, "asr_realtime_final_latency_seconds_count").await >= 1.0);
+    assert!(metric(&svc, "asr_realtime_utterances_total{outcome=\"ok\"}").await >= 1.0);
     assert!(events[completed]["usage"]["seconds"].as_f64().unwrap() > 3.0);
 }
 

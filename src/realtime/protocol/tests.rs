@@ -146,6 +146,7 @@ fn completed_carries_item_content_index_transcript_and_duration_usage() {
             item_id: "item_1".into(),
             transcript: "Hi.".into(),
             audio_secs: 1.23456,
+            timing: (2.0, 30.4),
         }
         .to_json("event_9"),
     )
@@ -158,4 +159,8 @@ fn completed_carries_item_content_index_transcript_and_duration_usage() {
     assert_eq!(json["content_index"], 0);
     assert_eq!(json["transcript"], "Hi.");
     assert_eq!(json["usage"], json!({"type": "duration", "seconds": 1.235}));
+    assert_eq!(
+        json["x_timing"],
+        json!({"queue_wait_ms": 2.0, "decode_ms": 30.0})
+    );
 }

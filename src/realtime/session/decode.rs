@@ -122,6 +122,10 @@ impl SessionState {
                     item_id: p.item_id.clone(),
                     transcript: p.stable.finish(&t.result.text),
                     audio_secs: p.audio_secs,
+                    timing: (
+                        t.queue_wait.as_secs_f64() * 1e3,
+                        t.decode_time.as_secs_f64() * 1e3,
+                    ),
                 }]
             }
             Err(e) => {
