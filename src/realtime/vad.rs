@@ -72,6 +72,16 @@ impl TurnDetector {
         self.speaking
     }
 
+    /// Silence since the last speech frame of the current turn, in ms
+    /// (0 outside a turn).
+    pub fn trailing_silence_ms(&self) -> u64 {
+        if self.speaking {
+            self.silent_frames * FRAME as u64 * 1000 / u64::from(asr_ipc::SAMPLE_RATE)
+        } else {
+            0
+        }
+    }
+
     /// Forgets the current turn (the buffer was cleared or committed by
     /// the client).
     pub fn reset_turn(&mut self) {

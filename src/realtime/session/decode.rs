@@ -13,6 +13,9 @@ use crate::api::{AsrError, JobClass, Transcript, TranscriptionRequest};
 use crate::realtime::protocol::{ProtocolError, ServerEvent};
 use crate::realtime::stable::StablePrefix;
 
+/// Trailing silence after which no provisional decode starts.
+const PARTIAL_QUIET_MS: u64 = 150;
+
 impl SessionState {
     /// `committed`, then the utterance goes to the node (or is refused).
     pub(super) fn commit(
@@ -163,6 +166,15 @@ impl SessionState {
         if open.partial_in_flight
             || open.last_partial.elapsed() < interval
             || self.pending.iter().any(|p| p.done.is_none())
+        {
+            return;
+        }
+        // The speaker may be stopping: a provisional decode now would
+        // hold the worker when the final one is wanted.
+        if self
+            .vad
+            .as_ref()
+            .is_some_and(|v| v.trailing_silence_ms() >= PARTIAL_QUIET_MS)
         {
             return;
         }
