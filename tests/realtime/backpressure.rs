@@ -175,3 +175,40 @@ async fn a_worker_crash_mid_utterance_is_retried_once_then_an_error_event_and_th
         &["quick", "brown", "fox"],
     );
 }
+
+/// A client that sends but stops reading: once its events fill
+/// `--realtime-send-buffer-events`, the session is closed (the actor stops)
+/// instead of buffering without bound.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_a_bounded_send_buffer() {
+    let svc = Service::start(&["--realtime-send-buffer-events", "8"]);
+    let ws = connect(&svc).await;
+    let (mut tx, rx) = ws.split(); // `rx` is never read
+                                   // Every unknown event is answered with an error event (~300 bytes);
+                                   // enough of them fill the socket buffers, then the session's own.
+    let flood = tokio::spawn(async move {
+        for _ in 0..400_000 {
+            if tx.send(Message::text(r#"{"type":"x"}"#)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if svc.logs().contains("client is not reading its events") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !flood.is_finished(),
+            "the session was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&svc, "asr_realtime_sessions_active").await != 0.0 {
+        assert!(Instant::now() < deadline, "the session actor did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flood.abort();
+    drop(rx);
+}
