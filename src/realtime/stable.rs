@@ -85,11 +85,19 @@ impl StablePrefix {
         }
         let fin = words(decoded);
         let n = self.stable.len();
-        let rest = if fin.len() >= n {
-            &fin[n..]
+        // Where the stable prefix ends in the final decode: after its first
+        // n words when they agree, else after the occurrence of the last
+        // stable word nearest to n (the final may add or drop a word).
+        let agrees = fin.len() >= n && self.stable.iter().zip(&fin).all(|(a, b)| same(a, b));
+        let k = if agrees {
+            n
         } else {
-            &fin[fin.len()..]
+            (1..=fin.len())
+                .filter(|&k| same(&fin[k - 1], &self.stable[n - 1]))
+                .min_by_key(|&k| k.abs_diff(n))
+                .unwrap_or(n.min(fin.len()))
         };
+        let rest = &fin[k..];
         let mut out = self.text.clone();
         for w in rest {
             out.push(' ');
@@ -138,6 +146,23 @@ mod tests {
         let fin = s.finish("Ice cream for you all.");
         assert!(fin.starts_with(s.text()), "{fin}");
         assert_eq!(fin, "I scream for you all.");
+    }
+
+    #[test]
+    fn the_final_tail_is_aligned_on_the_last_stable_word() {
+        let mut s = StablePrefix::default();
+        s.provisional("quick brown fox");
+        assert_eq!(
+            s.provisional("quick brown fox jumps"),
+            Some("quick brown fox".into())
+        );
+        // The final adds a word in front: nothing is lost or repeated.
+        assert_eq!(
+            s.finish("The quick brown fox jumps over."),
+            "quick brown fox jumps over."
+        );
+        // The final drops a stable word: the stable text stays.
+        assert_eq!(s.finish("quick fox jumps."), "quick brown fox jumps.");
     }
 
     #[test]

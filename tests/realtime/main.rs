@@ -119,6 +119,57 @@ pub async fn metric(svc: &Service, name: &str) -> f64 {
 
 /// Opens a manual-commit session at 16 kHz and commits `clip`; returns the
 /// `committed` event.
+/// Streams `audio` in chunks of `chunk` samples (100 ms) at real-time
+/// pace, then an empty `session.update` as an end marker (the session
+/// handles events in order), and returns every event until the marker's
+/// `session.updated` came and every speech turn was committed and answered.
+pub async fn stream_realtime(
+    ws: Ws,
+    audio: Vec<i16>,
+    chunk: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        let start = Instant::now();
+        for (i, c) in audio.chunks(chunk).enumerate() {
+            tx.send(append(c)).await.unwrap();
+            let due = start + Duration::from_millis(100 * (i as u64 + 1));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let end = json!({"type": "session.update", "session": {}});
+        tx.send(Message::text(end.to_string())).await.unwrap();
+        tx
+    });
+    let count = |events: &[Value], t: &str| events.iter().filter(|e| e["type"] == t).count();
+    let mut events: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => events.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("stream ended ({other:?}) after {:#?}", types(&events)),
+        }
+        let committed = count(&events, "input_audio_buffer.committed");
+        let answered = count(
+            &events,
+            "conversation.item.input_audio_transcription.completed",
+        ) + count(
+            &events,
+            "conversation.item.input_audio_transcription.failed",
+        );
+        if count(&events, "session.updated") > 0
+            && count(&events, "input_audio_buffer.speech_started") <= committed
+            && answered == committed
+        {
+            break;
+        }
+    }
+    let _ = sender.await;
+    events
+}
+
 pub async fn commit_clip(ws: &mut Ws, clip: &str) -> Value {
     send(
         ws,
@@ -170,34 +221,7 @@ async fn a_clip_streamed_in_real_time_is_detected_committed_and_transcribed_in_o
     let mut audio = silence(1.0, 24_000);
     audio.extend(pcm("hello.wav", 24_000));
     audio.extend(silence(2.0, 24_000));
-    let (mut ws_tx, mut ws_rx) = ws.split();
-    let sender = tokio::spawn(async move {
-        let start = Instant::now();
-        for (i, chunk) in audio.chunks(2_400).enumerate() {
-            ws_tx.send(append(chunk)).await.unwrap();
-            let due = start + Duration::from_millis(100 * (i as u64 + 1));
-            tokio::time::sleep_until(due.into()).await;
-        }
-        ws_tx
-    });
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        ws_rx.next(),
-    )
-    .await
-    {
-        if let Message::Text(t) = msg {
-            let e: Value = serde_json::from_str(&t).unwrap();
-            let last = e["type"] == "conversation.item.input_audio_transcription.completed";
-            events.push(e);
-            if last && sender.is_finished() {
-                break;
-            }
-        }
-    }
-    let _ = sender.await;
+    let events = stream_realtime(ws, audio, 2_400, Duration::from_secs(120)).await;
     let kinds = types(&events);
     assert!(!kinds.contains(&"error"), "{events:#?}");
     let first = |t: &str| {

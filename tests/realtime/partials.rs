@@ -20,40 +20,7 @@ async fn deltas_are_stable_text_that_the_final_transcript_starts_with() {
     let mut audio = silence(0.5, 16_000);
     audio.extend(pcm("clip10.wav", 16_000));
     audio.extend(silence(2.5, 16_000));
-    let (mut tx, mut rx) = ws.split();
-    let sender = tokio::spawn(async move {
-        let start = Instant::now();
-        for (i, chunk) in audio.chunks(1_600).enumerate() {
-            tx.send(append(chunk)).await.unwrap();
-            tokio::time::sleep_until((start + Duration::from_millis(100 * (i as u64 + 1))).into())
-                .await;
-        }
-        tx
-    });
-    let mut events: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        rx.next(),
-    )
-    .await
-    {
-        if let Message::Text(t) = msg {
-            events.push(serde_json::from_str(&t).unwrap());
-            let completed = events
-                .iter()
-                .filter(|e| e["type"] == "conversation.item.input_audio_transcription.completed")
-                .count();
-            let committed = events
-                .iter()
-                .filter(|e| e["type"] == "input_audio_buffer.committed")
-                .count();
-            if sender.is_finished() && completed == committed && completed > 0 {
-                break;
-            }
-        }
-    }
-    let _ = sender.await;
+    let events = stream_realtime(ws, audio, 1_600, Duration::from_secs(120)).await;
     let deltas = events
         .iter()
         .filter(|e| e["type"] == "conversation.item.input_audio_transcription.delta")
