@@ -212,3 +212,35 @@ async fn a_client_that_stops_reading_is_closed_after_a_bounded_send_buffer() {
     flood.abort();
     drop(rx);
 }
+
+/// A session that reaches `--realtime-max-session-secs` is ended with a
+/// `session_expired` error event and a close, even while it streams.
+#[tokio::test]
+async fn a_session_past_its_maximum_length_is_closed_with_an_error_event() {
+    let svc = Service::start(&["--realtime-max-session-secs", "1.5"]);
+    let mut ws = connect(&svc).await;
+    next_event(&mut ws, Duration::from_secs(5)).await.unwrap();
+    let started = Instant::now();
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        // Busy, not idle: 100 ms of silence every 100 ms.
+        while tx.send(append(&silence(0.1, 24_000))).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let e = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => break serde_json::from_str::<Value>(&t).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no event: {other:?}"),
+        }
+    };
+    assert_eq!(e["error"]["code"], "session_expired", "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(1_400));
+    let closed = tokio::time::timeout(Duration::from_secs(5), rx.next()).await;
+    assert!(
+        matches!(closed, Ok(Some(Ok(Message::Close(_)))) | Ok(None)),
+        "{closed:?}"
+    );
+    sender.abort();
+}
