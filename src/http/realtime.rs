@@ -27,10 +27,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource(REALTIME_ROUTE).route(web::get().to(upgrade)));
 }
 
-/// The credential check of the upgrade. Browsers cannot set headers on a
-/// WebSocket, so when API keys land this must also accept the key from
-/// OpenAI's subprotocol (`openai-insecure-api-key.<key>`) besides
-/// `Authorization: Bearer`. Until then every request passes.
+/// Extra credential checks of the upgrade. The API key itself is checked
+/// before this handler by [`super::auth::check`] (`/v1/realtime` is under
+/// `/v1/`), from `Authorization: Bearer`. Browsers cannot set headers on a
+/// WebSocket, so for the web page with keys on, that check must also
+/// accept the key from OpenAI's subprotocol
+/// (`Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.<key>`); not
+/// done yet. Every request that reaches here passes.
 pub fn authorize(_req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
