@@ -407,3 +407,73 @@ async fn logprobs_come_one_per_token_and_leave_the_text_alone() {
         with["text"].as_str().unwrap()
     );
 }
+
+/// The live WebSocket is keyed like every `/v1` route; browsers, which
+/// cannot set `Authorization` there, send the key as OpenAI's subprotocol
+/// and the node answers choosing `realtime` (never echoing the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_realtime_websocket_takes_the_key_as_bearer_or_subprotocol() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let (svc, _dir) = keyed_service(&[]);
+    let url = format!(
+        "{}/v1/realtime?intent=transcription",
+        svc.base.replace("http", "ws")
+    );
+    let upgrade = |protocol: Option<String>, bearer: Option<&str>| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(p) = protocol {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        if let Some(k) = bearer {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+
+    for (protocol, why) in [
+        (None, "no key"),
+        (
+            Some("realtime, openai-insecure-api-key.sk-wrong".to_string()),
+            "a wrong key",
+        ),
+    ] {
+        match upgrade(protocol, None).await {
+            Err(Error::Http(res)) => {
+                assert_eq!(res.status(), 401, "{why}");
+                let body: serde_json::Value =
+                    serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+                assert!(
+                    body["error"]["code"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with("api_key")),
+                    "{why}: {body}"
+                );
+            }
+            other => panic!("{why}: expected a 401, got {other:?}"),
+        }
+    }
+
+    let (mut ws, res) = upgrade(
+        Some(format!("realtime, openai-insecure-api-key.{KEY}")),
+        None,
+    )
+    .await
+    .expect("the subprotocol key opens a session");
+    assert_eq!(res.headers()["sec-websocket-protocol"], "realtime");
+    let first = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws))
+        .await
+        .expect("an event")
+        .expect("open")
+        .expect("a frame");
+    let first: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(first["type"], "session.created", "{first}");
+    drop(ws);
+
+    let (_ws, res) = upgrade(None, Some(KEY))
+        .await
+        .expect("a bearer key opens a session");
+    assert!(res.headers().get("sec-websocket-protocol").is_none());
+}

@@ -170,10 +170,32 @@ pub fn client_before_app(
 ) -> Option<ClientId> {
     match &access.keys {
         None => Some(peer.map_or(ClientId::Unknown, |a| ClientId::Peer(a.ip()))),
-        Some(keys) => bearer(headers)
+        Some(keys) => presented_key(headers)
             .and_then(|token| keys.verify(token))
             .map(ClientId::Key),
     }
+}
+
+/// Prefix of the WebSocket subprotocol that carries an API key (OpenAI's
+/// Realtime convention for browsers, which cannot set `Authorization` on
+/// a WebSocket): `Sec-WebSocket-Protocol: realtime,
+/// openai-insecure-api-key.<key>`.
+pub const WS_KEY_PROTOCOL_PREFIX: &str = "openai-insecure-api-key.";
+
+/// The key a request presents: `Authorization: Bearer`, else (only on a
+/// WebSocket upgrade) the [`WS_KEY_PROTOCOL_PREFIX`] subprotocol.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    bearer(headers).or_else(|| {
+        headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)?
+            .to_str()
+            .ok()?
+            .split(',')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(WS_KEY_PROTOCOL_PREFIX))
+            .filter(|k| !k.is_empty())
+            .map(str::as_bytes)
+    })
 }
 
 /// The bearer token of `Authorization`, if the header has one.
@@ -270,10 +292,10 @@ pub async fn check(
     if !protected(&access, req.path()) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let key = match bearer(req.headers()) {
+    let key = match presented_key(req.headers()) {
         None => Err(ApiError::new(
             Code::MissingApiKey,
-            "this node requires an API key: send it as 'Authorization: Bearer <key>'",
+            "this node requires an API key: send it as 'Authorization: Bearer <key>' (on a WebSocket, also as the subprotocol 'openai-insecure-api-key.<key>')",
         )),
         Some(token) => keys.verify(token).ok_or_else(|| {
             ApiError::new(
@@ -400,5 +422,33 @@ mod tests {
         }
         access.metrics_require_key = true;
         assert!(protected(&access, "/metrics"));
+    }
+
+    #[test]
+    fn a_key_is_taken_from_bearer_or_the_websocket_subprotocol() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "realtime, openai-insecure-api-key.sk-one, openai-beta.realtime-v1",
+            ),
+        );
+        assert_eq!(presented_key(&h), Some(&b"sk-one"[..]));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-two"),
+        );
+        assert_eq!(
+            presented_key(&h),
+            Some(&b"sk-two"[..]),
+            "Authorization first"
+        );
+        let mut empty = HeaderMap::new();
+        empty.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("realtime, openai-insecure-api-key."),
+        );
+        assert_eq!(presented_key(&empty), None);
     }
 }

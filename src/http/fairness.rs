@@ -168,10 +168,10 @@ impl Fairness {
             // Table full: not tracked, not limited.
             return Ok(Held {
                 table: Arc::new(Mutex::new(Table::default())),
-                client: client.clone(),
+                client: *client,
             });
         }
-        let entry = t.clients.entry(client.clone()).or_insert(Entry {
+        let entry = t.clients.entry(*client).or_insert(Entry {
             held: 0,
             active_until: now,
         });
@@ -181,7 +181,7 @@ impl Fairness {
                 entry.held += 1;
                 Ok(Held {
                     table: self.table.clone(),
-                    client: client.clone(),
+                    client: *client,
                 })
             }
             Err(e) => {
@@ -201,7 +201,7 @@ impl Fairness {
         if !t.clients.contains_key(client) && t.clients.len() >= MAX_TRACKED {
             return;
         }
-        let entry = t.clients.entry(client.clone()).or_insert(Entry {
+        let entry = t.clients.entry(*client).or_insert(Entry {
             held: 0,
             active_until: now,
         });

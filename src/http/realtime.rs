@@ -1,7 +1,9 @@
 //! `GET /v1/realtime?intent=transcription`: the WebSocket upgrade of a
 //! realtime transcription session (the protocol is in [`crate::realtime`]).
 //!
-//! Before the upgrade: the auth hook ([`authorize`]), `intent` (absent or
+//! Before the upgrade: the API key (checked by [`super::auth::check`]:
+//! `Authorization: Bearer`, or for browsers the subprotocol
+//! `openai-insecure-api-key.<key>`), `intent` (absent or
 //! `transcription`; anything else is 400 `invalid_parameter`), the node
 //! not shutting down (503), and a free session slot (429
 //! `too_many_sessions` with `Retry-After`). Then a reader task passes each
@@ -25,17 +27,6 @@ pub const REALTIME_ROUTE: &str = "/v1/realtime";
 /// Mounts `GET /v1/realtime`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource(REALTIME_ROUTE).route(web::get().to(upgrade)));
-}
-
-/// Extra credential checks of the upgrade. The API key itself is checked
-/// before this handler by [`super::auth::check`] (`/v1/realtime` is under
-/// `/v1/`), from `Authorization: Bearer`. Browsers cannot set headers on a
-/// WebSocket, so for the web page with keys on, that check must also
-/// accept the key from OpenAI's subprotocol
-/// (`Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.<key>`); not
-/// done yet. Every request that reaches here passes.
-pub fn authorize(_req: &HttpRequest) -> Result<(), ApiError> {
-    Ok(())
 }
 
 #[derive(serde::Deserialize)]
@@ -71,7 +62,6 @@ async fn open(
         .app_data::<web::Data<AsrNode>>()
         .cloned()
         .ok_or_else(ApiError::internal)?;
-    authorize(req)?;
     let fault = super::form::parse_fault(req.headers(), node.config().enable_fault_injection)?;
     let limits = &node.config().realtime;
     if limits.realtime_max_sessions == 0 {
@@ -99,6 +89,20 @@ async fn open(
             format!("{REALTIME_ROUTE} expects a WebSocket upgrade: {e}"),
         )
     })?;
+    // A browser that offered subprotocols (the page with a key: `realtime,
+    // openai-insecure-api-key.<key>`) fails the handshake unless one is
+    // chosen: choose `realtime`, never echo the key.
+    let offers_realtime = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "realtime"));
+    if offers_realtime {
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("realtime"),
+        );
+    }
     // An append over the limit must arrive whole to be answered with an
     // error event; a frame past twice the limit ends the connection.
     let max_frame = (limits.realtime_max_append_bytes * 8 / 3).max(64 * 1024) + 4096;
