@@ -6,7 +6,7 @@
 //! says so in `/health`).
 
 use clap::Parser;
-use whisper_node::config::Cli;
+use whisper_node::cli::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

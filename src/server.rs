@@ -25,7 +25,7 @@
 //! use clap::Parser;
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let addr = listener.local_addr()?; // known before the node starts
-//! let cli = whisper_node::config::Cli::parse_from(["whisper-node", "--model-dir", "models/tiny.en"]);
+//! let cli = whisper_node::cli::Cli::parse_from(["whisper-node", "--model-dir", "models/tiny.en"]);
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let server = tokio::spawn(whisper_node::server::run(listener, cli, async move {
 //!     let _ = stopped.await;
@@ -50,7 +50,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 use anyhow::Context;
 
-use crate::config::Cli;
+use crate::cli::Cli;
 use crate::http::expect::EarlyRefusal;
 use crate::http::host::AllowedHosts;
 use crate::http::jobs::JobsUnavailable;

@@ -50,7 +50,8 @@ pub mod form;
 pub mod format;
 pub mod host;
 pub mod jobs;
-pub mod language;
+/// Whisper's languages (a domain module; re-exported for the HTTP layer).
+pub use crate::language;
 pub mod metrics;
 pub mod models;
 pub mod page;

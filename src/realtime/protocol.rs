@@ -286,7 +286,7 @@ fn apply_update(current: &SessionConfig, s: &Value) -> Result<SessionConfig, Pro
             Some(Value::Null) => next.language = None,
             Some(Value::String(l)) if l.trim().is_empty() => next.language = None,
             Some(Value::String(l)) => {
-                let code = crate::http::language::normalize(l).ok_or_else(|| {
+                let code = crate::language::normalize(l).ok_or_else(|| {
                     ProtocolError::new(
                         Code::InvalidParameter,
                         format!("unknown transcription language {l:?}"),
