@@ -70,12 +70,17 @@ pub struct RealtimeConfig {
 
     /// Cadence of provisional re-decodes of an open utterance
     /// (`conversation.item.input_audio_transcription.delta`), in
-    /// milliseconds; 0 turns partial results off. A re-decode is only
-    /// submitted while the queue is empty.
+    /// milliseconds; 0 (the default) turns partial results off. A
+    /// re-decode is only submitted while the queue is empty. Off by default
+    /// because a provisional decode still running when the speaker stops
+    /// delays the final transcript: at 1000 ms, end of speech → completed
+    /// was 1.83× the decode time at p95 (1.00× off; `make bench-realtime`,
+    /// BENCHMARKS.md). Turn it on for live captions where that trade is
+    /// wanted.
     #[arg(
         long,
         env = "WHISPER_NODE_REALTIME_PARTIAL_INTERVAL_MS",
-        default_value_t = 1000
+        default_value_t = 0
     )]
     pub realtime_partial_interval_ms: u64,
 }
