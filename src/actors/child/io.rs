@@ -32,6 +32,10 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::ProcessExit;
 
+/// Longest the exit watcher waits for the reader to pass on the dead
+/// child's last frames before it reports the exit.
+const READER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the writer task sends to the child.
 pub enum Outgoing {
     /// A job: its header, then its audio.
@@ -132,9 +136,13 @@ pub fn start(
         // Dropping stdin here makes the child exit on EOF.
     }));
 
-    // Reader: frames → events.
+    // Reader: frames → events. It says when it is done, so that the exit
+    // watcher reports the exit only after the child's last frames (a
+    // `LoadFailed` written just before it exits must not lose the race).
     let sink = events.clone();
+    let (reader_done, reader_finished) = tokio::sync::oneshot::channel::<()>();
     tasks.push(tokio::spawn(async move {
+        let _done = reader_done;
         let mut frames = FramedRead::new(stdout, asr_ipc::codec());
         while let Some(frame) = frames.next().await {
             let event = match frame {
@@ -166,6 +174,9 @@ pub fn start(
             Err(e) => ProcessExit::WaitFailed(e.to_string()),
         };
         reaped.store(true, Ordering::Release);
+        // The child's stdout is at EOF now unless something else holds it:
+        // wait (bounded) for its last frames to be passed on first.
+        let _ = tokio::time::timeout(READER_DRAIN, reader_finished).await;
         let _ = events(ChildEvent::Exited(exit));
     }));
 
