@@ -243,7 +243,14 @@ async fn a_job_running_on_a_sigkilled_node_is_finished_by_another_after_its_leas
     assert_all_done(&accepted, &[&survivor_node, &newcomer]).await;
     let (status, list) = newcomer.get_json("/v1/jobs").await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["counts"]["done"], accepted.len(), "{list}");
+    // Every accepted job is done; at most one more: a submission the
+    // victim committed whose 202 the SIGKILL cut off (durable, so run too).
+    let done = list["counts"]["done"].as_u64().unwrap() as usize;
+    assert!(
+        (accepted.len()..=accepted.len() + 1).contains(&done),
+        "{} accepted, {done} done: {list}",
+        accepted.len()
+    );
     assert_eq!(list["counts"]["failed"], 0, "{list}");
     assert_eq!(list["counts"]["queued"], 0, "{list}");
     assert_eq!(list["counts"]["running"], 0, "{list}");
