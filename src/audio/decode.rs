@@ -164,7 +164,7 @@ pub(super) fn decode_pass(
             });
         }
     };
-    if let Some(r) = resampler.take() {
+    if let Some(mut r) = resampler.take() {
         if out.keep {
             r.finish(out)?;
         }

@@ -87,6 +87,7 @@ mod upload;
 pub use budget::{PcmBudget, Unbudgeted};
 pub use error::AudioError;
 pub use report::{DecodeReport, Decoded};
+pub use resample::{Sink16k, StreamResampler};
 pub use upload::Upload;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

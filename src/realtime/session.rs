@@ -183,7 +183,7 @@ impl Actor for SessionActor {
             id: args.id,
             node: args.node,
             span,
-            resampler: StreamResampler::new(config.rate),
+            resampler: StreamResampler::new(config.rate)?,
             vad: None,
             config,
             limits,
@@ -368,6 +368,22 @@ impl SessionState {
         );
     }
 
+    /// The resampler refused the audio (unreachable for the rates the
+    /// protocol accepts): the client is told, the audio is not used.
+    pub(super) fn resampler_failed(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        error: &crate::audio::AudioError,
+        client_event_id: Option<String>,
+    ) {
+        tracing::error!(parent: &self.span, error = %error, rate = self.resampler.rate(), "realtime resampling failed");
+        self.send_error(
+            myself,
+            ProtocolError::new(error.code(), error.to_string()),
+            client_event_id,
+        );
+    }
+
     /// Sends a last error event, then closes the socket with `code`.
     fn close_with(&mut self, myself: &ActorRef<SessionMsg>, error: ProtocolError) {
         let reason = error.code.name().to_string();
@@ -395,7 +411,7 @@ impl SessionState {
             ClientEvent::Commit { event_id } => self.manual_commit(myself, event_id),
             ClientEvent::Clear { .. } => {
                 self.discard_open();
-                self.resampler = StreamResampler::new(self.config.rate);
+                self.resampler.reset();
                 self.buffer_start += self.buffer.len() as u64;
                 self.buffer.clear();
                 if let Some(v) = self.vad.as_mut() {
@@ -408,10 +424,16 @@ impl SessionState {
 
     fn update(&mut self, myself: &ActorRef<SessionMsg>, config: SessionConfig, beta: bool) {
         if config.rate != self.config.rate {
+            let resampler = match StreamResampler::new(config.rate) {
+                Ok(r) => r,
+                Err(e) => return self.resampler_failed(myself, &e, None),
+            };
             let mut tail = Vec::new();
-            self.resampler.flush(&mut tail);
+            if let Err(e) = self.resampler.flush(&mut tail) {
+                return self.resampler_failed(myself, &e, None);
+            }
             self.push_audio(myself, &tail);
-            self.resampler = StreamResampler::new(config.rate);
+            self.resampler = resampler;
         }
         match (config.turn, self.vad.as_mut()) {
             (TurnDetection::ServerVad(p), Some(v)) => v.set_params(p),
@@ -462,7 +484,9 @@ impl SessionState {
             );
         }
         let mut resampled = Vec::with_capacity(incoming_16k as usize + 64);
-        self.resampler.push(&samples, &mut resampled);
+        if let Err(e) = self.resampler.push(&samples, &mut resampled) {
+            return self.resampler_failed(myself, &e, event_id);
+        }
         self.push_audio(myself, &resampled);
     }
 

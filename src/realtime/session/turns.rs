@@ -125,7 +125,9 @@ impl SessionState {
         event_id: Option<String>,
     ) {
         let mut tail = Vec::new();
-        self.resampler.flush(&mut tail);
+        if let Err(e) = self.resampler.flush(&mut tail) {
+            return self.resampler_failed(myself, &e, event_id);
+        }
         self.buffer.extend_from_slice(&tail);
         if self.buffer.len() < MIN_COMMIT_SAMPLES {
             return self.send_error(
