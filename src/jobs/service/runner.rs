@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
-use crate::api::{AsrError, JobResult, Progress, TranscriptionRequest};
+use crate::api::{AsrError, JobClass, JobResult, Progress, TranscriptionRequest};
 use crate::audio::{self, AudioError};
 use crate::error_code::Code;
 use crate::ingest::IngestError;
@@ -207,6 +207,8 @@ async fn run_one(inner: &Arc<Inner>, id: JobId) -> RunEnd {
     request.options = spec.options.clone();
     request.parent_span = span.clone();
     request.fault = spec.fault;
+    // Behind realtime utterances and synchronous uploads in the queue.
+    request.class = JobClass::Async;
     let mut progress_rx = progress_tx.subscribe();
     request.progress = Some(progress_tx);
     tracing::info!(parent: &span, "async job handed to the node");

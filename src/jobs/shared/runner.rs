@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{lock, Inner, Running};
-use crate::api::{AsrError, Progress, TranscriptionRequest};
+use crate::api::{AsrError, JobClass, Progress, TranscriptionRequest};
 use crate::audio::{self, AudioError, Upload};
 use crate::error_code::Code;
 use crate::ingest::IngestError;
@@ -180,6 +180,8 @@ async fn run_decode(
     request.options = spec.options.clone();
     request.parent_span = tracing::Span::current();
     request.fault = spec.fault;
+    // Behind realtime utterances and synchronous uploads in the queue.
+    request.class = JobClass::Async;
     request.progress = Some(progress_tx);
     tracing::info!("async job handed to the node");
     let answer = tokio::select! {

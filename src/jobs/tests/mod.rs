@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::service::engine::{Engine, EngineLimits, EngineLoad};
 use super::*;
 use crate::api::{
-    AsrError, DecodeOptions, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
+    AsrError, DecodeOptions, JobClass, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
 };
 use crate::api::{Granularities, ResponseFormat};
 use crate::config::JobsConfig;
@@ -78,6 +78,13 @@ impl Engine for Fake {
         req: TranscriptionRequest,
     ) -> BoxFuture<'static, Result<Transcript, AsrError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if req.class != JobClass::Async {
+            // Every async job must queue behind realtime and sync work.
+            let class = req.class;
+            return Box::pin(async move {
+                Err(AsrError::Internal(format!("an async job came as {class:?}")))
+            });
+        }
         let scripted = self.answers.lock().unwrap().pop_front();
         let decode = self.decode;
         self.entered.notify_one();
