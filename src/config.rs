@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// `--batch-size` when not given: windows of long audio decoded per engine
+/// call (1 = sequential). See [`NodeConfig::batch_size`].
+pub const DEFAULT_BATCH_SIZE: u32 = 8;
+
 /// Everything the actor tree needs. Embedding hosts build this directly
 /// (it implements `Default`) or parse it with clap as part of their own CLI.
 #[derive(Debug, Clone, clap::Args)]
@@ -175,6 +179,15 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_BEAM_SIZE", default_value_t = 5)]
     pub beam_size: u32,
 
+    /// Default windows per engine call for audio longer than 30 s (a
+    /// request's `batch_size` overrides it): 1 = the sequential seek loop
+    /// (each window conditioned on the previous text), 2..=64 = batched
+    /// long-form decoding (windows cut at speech pauses, decoded this many
+    /// at a time, without conditioning on previous text). Chosen by
+    /// measurement (BENCHMARKS.md, "Batched long-form").
+    #[arg(long, env = "WHISPER_NODE_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: u32,
+
     /// Let requests inject worker faults (crash, hang, slow). Tests only.
     #[arg(
         long,
@@ -234,6 +247,12 @@ impl NodeConfig {
         }
         if self.beam_size == 0 {
             return err("beam size must be at least 1");
+        }
+        if self.batch_size == 0 || self.batch_size > asr_ipc::MAX_BATCH_SIZE {
+            return Err(ConfigError(format!(
+                "batch size must be between 1 and {}",
+                asr_ipc::MAX_BATCH_SIZE
+            )));
         }
         if !positive(self.max_audio_secs) {
             return err("max audio seconds must be positive");

@@ -131,6 +131,10 @@ impl AsrNode {
     /// answers; if an actor dies holding the job, this returns
     /// [`AsrError::Internal`] rather than hanging.
     pub async fn transcribe(&self, mut req: TranscriptionRequest) -> Result<Transcript, AsrError> {
+        // `batch_size` 0 asks for the node's default (`--batch-size`).
+        if req.options.batch_size == 0 {
+            req.options.batch_size = self.inner.config.batch_size;
+        }
         // The quarantine fingerprint hashes every sample: for long audio
         // (a second or so for 3 h) that is blocking work, done here on the
         // blocking pool and not in the ingress actor's handler.

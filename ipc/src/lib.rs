@@ -86,7 +86,9 @@ pub use result::*;
 ///
 /// 6: `DecodeOptions::hotwords`, `language_detection_segments`,
 /// `language_detection_threshold` and `token_logprobs`; `Word::tokens`.
-pub const PROTOCOL_VERSION: u32 = 6;
+///
+/// 7: `DecodeOptions::batch_size` (batched long-form decoding).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it
 /// travels in chunks of [`CHUNK_SAMPLES`]); the largest other frames are
@@ -116,3 +118,8 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// more (400) and the worker refuses more (`InvalidOptions`); one bound for
 /// both ends.
 pub const MAX_BEAM_SIZE: u32 = 32;
+
+/// Largest `DecodeOptions::batch_size` (windows per engine call): 64
+/// windows of 30 s are 32 minutes of audio in one encoder batch (about
+/// 60 MB of features; on a GPU the decoder's beams are the limit).
+pub const MAX_BATCH_SIZE: u32 = 64;
