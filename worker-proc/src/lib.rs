@@ -7,6 +7,11 @@
 //! # Layout
 //! - [`cli`]: command line, device/compute-type resolution, dispatch.
 //! - [`protocol`]: server mode — process hygiene, handshake, job loop.
+//! - [`batch_job`]: a batch of jobs decoded together
+//!   (`Pipeline::transcribe_many`), each answered by its own id;
+//!   [`cancels`]: which jobs are cancelled (per job in a batch).
+//! - [`transcribe_many_stub`]: TEMPORARY sequential stand-in for
+//!   `transcribe::batched` (replaced at merge).
 //! - [`fault`]: fault injection for crash, hang and start-up tests.
 //! - [`model`]: model directory checks and loading.
 //! - [`engine`]: the ct2rs `sys::Whisper` wrapper behind the `Backend` trait.
@@ -55,6 +60,8 @@
 
 #![warn(missing_docs)]
 
+pub mod batch_job;
+pub mod cancels;
 pub mod cli;
 pub mod engine;
 pub mod engine_info;
@@ -67,5 +74,6 @@ pub mod segments;
 pub mod tokenizer;
 pub mod transcribe;
 pub mod transcribe_cmd;
+pub mod transcribe_many_stub;
 pub mod vad;
 pub mod words;
