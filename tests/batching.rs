@@ -72,12 +72,12 @@ fn assert_own_words(i: usize, transcript: &str) {
 
 #[tokio::test]
 async fn a_batch_of_four_different_clips_gives_each_client_its_own_words() {
-    // The first job waits (up to 20 s) until all four are in: one batch.
+    // The first job waits (up to 10 s) until all four are in: one batch.
     let svc = Service::start(&[
         "--max-batch",
         "4",
         "--batch-wait-ms",
-        "20000",
+        "10000",
         "--max-queue-wait-secs",
         "60",
     ]);
@@ -101,7 +101,7 @@ async fn a_worker_killed_mid_batch_answers_every_job_of_it_each_retried_alone() 
         "--max-batch",
         "4",
         "--batch-wait-ms",
-        "20000",
+        "10000",
         "--max-queue-wait-secs",
         "120",
     ]);
@@ -155,7 +155,7 @@ async fn a_job_that_crashes_the_worker_alone_twice_is_quarantined_and_the_others
         "--max-batch",
         "4",
         "--batch-wait-ms",
-        "20000",
+        "10000",
         "--max-queue-wait-secs",
         "120",
     ]);
