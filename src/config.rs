@@ -175,6 +175,20 @@ pub struct NodeConfig {
     )]
     pub stage_next_job: bool,
 
+    /// Dynamic batching: most jobs the worker decodes together as one batch
+    /// (the head of the queue and the next waiting jobs of its class with
+    /// compatible options, each at most 30 s of audio); 1 = off. The queue
+    /// lets at least this many jobs wait (see `effective_queue_capacity`).
+    #[arg(long, env = "WHISPER_NODE_MAX_BATCH", default_value_t = 1)]
+    pub max_batch: usize,
+
+    /// With batching on: when fewer than --max-batch compatible jobs wait
+    /// and the worker is idle, how long the queue may wait for more before
+    /// it sends a smaller batch, milliseconds. 0 = never: a lone request is
+    /// never delayed.
+    #[arg(long, env = "WHISPER_NODE_BATCH_WAIT_MS", default_value_t = 0)]
+    pub batch_wait_ms: u64,
+
     /// Default beam size.
     #[arg(long, env = "WHISPER_NODE_BEAM_SIZE", default_value_t = 5)]
     pub beam_size: u32,
@@ -215,6 +229,9 @@ impl Default for NodeConfig {
     }
 }
 
+/// Largest `--max-batch` accepted.
+pub const MAX_BATCH: usize = 64;
+
 /// A finite number above zero (NaN is not).
 fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -244,6 +261,17 @@ impl NodeConfig {
         }
         if !positive(self.decode_timeout_factor) || !positive(self.decode_timeout_floor_secs) {
             return err("decode timeout factor and floor must be positive");
+        }
+        if self.max_batch == 0 {
+            return err("max batch must be at least 1 (1 = batching off)");
+        }
+        if self.max_batch > MAX_BATCH {
+            return Err(ConfigError(format!(
+                "max batch must be at most {MAX_BATCH}"
+            )));
+        }
+        if self.batch_wait_ms > 10_000 {
+            return err("batch wait must be at most 10000 ms");
         }
         if self.beam_size == 0 {
             return err("beam size must be at least 1");
@@ -302,6 +330,17 @@ impl NodeConfig {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs)
+    }
+
+    /// Jobs allowed to wait: `--queue-capacity`, but at least `--max-batch`,
+    /// so that a full batch can form.
+    pub fn effective_queue_capacity(&self) -> usize {
+        self.queue_capacity.max(self.max_batch)
+    }
+
+    /// How long a forming batch may wait for more jobs.
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
     }
 
     /// The longest queue wait.
@@ -557,5 +596,24 @@ mod tests {
         let c = NodeConfig::default();
         assert!(c.decode_deadline(600.0) > c.decode_deadline(10.0));
         assert!(c.decode_deadline(0.0) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn batching_flags_are_checked_and_the_queue_holds_a_full_batch() {
+        let c = NodeConfig::default();
+        assert_eq!((c.max_batch, c.batch_wait()), (1, Duration::ZERO), "off, never waits");
+        assert_eq!(c.effective_queue_capacity(), 3);
+        let cli = Cli::parse_from(["x", "--max-batch", "8", "--batch-wait-ms", "20"]);
+        cli.node.validate().unwrap();
+        assert_eq!(cli.node.effective_queue_capacity(), 8);
+        assert_eq!(cli.node.batch_wait(), Duration::from_millis(20));
+        for (max_batch, wait_ms) in [(0, 0), (MAX_BATCH + 1, 0), (4, 10_001)] {
+            let c = NodeConfig {
+                max_batch,
+                batch_wait_ms: wait_ms,
+                ..NodeConfig::default()
+            };
+            assert!(c.validate().is_err(), "{max_batch} / {wait_ms}");
+        }
     }
 }

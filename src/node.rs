@@ -95,7 +95,7 @@ impl AsrNode {
     ) -> Result<AsrNode, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(config.queue_capacity));
+        let shared = Arc::new(Shared::new(config.effective_queue_capacity()));
         let (startup, started) = tokio::sync::oneshot::channel();
         let args = SupervisorArgs {
             config: config.clone(),

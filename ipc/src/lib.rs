@@ -27,6 +27,14 @@
 //!    child reads (and deserialises) frames on a thread of its own while it
 //!    decodes, so the next job's audio is already in memory when the current
 //!    one ends, and the engine does not wait for it.
+//!    Several jobs may be sent as one *batch*: a [`ToWorker::Batch`] frame
+//!    naming their ids, then each job as above, back to back. The child
+//!    decodes them together and answers each by its own id, with its own
+//!    `Progress` frames and its own `Done` or `Failed`; the answers of the
+//!    jobs of one batch may come in any order, but all of them before any
+//!    answer about a job sent after the batch. A lone job is sent without
+//!    a `Batch` frame, exactly as before (and decoded by the sequential
+//!    pipeline).
 //! 4. [`ToWorker::Cancel`] may come at any time: a staged job it names is
 //!    answered [`WorkerError::Cancelled`] without being decoded, a running
 //!    one stops at its next 30 s window and is answered the same; a job
@@ -55,6 +63,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod frame;
 mod job;
 mod messages;
@@ -64,6 +73,7 @@ mod result;
 #[cfg(test)]
 mod tests;
 
+pub use batch::*;
 pub use frame::*;
 pub use job::*;
 pub use messages::*;
@@ -88,7 +98,8 @@ pub use result::*;
 /// `language_detection_threshold` and `token_logprobs`; `Word::tokens`.
 ///
 /// 7: `DecodeOptions::batch_size` (batched long-form decoding).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// 8: `ToWorker::Batch` (several jobs decoded together).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it
 /// travels in chunks of [`CHUNK_SAMPLES`]); the largest other frames are

@@ -57,6 +57,10 @@ pub struct QueuedJob {
     pub queue_wait: Option<QueueWait>,
     /// Its priority class (the queue serves higher classes first).
     pub class: crate::api::JobClass,
+    /// It must be decoded alone, never in a batch: it was in flight when
+    /// the worker crashed (alone or in a batch), so it is run alone from
+    /// then on and a poisoned input is told from its batch-mates.
+    pub solo: bool,
 }
 
 /// Hash of a job's audio, used to recognise a quarantined input.

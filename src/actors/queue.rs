@@ -2,10 +2,11 @@
 //!
 //! # Protocol
 //! - In: [`QueueMsg::Submit`] from the ingress, [`QueueMsg::WorkerIdle`] from
-//!   the worker proxy when it can take a job, [`QueueMsg::WorkerDown`] from
+//!   the worker proxy when it can take a job (or a batch), [`QueueMsg::WorkerDown`] from
 //!   the supervisor when the worker died, [`QueueMsg::Expire`] from its own
 //!   timers.
-//! - Out: [`WorkerProxyMsg::Run`] to an idle worker; every refused or
+//! - Out: [`WorkerProxyMsg::Run`] (a batch of one or more jobs) to an idle
+//!   worker; every refused or
 //!   expired job is answered on its reply port at once.
 //!
 //! # Rules
@@ -23,6 +24,19 @@
 //!   staging it asks again while it decodes, and the job it then gets waits
 //!   in the worker ([`super::worker_proxy`] checks its client and deadline
 //!   there) and still counts against the capacity.
+//! - Dynamic batching (`max_batch` > 1): the worker is handed the head job
+//!   plus up to `max_batch − 1` further waiting jobs that may be decoded
+//!   with it (same class, compatible options, short audio: see [`batch`]),
+//!   as one [`WorkerProxyMsg::Run`]. Jobs whose client left are dropped and
+//!   expired ones answered before a batch is formed, as for a lone job. A
+//!   batch to *stage* is sent only when full (otherwise its jobs keep
+//!   waiting here, where more may join, until the worker is idle); an idle
+//!   worker gets what waits at once, or, with `batch_wait` > 0, once the
+//!   partial batch has waited that long for more ([`QueueMsg::BatchDue`]).
+//!   A lone request is thus never delayed with the default `batch_wait` 0.
+//!   With `max_batch` 1 every batch is one job: exactly the behaviour
+//!   without batching. A retried job ([`QueuedJob::solo`]) always goes
+//!   alone.
 //! - A job whose decode crashed the worker comes back as
 //!   [`QueueMsg::Retry`] and goes first in line (capacity does not apply: it
 //!   was admitted already); an input that crashed the worker too often is
@@ -56,18 +70,21 @@ use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
 use crate::api::{AsrError, JobClass};
 
+pub mod batch;
+
 /// Messages of the [`BoundedQueueActor`].
 #[derive(Debug)]
 pub enum QueueMsg {
     /// Admit (or refuse) a job.
     Submit(QueuedJob),
-    /// The worker can take a job now. Sent only while the proxy holds no
-    /// staged job.
+    /// The worker can take a job (or a batch) now. Sent only while the proxy
+    /// holds no staged batch.
     WorkerIdle {
         /// The proxy to send it to.
         worker: ActorRef<WorkerProxyMsg>,
-        /// Real-time factor (decode seconds per audio second) of the job it
-        /// just finished, if any.
+        /// Real-time factor of the batch (or job) it just finished, if any:
+        /// decode wall time over the batch's total audio, so Retry-After and
+        /// the audio-seconds admission follow the drain rate with batching.
         rtf: Option<f64>,
         /// The job would be staged behind the one in flight (it still waits,
         /// so it keeps counting against the queue's capacity), rather than
@@ -97,6 +114,8 @@ pub enum QueueMsg {
     Quarantine(u64),
     /// Shutdown: answer everything waiting with 503 and admit nothing more.
     Drain,
+    /// A forming batch's `batch_wait` may have passed: dispatch what waits.
+    BatchDue,
 }
 
 /// How long until a client refused for a full queue should retry: the
@@ -137,6 +156,11 @@ pub struct QueueLimits {
     pub max_audio_secs: f64,
     /// Default longest wait (used for retried jobs' fresh deadline).
     pub max_wait: Duration,
+    /// Most jobs per batch (1 = batching off).
+    pub max_batch: usize,
+    /// How long a partial batch may wait for more jobs while the worker is
+    /// idle (zero: never).
+    pub batch_wait: Duration,
 }
 
 /// The admission-control actor.
@@ -159,9 +183,13 @@ pub struct QueueState {
     queued_audio_secs: f64,
     /// The proxy that asked for a job, and whether it would stage it.
     idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
-    /// Audio seconds of the job staged in the worker (`None` when none): it
-    /// has left this queue but still waits, so it counts as queued.
-    staged_audio_secs: Option<f64>,
+    /// Jobs and audio seconds of the batch staged in the worker (`None`
+    /// when none): it has left this queue but still waits, so it counts as
+    /// queued.
+    staged: Option<(usize, f64)>,
+    /// When the batch at the head began waiting for more jobs (with
+    /// `batch_wait`), while the worker is idle.
+    forming_since: Option<Instant>,
     worker_up: bool,
     down_until: Option<Instant>,
     /// Moving average of decode seconds per audio second.
@@ -173,13 +201,13 @@ pub struct QueueState {
 impl QueueState {
     /// Jobs waiting: in this queue, plus the one staged in the worker.
     fn waiting(&self) -> usize {
-        self.jobs.len() + usize::from(self.staged_audio_secs.is_some())
+        self.jobs.len() + self.staged.map_or(0, |(n, _)| n)
     }
 
     /// Audio seconds waiting: in this queue, plus the job staged in the
     /// worker.
     fn waiting_audio_secs(&self) -> f64 {
-        self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0)
+        self.queued_audio_secs + self.staged.map_or(0.0, |(_, a)| a)
     }
 
     fn publish(&self) {
@@ -238,7 +266,7 @@ impl QueueState {
         let at = queue_position(&self.jobs, job.class);
         job.start_queue_wait(at);
         self.jobs.insert(at, job);
-        self.dispatch();
+        self.dispatch(myself);
     }
 
     fn arm_deadline(&self, myself: &ActorRef<QueueMsg>, job: &QueuedJob) {
@@ -270,7 +298,7 @@ impl QueueState {
         self.queued_audio_secs += job.audio_secs;
         job.start_queue_wait(self.jobs.len());
         self.jobs.push_front(job);
-        self.dispatch();
+        self.dispatch(myself);
     }
 
     fn drain(&mut self) {
@@ -287,47 +315,122 @@ impl QueueState {
         Some(job)
     }
 
-    /// Hands the front job to the idle worker, skipping jobs whose client
-    /// left or whose deadline passed.
-    fn dispatch(&mut self) {
-        while let Some((worker, stage)) = self.idle_worker.take() {
-            let Some(mut job) = self.take_front() else {
-                self.idle_worker = Some((worker, stage));
-                break;
-            };
-            if job.reply.is_closed() {
+    /// Takes the jobs at the front whose client left (dropped) or whose
+    /// deadline passed (answered `QueueTimeout`) out of the queue.
+    fn clean_front(&mut self) {
+        let now = Instant::now();
+        while let Some(why) = self.jobs.front().and_then(|j| batch::stale(j, now)) {
+            if let Some(job) = self.take_front() {
+                self.drop_stale(job, why, now);
+            }
+        }
+    }
+
+    /// Drops (client gone) or answers (expired) a job taken out of the
+    /// queue without being dispatched.
+    fn drop_stale(&mut self, mut job: QueuedJob, why: batch::Dropped, now: Instant) {
+        match why {
+            batch::Dropped::ClientGone => {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
                 job.end_queue_wait("client_gone");
-                self.idle_worker = Some((worker, stage));
-                continue;
             }
-            let now = Instant::now();
-            if now >= job.deadline {
+            batch::Dropped::Expired => {
                 let waited = now - job.admitted_at;
                 crate::metrics::queue_timeout();
                 job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+            }
+        }
+    }
+
+    /// Whether the head waits for more jobs before it is sent: with
+    /// batching, a batch to *stage* is sent only when full (the worker is
+    /// busy anyway; when it is idle it asks again without staging), and an
+    /// idle worker gets a partial batch once `batch_wait` has passed since
+    /// the batch began forming (at once with the default 0).
+    fn hold_for_batch(&mut self, myself: &ActorRef<QueueMsg>, stage: bool) -> bool {
+        let Some(head) = self.jobs.front() else {
+            return false;
+        };
+        if self.limits.max_batch <= 1 || !batch::batchable(head) {
+            return false;
+        }
+        let now = Instant::now();
+        let available = 1 + batch::joinable(self.jobs.range(1..), head, now);
+        if available >= self.limits.max_batch {
+            return false;
+        }
+        if stage {
+            return true;
+        }
+        if self.limits.batch_wait.is_zero() {
+            return false;
+        }
+        let since = match self.forming_since {
+            Some(t) => t,
+            None => {
+                self.forming_since = Some(now);
+                myself.send_after(self.limits.batch_wait, || QueueMsg::BatchDue);
+                now
+            }
+        };
+        now < since + self.limits.batch_wait
+    }
+
+    /// Hands the head of the queue, with up to `max_batch − 1` compatible
+    /// waiting jobs ([`batch`]), to the idle worker, skipping jobs whose
+    /// client left or whose deadline passed.
+    fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
+        while let Some((worker, stage)) = self.idle_worker.take() {
+            self.clean_front();
+            if self.jobs.is_empty() || self.hold_for_batch(myself, stage) {
                 self.idle_worker = Some((worker, stage));
-                continue;
+                break;
+            }
+            self.forming_since = None;
+            let Some(head) = self.take_front() else {
+                self.idle_worker = Some((worker, stage));
+                break;
+            };
+            let now = Instant::now();
+            let room = self.limits.max_batch.saturating_sub(1);
+            let (members, dropped) = batch::take_members(&mut self.jobs, &head, room, now);
+            for (job, why) in dropped {
+                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+                self.drop_stale(job, why, now);
+            }
+            let mut jobs = Vec::with_capacity(1 + members.len());
+            jobs.push(head);
+            jobs.extend(members);
+            for job in &mut jobs[1..] {
+                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
             }
             // A staged job still waits: the proxy ends its queue wait when the
             // engine starts it.
             if !stage {
-                job.end_queue_wait("dispatched");
+                for job in &mut jobs {
+                    job.end_queue_wait("dispatched");
+                }
             }
-            let audio_secs = job.audio_secs;
-            match worker.cast(WorkerProxyMsg::Run(job)) {
+            if jobs.len() > 1 {
+                let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+                tracing::debug!(?ids, stage, "batch formed");
+            }
+            let staged = (jobs.len(), jobs.iter().map(|j| j.audio_secs).sum::<f64>());
+            match worker.cast(WorkerProxyMsg::Run(jobs)) {
                 Ok(()) => {
                     if stage {
-                        self.staged_audio_secs = Some(audio_secs);
+                        self.staged = Some(staged);
                     }
                 }
-                Err(MessagingErr::SendErr(WorkerProxyMsg::Run(job))) => {
+                Err(MessagingErr::SendErr(WorkerProxyMsg::Run(jobs))) => {
                     // The proxy stopped between reporting idle and now: keep
-                    // the job first in line for the next worker.
-                    tracing::warn!(job_id = job.id, "worker gone at dispatch, requeueing");
-                    self.queued_audio_secs += job.audio_secs;
-                    self.jobs.push_front(job);
+                    // the jobs first in line for the next worker.
+                    tracing::warn!(jobs = jobs.len(), "worker gone at dispatch, requeueing");
+                    for job in jobs.into_iter().rev() {
+                        self.queued_audio_secs += job.audio_secs;
+                        self.jobs.push_front(job);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "unexpected dispatch failure");
@@ -394,7 +497,8 @@ impl Actor for BoundedQueueActor {
             jobs: VecDeque::new(),
             queued_audio_secs: 0.0,
             idle_worker: None,
-            staged_audio_secs: None,
+            staged: None,
+            forming_since: None,
             // The node only admits work after the first worker loaded.
             worker_up: true,
             down_until: None,
@@ -417,9 +521,9 @@ impl Actor for BoundedQueueActor {
                 state.worker_up = true;
                 state.down_until = None;
                 // The proxy asks only while it holds no staged job.
-                state.staged_audio_secs = None;
+                state.staged = None;
                 state.idle_worker = Some((worker, stage));
-                state.dispatch();
+                state.dispatch(&myself);
             }
             QueueMsg::WorkerGone { worker } => {
                 if state
@@ -428,12 +532,15 @@ impl Actor for BoundedQueueActor {
                     .is_some_and(|(w, _)| w.get_id() == worker.get_id())
                 {
                     state.idle_worker = None;
+                    state.forming_since = None;
                 }
             }
+            QueueMsg::BatchDue => state.dispatch(&myself),
             QueueMsg::WorkerDown { retry_after } => {
                 state.worker_up = false;
                 state.idle_worker = None;
-                state.staged_audio_secs = None;
+                state.staged = None;
+                state.forming_since = None;
                 state.down_until = Some(Instant::now() + retry_after);
                 state.publish();
             }

@@ -169,9 +169,11 @@ impl Actor for SupervisorActor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let limits = QueueLimits {
-            capacity: args.config.queue_capacity,
+            capacity: args.config.effective_queue_capacity(),
             max_audio_secs: args.config.queue_max_audio_secs,
             max_wait: args.config.max_queue_wait(),
+            max_batch: args.config.max_batch,
+            batch_wait: args.config.batch_wait(),
         };
         let (queue, _) = Actor::spawn_linked(
             None,

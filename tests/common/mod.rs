@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod speech;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

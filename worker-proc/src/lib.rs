@@ -7,6 +7,9 @@
 //! # Layout
 //! - [`cli`]: command line, device/compute-type resolution, dispatch.
 //! - [`protocol`]: server mode — process hygiene, handshake, job loop.
+//! - [`batch_job`]: a batch of jobs decoded together
+//!   (`Pipeline::transcribe_many`), each answered by its own id;
+//!   [`cancels`]: which jobs are cancelled (per job in a batch).
 //! - [`fault`]: fault injection for crash, hang and start-up tests.
 //! - [`model`]: model directory checks and loading.
 //! - [`engine`]: the ct2rs `sys::Whisper` wrapper behind the `Backend` trait.
@@ -55,6 +58,8 @@
 
 #![warn(missing_docs)]
 
+pub mod batch_job;
+pub mod cancels;
 pub mod cli;
 pub mod engine;
 pub mod engine_info;
