@@ -83,9 +83,9 @@ def ensure_clips(work, py):
     return out
 
 
-def run_worker(worker, model, threads, wav, beam, batch):
+def run_worker(worker, model, threads, wav, beam, batch, runs):
     cmd = [str(worker), "--model-dir", str(model), "--threads", str(threads), "--compute-type", "int8",
-           "transcribe", str(wav), "--json", "--runs", "2", "--beam-size", str(beam), "--language", "en",
+           "transcribe", str(wav), "--json", "--runs", str(runs), "--beam-size", str(beam), "--language", "en",
            "--vad", "--batch-size", str(batch)]
     doc = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     secs = doc["timings_ms"]["total_all"][-1] / 1000.0
@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--batches", default="4,8,16")
     ap.add_argument("--fw-batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker-runs", type=int, default=2, help="decodes per worker process; the last one is timed (2: the first warms up)")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 clip, batch 8 only; does not touch BENCHMARKS.md")
     ap.add_argument("--out", default=str(BENCH / "out"))
     ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
@@ -147,7 +148,7 @@ def main():
         for clip, wav, ref, dur in clips:
             for name, kind, b in contenders:
                 if kind == "worker":
-                    secs, text, nseg = run_worker(worker, args.model_dir, args.threads, wav, args.beam, b)
+                    secs, text, nseg = run_worker(worker, args.model_dir, args.threads, wav, args.beam, b, args.worker_runs)
                 else:
                     secs, text, nseg = fw.run(wav, args.beam, b)
                 times[(clip, name)].append(secs)
@@ -165,6 +166,7 @@ def main():
                          "all_secs": times[(clip, name)], "speedup_vs_sequential": seq / med,
                          "vs_fw_batched": med / fwb, "wer": wer(ref, text), "segments": nseg})
     rep = {"when": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "git": git, "threads": args.threads, "beam": args.beam,
+           "worker_runs": args.worker_runs,
            "rounds": args.rounds, "elapsed_s": round(time.time() - t_start), "load_before": load_before[0],
            "load_median": statistics.median(loads), "load_max": max(loads), "rows": rows,
            "command": "make bench (bench/longform_batched.py" + (" --quick)" if args.quick else ")")}
@@ -191,7 +193,7 @@ def render(rep):
     L.append("")
     L.append("*node sequential*: `worker-proc transcribe --vad --batch-size 1` (the seek loop); *node batched B*: `--batch-size B` "
              "(VAD chunks merged up to 30 s, B windows per engine call, no conditioning on previous text); decode time of the "
-             "second of two runs in one process. *fw batched*: faster-whisper's `BatchedInferencePipeline(batch_size=8)` "
+             f"last of {rep['worker_runs']} run(s) in one process. *fw batched*: faster-whisper's `BatchedInferencePipeline(batch_size=8)` "
              "with its defaults, same model, threads and beam. WER after `bench/textnorm.py`.")
     return "\n".join(L)
 

@@ -197,8 +197,10 @@ pub struct NodeConfig {
     /// request's `batch_size` overrides it): 1 = the sequential seek loop
     /// (each window conditioned on the previous text), 2..=64 = batched
     /// long-form decoding (windows cut at speech pauses, decoded this many
-    /// at a time, without conditioning on previous text). Chosen by
-    /// measurement (BENCHMARKS.md, "Batched long-form").
+    /// at a time, without conditioning on previous text). It applies to
+    /// requests with voice-activity detection and no segment stream; the
+    /// others default to 1. Chosen by measurement (BENCHMARKS.md, "Batched
+    /// long-form").
     #[arg(long, env = "WHISPER_NODE_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: u32,
 

@@ -27,9 +27,18 @@ use serde_json::Value;
 
 /// One service for this file.
 /// The clip's requests queue behind each other on the single worker, so
-/// they may wait longer than the default 8 s.
-static SVC: LazyLock<Service> =
-    LazyLock::new(|| Service::start(&["--queue-capacity", "16", "--max-queue-wait-secs", "300"]));
+/// they may wait longer than the default 8 s. `--batch-size 1`: this file
+/// checks the sequential seek loop (tests/batched.rs the batched decoding).
+static SVC: LazyLock<Service> = LazyLock::new(|| {
+    Service::start(&[
+        "--queue-capacity",
+        "16",
+        "--max-queue-wait-secs",
+        "300",
+        "--batch-size",
+        "1",
+    ])
+});
 
 /// A part of the clip, from its manifest.
 struct Part {

@@ -19,7 +19,9 @@
 //! - [`tokenizer`]: special tokens, BPE decode/encode, suppressed tokens.
 //! - [`segments`]: prompt building, timestamp splitting, compression ratio.
 //! - [`transcribe`]: the seek loop and temperature fallback
-//!   (faster-whisper's `generate_segments`).
+//!   (faster-whisper's `generate_segments`), and batched long-form decoding
+//!   (`Pipeline::transcribe_many`: windows of one or several clips decoded
+//!   several per engine call).
 //! - [`words`]: word-level timestamps.
 //! - [`vad`]: voice-activity detection (`vad_filter`): speech chunks, and
 //!   the map of their timestamps back to the original timeline.

@@ -21,10 +21,14 @@
 //!    rows of the call's encoder output ([`Backend::select`]: not encoded
 //!    again);
 //! 4. a window judged silent (no-speech rule) gives no segment; the others
-//!    are split at timestamp tokens (text after the last timestamp pair, cut
-//!    by the window's end, becomes a segment ending at the window's end:
-//!    no later window will decode it again); with word timestamps (or
-//!    token log-probabilities), one batched `align` per call;
+//!    are split at timestamp tokens. As in the seek loop, a window whose
+//!    tokens stop at a timestamp pair (the model's "more follows") well
+//!    before its end, or end with text cut by the window's end, is
+//!    continued: the rest of the window, from that timestamp, becomes a new
+//!    window decoded in a later call ([`CONTINUE_MIN_SECS`] or more; a
+//!    shorter rest's text becomes a segment ending at the window's end).
+//!    With word timestamps (or token log-probabilities), one batched
+//!    `align` per call;
 //! 5. windows become segments in order, per clip: times are the window's
 //!    offset plus the timestamps, mapped back to the original timeline with
 //!    the VAD map; `progress` is called after every window with its
@@ -79,6 +83,9 @@ pub struct BatchItem<'a> {
 /// Longest speech chunk asked of the VAD in batched mode: one window.
 const WINDOW_SECS: f32 = 30.0;
 
+/// Shortest rest of a window decoded again as a continuation, seconds.
+pub const CONTINUE_MIN_SECS: f64 = 1.0;
+
 /// A clip being decoded.
 pub(super) struct Item<'a> {
     pub(super) opts: &'a DecodeOptions,
@@ -96,6 +103,10 @@ pub(super) struct Item<'a> {
     pub(super) prompt: Vec<u32>,
     /// Decoded windows not yet turned into segments.
     pub(super) done: Vec<Option<Finished>>,
+    /// The order of the windows in the transcript (a continuation comes
+    /// right after the window it continues).
+    pub(super) order: Vec<usize>,
+    /// Windows of `order` already turned into segments.
     emitted: usize,
     segments: Vec<Segment>,
     last_speech_timestamp: f64,
@@ -298,6 +309,7 @@ impl<B: Backend> Pipeline<B> {
             map,
             duration,
             done: windows.iter().map(|_| None).collect(),
+            order: (0..windows.len()).collect(),
             windows,
             plan,
             language,
@@ -390,22 +402,26 @@ impl<B: Backend> Pipeline<B> {
         progress: &mut dyn FnMut(usize, f32, f32, &[Segment]),
     ) -> Result<bool, WorkerError> {
         let sr = self.extractor.config().sampling_rate as f64;
-        while item.emitted < item.windows.len() {
-            let Some(finished) = item.done[item.emitted].take() else {
+        while item.emitted < item.order.len() {
+            let w = item.order[item.emitted];
+            let Some(finished) = item.done[w].take() else {
                 break;
             };
             let first = item.segments.len();
-            self.window_segments(item, finished)?;
+            self.window_segments(item, w, finished)?;
             item.emitted += 1;
-            let done = if item.emitted == item.windows.len() {
-                item.duration
-            } else {
-                let end = item.windows[item.emitted - 1].end as f64 / sr;
-                match &item.map {
-                    Some(map) => map.original_time(end, None, true),
-                    None => end,
+            let done = match item.order.get(item.emitted) {
+                None => item.duration,
+                Some(&next) => {
+                    // Up to the next window's start (a continuation starts
+                    // inside the window it continues).
+                    let end = item.windows[w].end.min(item.windows[next].start) as f64 / sr;
+                    match &item.map {
+                        Some(map) => map.original_time(end, None, true),
+                        None => end,
+                    }
+                    .min(item.duration)
                 }
-                .min(item.duration)
             };
             progress(
                 index,
@@ -414,16 +430,21 @@ impl<B: Backend> Pipeline<B> {
                 &item.segments[first..],
             );
         }
-        Ok(item.emitted == item.windows.len())
+        Ok(item.emitted == item.order.len())
     }
 
-    /// The segments of window `item.emitted`, appended to the clip's.
-    fn window_segments(&self, item: &mut Item<'_>, finished: Finished) -> Result<(), WorkerError> {
+    /// The segments of window `w`, appended to the clip's.
+    fn window_segments(
+        &self,
+        item: &mut Item<'_>,
+        w: usize,
+        finished: Finished,
+    ) -> Result<(), WorkerError> {
         let Some(decode) = finished.decode else {
             return Ok(());
         };
         let sr = self.extractor.config().sampling_rate as f64;
-        let time_offset = item.windows[item.emitted].start as f64 / sr;
+        let time_offset = item.windows[w].start as f64 / sr;
         let mut raw = finished.raw;
         let mut words_per_segment: Vec<Vec<WordTiming>> = vec![Vec::new(); raw.len()];
         if let Some(aligned) = finished.aligned {

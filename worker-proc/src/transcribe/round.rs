@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use asr_ipc::WorkerError;
 
-use super::batched::{is_silent, Encoding, Finished, Item, Task};
+use super::batched::{is_silent, Encoding, Finished, Item, Task, CONTINUE_MIN_SECS};
 use super::clock::unix_now_ns;
 use super::{engine_err, LanguagePlan, Pipeline, Transcript};
 use crate::engine::Backend;
@@ -177,6 +177,7 @@ impl<B: Backend> Pipeline<B> {
 
         // Segments of the finished windows.
         let mut done: Vec<(usize, usize, usize, Finished)> = Vec::with_capacity(finished.len());
+        let mut continued: Vec<(usize, usize, usize)> = Vec::new();
         for (k, i, w, decode) in finished {
             let Some(item) = states[i].as_ref() else {
                 continue;
@@ -194,7 +195,10 @@ impl<B: Backend> Pipeline<B> {
                 ));
                 continue;
             }
-            let raw = self.split_window(item, w, frames[k], &decode.generation.tokens);
+            let (raw, consumed) = self.split_window(item, w, frames[k], &decode.generation.tokens);
+            if let Some(consumed) = consumed {
+                continued.push((i, w, consumed));
+            }
             done.push((
                 k,
                 i,
@@ -268,19 +272,45 @@ impl<B: Backend> Pipeline<B> {
                 item.done[w] = Some(f);
             }
         }
+        // The rests of the windows that stopped early: new windows, right
+        // after the one they continue.
+        for (i, w, consumed) in continued {
+            let Some(item) = states[i].as_mut() else {
+                continue;
+            };
+            let parent = item.windows[w];
+            let c = item.windows.len();
+            item.windows.push(super::Window {
+                start: parent.start + consumed,
+                end: parent.end,
+            });
+            item.done.push(None);
+            let at = item.order.iter().position(|&x| x == w).map_or(item.order.len(), |p| p + 1);
+            item.order.insert(at, c);
+            retry.push(Task {
+                item: i,
+                window: c,
+                attempt: 0,
+                attempts: Default::default(),
+                encoded: None,
+            });
+        }
         Ok(retry)
     }
 
     /// A window's tokens split into segments at timestamp tokens, times in
-    /// the decoded audio. Text after the last timestamp pair (cut by the
-    /// window's end) becomes a segment ending at the window's end.
+    /// the decoded audio; and, when the tokens stop before the window's end
+    /// ([`super::batched::CONTINUE_MIN_SECS`] or more left), the samples
+    /// they consumed: the rest is decoded again as a continuation. Text
+    /// after the last timestamp pair with less left becomes a segment
+    /// ending at the window's end.
     pub(super) fn split_window(
         &self,
         item: &Item<'_>,
         w: usize,
         content_frames: usize,
         tokens: &[u32],
-    ) -> Vec<RawSegment> {
+    ) -> (Vec<RawSegment>, Option<usize>) {
         let cfg = self.extractor.config();
         let window = item.windows[w];
         let sr = cfg.sampling_rate as f64;
@@ -288,9 +318,18 @@ impl<B: Backend> Pipeline<B> {
         let seek = window.start / cfg.hop_length;
         let duration = window.len() as f64 / sr;
         let begin = self.tokenizer.timestamp_begin;
-        let (mut segments, _, _) =
+        let (mut segments, next_seek, single_ending) =
             split_by_timestamps(tokens, begin, time_offset, content_frames, duration, seek);
         let used: usize = segments.iter().map(|s| s.tokens.len()).sum();
+        let has_pairs = used < tokens.len() || single_ending;
+        let consumed = (next_seek.saturating_sub(seek) * cfg.hop_length).min(window.len());
+        if has_pairs
+            && !single_ending
+            && consumed > 0
+            && (window.len() - consumed) as f64 >= CONTINUE_MIN_SECS * sr
+        {
+            return (segments, Some(consumed));
+        }
         let tail = &tokens[used.min(tokens.len())..];
         if tail.iter().any(|&t| t < self.tokenizer.eot) {
             let from = tokens[..used.min(tokens.len())]
@@ -306,7 +345,7 @@ impl<B: Backend> Pipeline<B> {
                 tokens: tail.to_vec(),
             });
         }
-        segments
+        (segments, None)
     }
 
     /// Resolves the language of every clip that asks for detection:

@@ -93,13 +93,46 @@ fn batch_size_bounds_the_windows_per_call() {
 }
 
 #[test]
-fn text_cut_by_the_window_end_ends_at_the_window_end() {
+fn a_window_that_stops_early_is_continued_from_its_last_timestamp_pair() {
     let samples = vec![0.01f32; SR * 45];
-    // Window 0: "a" complete, then "b" without its closing timestamp.
     let gens = vec![
+        // Window 0 stops at the pair <|10.00|><|10.00|>: "b" was cut.
         gen(vec![ts(0.0), 0, ts(10.0), ts(10.0), 1], -0.1, 0.0),
         gen(vec![ts(0.0), 2, ts(5.0)], -0.1, 0.0),
+        // Its rest, 10..30 s, in the next call.
+        gen(vec![ts(0.0), 1, ts(3.0)], -0.1, 0.0),
     ];
+    let mut p = pipeline(gens);
+    let opts = DecodeOptions::default();
+    let (results, progress) = many(&mut p, &[item(&samples, &opts)], 4);
+    let t = results.into_iter().next().unwrap().unwrap();
+    let got: Vec<(&str, f32, f32, u32)> = t
+        .segments
+        .iter()
+        .map(|s| (s.text.as_str(), s.start, s.end, s.seek))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a", 0.0, 10.0, 0),
+            ("b", 10.0, 13.0, 1000),
+            (" c", 30.0, 35.0, 3000)
+        ]
+    );
+    assert_eq!(*p.backend.generate_batches.borrow(), vec![2, 1]);
+    let done: Vec<f32> = progress.iter().map(|p| p.1).collect();
+    assert_eq!(done, vec![10.0, 30.0, 45.0]);
+}
+
+#[test]
+fn text_cut_just_before_the_window_end_ends_at_the_window_end() {
+    let samples = vec![0.01f32; SR * 30];
+    // Less than a second left after the pair: no continuation.
+    let gens = vec![gen(
+        vec![ts(0.0), 0, ts(29.5), ts(29.5), 1],
+        -0.1,
+        0.0,
+    )];
     let mut p = pipeline(gens);
     let opts = DecodeOptions::default();
     let (results, _) = many(&mut p, &[item(&samples, &opts)], 4);
@@ -109,10 +142,8 @@ fn text_cut_by_the_window_end_ends_at_the_window_end() {
         .iter()
         .map(|s| (s.text.as_str(), s.start, s.end))
         .collect();
-    assert_eq!(
-        got,
-        vec![("a", 0.0, 10.0), ("b", 10.0, 30.0), (" c", 30.0, 35.0)]
-    );
+    assert_eq!(got, vec![("a", 0.0, 29.5), ("b", 29.5, 30.0)]);
+    assert_eq!(*p.backend.generate_batches.borrow(), vec![1]);
 }
 
 #[test]
