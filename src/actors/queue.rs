@@ -2,20 +2,24 @@
 //!
 //! # Protocol
 //! - In: [`QueueMsg::Submit`] from the ingress, [`QueueMsg::WorkerIdle`] from
-//!   the worker proxy when it can take a job, [`QueueMsg::WorkerDown`] from
-//!   the supervisor when the worker died, [`QueueMsg::Expire`] from its own
+//!   a worker proxy when it can take a job, [`QueueMsg::WorkerDown`] from
+//!   the supervisor when a worker died, [`QueueMsg::Expire`] from its own
 //!   timers.
-//! - Out: [`WorkerProxyMsg::Run`] to an idle worker; every refused or
+//! - Out: [`WorkerProxyMsg::Run`] to an idle worker (any worker of the
+//!   pool, one with a free engine first; see [`pool`]); every refused or
 //!   expired job is answered on its reply port at once.
 //!
 //! # Rules
 //! - The queue lives in this actor's state with an explicit capacity (jobs
 //!   and audio seconds). Ractor mailboxes are unbounded, so the limit is
 //!   enforced here, and a full queue answers [`AsrError::Busy`] immediately
-//!   with a `Retry-After` computed from the queued audio and the measured
-//!   real-time factor.
-//! - While the worker is down, new jobs get [`AsrError::Unavailable`];
-//!   jobs already queued stay queued for the restarted worker.
+//!   with a `Retry-After` computed from the queued audio, the measured
+//!   real-time factor and the workers accepting work
+//!   ([`pool::pool_drain_secs`]); the audio-seconds limit is per accepting
+//!   worker ([`pool::pool_audio_allowance`]).
+//! - While every worker is down, new jobs get [`AsrError::Unavailable`];
+//!   jobs already queued stay queued for the restarted workers. While
+//!   some worker accepts work, the node serves on it.
 //! - A job that waits past its deadline is answered
 //!   [`AsrError::QueueTimeout`] and never sent to the worker; a job whose
 //!   client has gone (reply port closed) is dropped before decode.
@@ -52,6 +56,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
 pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
+use pool::Pool;
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
 use crate::api::{AsrError, JobClass};
@@ -66,6 +71,8 @@ pub enum QueueMsg {
     WorkerIdle {
         /// The proxy to send it to.
         worker: ActorRef<WorkerProxyMsg>,
+        /// Its worker's id in the pool.
+        worker_id: usize,
         /// Real-time factor (decode seconds per audio second) of the job it
         /// just finished, if any.
         rtf: Option<f64>,
@@ -80,8 +87,11 @@ pub enum QueueMsg {
         /// The proxy.
         worker: ActorRef<WorkerProxyMsg>,
     },
-    /// The worker died; new jobs are refused with 503 until it is back.
+    /// A worker died; while every worker is down, new jobs are refused
+    /// with 503.
     WorkerDown {
+        /// Its id in the pool.
+        worker: usize,
         /// Expected time until it accepts work again.
         retry_after: Duration,
     },
@@ -157,13 +167,9 @@ pub struct QueueState {
     shared: Arc<Shared>,
     jobs: VecDeque<QueuedJob>,
     queued_audio_secs: f64,
-    /// The proxy that asked for a job, and whether it would stage it.
-    idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
-    /// Audio seconds of the job staged in the worker (`None` when none): it
-    /// has left this queue but still waits, so it counts as queued.
-    staged_audio_secs: Option<f64>,
-    worker_up: bool,
-    down_until: Option<Instant>,
+    /// The workers: which asked for a job, what is staged in each, which
+    /// are down.
+    pool: Pool,
     /// Moving average of decode seconds per audio second.
     rtf: f64,
     quarantine: VecDeque<u64>,
@@ -171,15 +177,15 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Jobs waiting: in this queue, plus the one staged in the worker.
+    /// Jobs waiting: in this queue, plus those staged in the workers.
     fn waiting(&self) -> usize {
-        self.jobs.len() + usize::from(self.staged_audio_secs.is_some())
+        self.jobs.len() + self.pool.staged_jobs()
     }
 
-    /// Audio seconds waiting: in this queue, plus the job staged in the
-    /// worker.
+    /// Audio seconds waiting: in this queue, plus the jobs staged in the
+    /// workers.
     fn waiting_audio_secs(&self) -> f64 {
-        self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0)
+        self.queued_audio_secs + self.pool.staged_audio_secs()
     }
 
     fn publish(&self) {
@@ -187,17 +193,15 @@ impl QueueState {
         self.shared.set_queue_depth(self.waiting(), full);
     }
 
-    /// How long until a refused client should retry ([`busy_retry_after`]).
+    /// How long until a refused client should retry ([`busy_retry_after`]
+    /// with the pool's drain rate).
     fn busy_retry_after(&self) -> Duration {
-        busy_retry_after(self.waiting_audio_secs(), self.rtf)
+        let per_worker = pool::pool_drain_secs(1.0, self.rtf, self.pool.accepting());
+        busy_retry_after(self.waiting_audio_secs(), per_worker)
     }
 
     fn down_retry_after(&self) -> Duration {
-        let left = self
-            .down_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
-        left.max(Duration::from_secs(1))
+        self.pool.first_back_in().max(Duration::from_secs(1))
     }
 
     fn admit(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob) {
@@ -210,7 +214,7 @@ impl QueueState {
             let _ = job.reply.send(Err(AsrError::Quarantined));
             return;
         }
-        if !self.worker_up {
+        if self.pool.all_down() {
             let retry_after = self.down_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, ?retry_after, "worker down, refusing job");
             let _ = job.reply.send(Err(AsrError::Unavailable {
@@ -220,9 +224,11 @@ impl QueueState {
             return;
         }
         self.sweep_gone();
+        let allowance =
+            pool::pool_audio_allowance(self.limits.max_audio_secs, self.pool.accepting());
         let over_audio = self.limits.max_audio_secs > 0.0
             && self.waiting() > 0
-            && self.waiting_audio_secs() + job.audio_secs > self.limits.max_audio_secs;
+            && self.waiting_audio_secs() + job.audio_secs > allowance;
         if self.waiting() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, queued = self.waiting(), ?retry_after, "queue full, refusing job");
@@ -287,18 +293,19 @@ impl QueueState {
         Some(job)
     }
 
-    /// Hands the front job to the idle worker, skipping jobs whose client
+    /// Hands the front job to an idle worker, skipping jobs whose client
     /// left or whose deadline passed.
     fn dispatch(&mut self) {
-        while let Some((worker, stage)) = self.idle_worker.take() {
+        while let Some(idle) = self.pool.take() {
+            let (worker, stage) = (idle.proxy.clone(), idle.stage);
             let Some(mut job) = self.take_front() else {
-                self.idle_worker = Some((worker, stage));
+                self.pool.put_back(idle);
                 break;
             };
             if job.reply.is_closed() {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
                 job.end_queue_wait("client_gone");
-                self.idle_worker = Some((worker, stage));
+                self.pool.put_back(idle);
                 continue;
             }
             let now = Instant::now();
@@ -307,7 +314,7 @@ impl QueueState {
                 crate::metrics::queue_timeout();
                 job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
-                self.idle_worker = Some((worker, stage));
+                self.pool.put_back(idle);
                 continue;
             }
             // A staged job still waits: the proxy ends its queue wait when the
@@ -319,7 +326,7 @@ impl QueueState {
             match worker.cast(WorkerProxyMsg::Run(job)) {
                 Ok(()) => {
                     if stage {
-                        self.staged_audio_secs = Some(audio_secs);
+                        self.pool.staged(idle.worker_id, audio_secs);
                     }
                 }
                 Err(MessagingErr::SendErr(WorkerProxyMsg::Run(job))) => {
@@ -387,17 +394,16 @@ impl Actor for BoundedQueueActor {
         _myself: ActorRef<Self::Msg>,
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The node only admits work after its workers loaded: all up.
+        let pool = Pool::new(args.shared.pool_size());
         Ok(QueueState {
+            pool,
             max_wait: args.limits.max_wait,
             limits: args.limits,
             shared: args.shared,
             jobs: VecDeque::new(),
             queued_audio_secs: 0.0,
-            idle_worker: None,
-            staged_audio_secs: None,
-            // The node only admits work after the first worker loaded.
-            worker_up: true,
-            down_until: None,
+
             rtf: 0.2,
             quarantine: VecDeque::new(),
             draining: false,
@@ -412,29 +418,27 @@ impl Actor for BoundedQueueActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QueueMsg::Submit(job) => state.admit(&myself, job),
-            QueueMsg::WorkerIdle { worker, rtf, stage } => {
+            QueueMsg::WorkerIdle {
+                worker,
+                worker_id,
+                rtf,
+                stage,
+            } => {
                 state.rtf = update_rtf(state.rtf, rtf);
-                state.worker_up = true;
-                state.down_until = None;
-                // The proxy asks only while it holds no staged job.
-                state.staged_audio_secs = None;
-                state.idle_worker = Some((worker, stage));
+                // Up again, and (the proxy asks only while it holds no
+                // staged job) nothing staged in it.
+                state.pool.idle(worker_id, worker, stage);
                 state.dispatch();
             }
             QueueMsg::WorkerGone { worker } => {
-                if state
-                    .idle_worker
-                    .as_ref()
-                    .is_some_and(|(w, _)| w.get_id() == worker.get_id())
-                {
-                    state.idle_worker = None;
-                }
+                state.pool.gone(&worker);
+                state.publish();
             }
-            QueueMsg::WorkerDown { retry_after } => {
-                state.worker_up = false;
-                state.idle_worker = None;
-                state.staged_audio_secs = None;
-                state.down_until = Some(Instant::now() + retry_after);
+            QueueMsg::WorkerDown {
+                worker,
+                retry_after,
+            } => {
+                state.pool.down(worker, Instant::now() + retry_after);
                 state.publish();
             }
             QueueMsg::Expire(id, attempt) => state.expire(id, attempt),
@@ -454,5 +458,8 @@ impl Actor for BoundedQueueActor {
     }
 }
 
+pub mod pool;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pool;

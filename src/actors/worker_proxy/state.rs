@@ -110,6 +110,7 @@ impl WorkerProxyState {
         if let Some(stage) = self.slots.free_slot(self.stopping()) {
             let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
                 worker: myself.clone(),
+                worker_id: self.args.plan.id,
                 rtf,
                 stage,
             });
@@ -146,7 +147,7 @@ impl WorkerProxyState {
     /// Its header is encoded here, first: a job that cannot be sent is
     /// refused (`Err`) before anything of it reaches the child or the slots.
     pub(super) fn send_job(&self, job: QueuedJob) -> (Held, Result<(), AsrError>) {
-        let span = job.decode_span(self.generation(), self.hello.as_ref());
+        let span = job.decode_span(self.args.plan.id, self.generation(), self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
         let header = asr_ipc::JobHeader {
@@ -372,6 +373,7 @@ impl WorkerProxyState {
         );
         self.args.shared.worker_loaded(&hello);
         let _ = self.args.supervisor.cast(SupervisorMsg::WorkerLoaded {
+            worker: self.args.plan.id,
             generation,
             hello: hello.clone(),
         });
@@ -515,7 +517,11 @@ impl WorkerProxyState {
         let _ = self
             .args
             .supervisor
-            .cast(SupervisorMsg::WorkerExited { generation, exit });
+            .cast(SupervisorMsg::WorkerExited {
+                worker: self.args.plan.id,
+                generation,
+                exit,
+            });
         let _ = myself.cast(WorkerProxyMsg::Stop(desc));
     }
 }
