@@ -415,8 +415,11 @@ pub fn auth_refused(code: Code) {
 /// are made once).
 fn worker_label(id: usize) -> &'static str {
     static LABELS: OnceLock<Vec<String>> = OnceLock::new();
-    let labels =
-        LABELS.get_or_init(|| (0..crate::workers::MAX_WORKERS).map(|i| i.to_string()).collect());
+    let labels = LABELS.get_or_init(|| {
+        (0..crate::workers::MAX_WORKERS)
+            .map(|i| i.to_string())
+            .collect()
+    });
     labels.get(id).map_or("other", String::as_str)
 }
 
@@ -431,8 +434,11 @@ pub fn worker_restarted(id: usize) {
 pub fn worker_gauges(id: usize, state: WorkerState, generation: u64) {
     let worker = worker_label(id);
     for (s, label) in WORKER_STATES {
-        gauge!(WORKER_POOL_STATE, "worker" => worker, "state" => label)
-            .set(if s == state { 1.0 } else { 0.0 });
+        gauge!(WORKER_POOL_STATE, "worker" => worker, "state" => label).set(if s == state {
+            1.0
+        } else {
+            0.0
+        });
     }
     gauge!(WORKER_POOL_GENERATION, "worker" => worker).set(generation as f64);
     counter!(WORKER_POOL_RESTARTS_TOTAL, "worker" => worker).increment(0);

@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(p[1].device_label(), "cuda:1");
         assert_eq!(p[1].device, "cuda");
         assert_eq!(p[1].threads, 4, "GPU workers keep --threads");
-        assert_eq!(p[0].cuda_visible_devices(None).unwrap().as_deref(), Some("0"));
+        assert_eq!(
+            p[0].cuda_visible_devices(None).unwrap().as_deref(),
+            Some("0")
+        );
         assert_eq!(
             p[1].cuda_visible_devices(Some("4,6")).unwrap().as_deref(),
             Some("6"),
@@ -211,7 +214,9 @@ mod tests {
 
     #[test]
     fn bad_or_inconsistent_pools_are_refused_with_the_reason() {
-        for bad in ["gpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:0,", "", "cuda:+1"] {
+        for bad in [
+            "gpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:0,", "", "cuda:+1",
+        ] {
             let e = plan(&config(None, Some(bad), 2)).unwrap_err().to_string();
             assert!(e.contains("bad --devices entry"), "{bad}: {e}");
         }

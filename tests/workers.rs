@@ -77,7 +77,10 @@ async fn one_worker_killed_mid_decode_the_other_serves_and_it_restarts() {
     // new process could not have loaded yet): generation 0 answered it.
     let a = long.await.unwrap();
     assert_words(&a.transcript(), &["morning", "weather", "library"]);
-    assert_eq!(a.headers["x-worker-generation"], "0", "served by the survivor");
+    assert_eq!(
+        a.headers["x-worker-generation"], "0",
+        "served by the survivor"
+    );
 
     // The restart is the victim's alone.
     let (_, h) = svc.get_json("/health").await;
@@ -145,7 +148,10 @@ async fn a_bad_device_list_is_a_clear_start_up_error() {
         log.contains("--workers 3 does not match --devices"),
         "no clear cause in:\n{log}"
     );
-    assert!(!log.contains("worker spawned"), "nothing was started:\n{log}");
+    assert!(
+        !log.contains("worker spawned"),
+        "nothing was started:\n{log}"
+    );
 }
 
 #[tokio::test]

@@ -56,10 +56,10 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
 pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
-use pool::Pool;
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
 use crate::api::{AsrError, JobClass};
+use pool::Pool;
 
 /// Messages of the [`BoundedQueueActor`].
 #[derive(Debug)]

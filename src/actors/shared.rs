@@ -559,7 +559,10 @@ mod tests {
         assert_eq!(st.workers[1].restarts, 1);
         assert_eq!(st.workers[0].restarts, 0);
         assert_eq!(st.worker_restarts, 1);
-        assert_eq!(st.workers[1].last_exit.as_deref(), Some("killed by SIGKILL (9)"));
+        assert_eq!(
+            st.workers[1].last_exit.as_deref(),
+            Some("killed by SIGKILL (9)")
+        );
         assert_eq!(st.workers[1].pid, None);
         // Worker 0 late too: nobody accepts.
         w0.worker_heartbeat_late(true);
@@ -572,6 +575,10 @@ mod tests {
         assert!(st.ready);
         assert_eq!((st.workers[1].generation, st.worker_generation), (1, 0));
         s.worker_stopped();
-        assert!(s.status().workers.iter().all(|w| w.state == WorkerState::Stopped));
+        assert!(s
+            .status()
+            .workers
+            .iter()
+            .all(|w| w.state == WorkerState::Stopped));
     }
 }

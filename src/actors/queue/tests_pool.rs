@@ -66,7 +66,11 @@ async fn a_job_goes_to_a_free_engine_before_it_is_staged_behind_a_decode() {
     assert_eq!(run_id(next(&mut runs_b).await), 1, "the free worker first");
     let (j2, _r2) = job(2, 1.0, LONG);
     q.cast(QueueMsg::Submit(j2)).unwrap();
-    assert_eq!(run_id(next(&mut runs_a).await), 2, "then staged in the busy one");
+    assert_eq!(
+        run_id(next(&mut runs_a).await),
+        2,
+        "then staged in the busy one"
+    );
     eventually("the staged job still waits", || {
         shared.status().queue_depth == 1
     })
@@ -91,7 +95,10 @@ async fn one_worker_down_keeps_the_node_serving_and_all_down_is_503() {
     q.cast(QueueMsg::Submit(j2)).unwrap();
     match answer(r2, SEC).await {
         Err(AsrError::Unavailable { retry_after, .. }) => {
-            assert!((4 * SEC..=5 * SEC).contains(&retry_after), "{retry_after:?}")
+            assert!(
+                (4 * SEC..=5 * SEC).contains(&retry_after),
+                "{retry_after:?}"
+            )
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }

@@ -514,14 +514,11 @@ impl WorkerProxyState {
             reported_load_failure: self.load_failure.take(),
         };
         let desc = exit.to_string();
-        let _ = self
-            .args
-            .supervisor
-            .cast(SupervisorMsg::WorkerExited {
-                worker: self.args.plan.id,
-                generation,
-                exit,
-            });
+        let _ = self.args.supervisor.cast(SupervisorMsg::WorkerExited {
+            worker: self.args.plan.id,
+            generation,
+            exit,
+        });
         let _ = myself.cast(WorkerProxyMsg::Stop(desc));
     }
 }
