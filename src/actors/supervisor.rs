@@ -460,4 +460,27 @@ mod tests {
         assert_eq!(restart_delay(9, 5, cap), Duration::from_secs(8));
         assert_eq!(restart_delay(40, 5, cap), cap, "capped");
     }
+
+    #[test]
+    fn each_worker_counts_its_own_restarts_inside_the_window() {
+        let window = Duration::from_secs(60);
+        let cap = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        for i in 1..=6 {
+            assert_eq!(count_restart(&mut a, at(i), window), i as usize);
+        }
+        assert_eq!(
+            restart_delay(a.len(), 5, cap),
+            Duration::from_secs(1),
+            "worker a backs off"
+        );
+        let n = count_restart(&mut b, at(7), window);
+        assert_eq!(n, 1, "worker a's restarts are not worker b's");
+        assert_eq!(restart_delay(n, 5, cap), Duration::ZERO, "b restarts at once");
+        // Restarts older than the window stop counting.
+        assert_eq!(count_restart(&mut a, at(62), window), 6, "the one at 1 s left");
+        assert_eq!(count_restart(&mut a, at(130), window), 1);
+    }
 }
