@@ -347,9 +347,11 @@ def start_node(args, binp, extra="", name="node"):
     def pids():
         d = {"http": p.pid}
         try:
-            w = wait_http(port, "/health", timeout=5).get("worker_pid")
-            if w:
-                d["worker"] = int(w)
+            h = wait_http(port, "/health", timeout=5)
+            # Every worker of the pool (--workers N): worker, worker1, ...
+            for w in h.get("workers") or [{"id": 0, "pid": h.get("worker_pid")}]:
+                if w.get("pid"):
+                    d["worker" if w["id"] == 0 else f"worker{w['id']}"] = int(w["pid"])
         except Exception:  # noqa: BLE001
             pass
         return d

@@ -34,9 +34,23 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_COMPUTE_TYPE", default_value = "int8")]
     pub compute_type: String,
 
-    /// Engine threads (0 = CTranslate2's default).
+    /// Engine threads (0 = CTranslate2's default), all workers together:
+    /// N CPU workers split them (see `--workers`).
     #[arg(long, env = "WHISPER_NODE_THREADS", default_value_t = 0)]
     pub threads: u32,
+
+    /// Worker processes (default 1), each with the model loaded, decoding
+    /// side by side; the queue hands a job to any idle one. On the CPU they
+    /// split `--threads` (T total: T/N each, at least 1; with 0, the cores
+    /// split). See [`crate::workers`].
+    #[arg(long, env = "WHISPER_NODE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// One worker per listed device, comma-separated: `cpu`, `cuda` or
+    /// `cuda:N` (e.g. `cuda:0,cuda:1`); overrides `--device`. With
+    /// `--workers` beside it, the two must agree.
+    #[arg(long, env = "WHISPER_NODE_DEVICES")]
+    pub devices: Option<String>,
 
     /// Jobs allowed to wait for the worker; more are answered 429 at once.
     #[arg(long, env = "WHISPER_NODE_QUEUE_CAPACITY", default_value_t = 3)]
@@ -258,6 +272,7 @@ impl NodeConfig {
         if !matches!(self.device.as_str(), "cpu" | "cuda" | "auto") {
             return err("device must be cpu, cuda or auto");
         }
+        crate::workers::plan(self)?;
         if self.max_upload_bytes == 0 {
             return err("max upload bytes must be positive");
         }

@@ -52,7 +52,7 @@ impl std::fmt::Debug for AsrNode {
 
 impl AsrNode {
     /// Starts the supervision tree on the current tokio runtime and waits
-    /// until the worker has loaded the model (or failed to, which is an
+    /// until every worker has loaded the model (or one failed to, which is an
     /// error naming the model path and the cause).
     pub async fn start(config: NodeConfig) -> Result<AsrNode, StartError> {
         Self::start_under(config, None).await
@@ -95,7 +95,8 @@ impl AsrNode {
     ) -> Result<AsrNode, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(config.effective_queue_capacity()));
+        let plans = crate::workers::plan(&config)?;
+        let shared = Arc::new(Shared::with_workers(config.effective_queue_capacity(), &plans));
         let (startup, started) = tokio::sync::oneshot::channel();
         let args = SupervisorArgs {
             config: config.clone(),

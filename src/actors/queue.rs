@@ -2,21 +2,25 @@
 //!
 //! # Protocol
 //! - In: [`QueueMsg::Submit`] from the ingress, [`QueueMsg::WorkerIdle`] from
-//!   the worker proxy when it can take a job (or a batch), [`QueueMsg::WorkerDown`] from
-//!   the supervisor when the worker died, [`QueueMsg::Expire`] from its own
+//!   a worker proxy when it can take a job (or a batch), [`QueueMsg::WorkerDown`] from
+//!   the supervisor when a worker died, [`QueueMsg::Expire`] from its own
 //!   timers.
 //! - Out: [`WorkerProxyMsg::Run`] (a batch of one or more jobs) to an idle
-//!   worker; every refused or
+//!   worker (any worker of the pool, one with a free engine first; see
+//!   [`pool`]); every refused or
 //!   expired job is answered on its reply port at once.
 //!
 //! # Rules
 //! - The queue lives in this actor's state with an explicit capacity (jobs
 //!   and audio seconds). Ractor mailboxes are unbounded, so the limit is
 //!   enforced here, and a full queue answers [`AsrError::Busy`] immediately
-//!   with a `Retry-After` computed from the queued audio and the measured
-//!   real-time factor.
-//! - While the worker is down, new jobs get [`AsrError::Unavailable`];
-//!   jobs already queued stay queued for the restarted worker.
+//!   with a `Retry-After` computed from the queued audio, the measured
+//!   real-time factor and the workers accepting work
+//!   ([`pool::pool_drain_secs`]); the audio-seconds limit is per accepting
+//!   worker ([`pool::pool_audio_allowance`]).
+//! - While every worker is down, new jobs get [`AsrError::Unavailable`];
+//!   jobs already queued stay queued for the restarted workers. While
+//!   some worker accepts work, the node serves on it.
 //! - A job that waits past its deadline is answered
 //!   [`AsrError::QueueTimeout`] and never sent to the worker; a job whose
 //!   client has gone (reply port closed) is dropped before decode.
@@ -69,6 +73,7 @@ pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
 use crate::api::{AsrError, JobClass};
+use pool::Pool;
 
 pub mod batch;
 
@@ -82,6 +87,8 @@ pub enum QueueMsg {
     WorkerIdle {
         /// The proxy to send it to.
         worker: ActorRef<WorkerProxyMsg>,
+        /// Its worker's id in the pool.
+        worker_id: usize,
         /// Real-time factor of the batch (or job) it just finished, if any:
         /// decode wall time over the batch's total audio, so Retry-After and
         /// the audio-seconds admission follow the drain rate with batching.
@@ -97,8 +104,11 @@ pub enum QueueMsg {
         /// The proxy.
         worker: ActorRef<WorkerProxyMsg>,
     },
-    /// The worker died; new jobs are refused with 503 until it is back.
+    /// A worker died; while every worker is down, new jobs are refused
+    /// with 503.
     WorkerDown {
+        /// Its id in the pool.
+        worker: usize,
         /// Expected time until it accepts work again.
         retry_after: Duration,
     },
@@ -181,17 +191,12 @@ pub struct QueueState {
     shared: Arc<Shared>,
     jobs: VecDeque<QueuedJob>,
     queued_audio_secs: f64,
-    /// The proxy that asked for a job, and whether it would stage it.
-    idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
-    /// Jobs and audio seconds of the batch staged in the worker (`None`
-    /// when none): it has left this queue but still waits, so it counts as
-    /// queued.
-    staged: Option<(usize, f64)>,
+    /// The workers: which asked for a job, what is staged in each, which
+    /// are down.
+    pool: Pool,
     /// When the batch at the head began waiting for more jobs (with
-    /// `batch_wait`), while the worker is idle.
+    /// `batch_wait`), while a worker is idle.
     forming_since: Option<Instant>,
-    worker_up: bool,
-    down_until: Option<Instant>,
     /// Moving average of decode seconds per audio second.
     rtf: f64,
     quarantine: VecDeque<u64>,
@@ -199,15 +204,15 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Jobs waiting: in this queue, plus the one staged in the worker.
+    /// Jobs waiting: in this queue, plus those staged in the workers.
     fn waiting(&self) -> usize {
-        self.jobs.len() + self.staged.map_or(0, |(n, _)| n)
+        self.jobs.len() + self.pool.staged_jobs()
     }
 
-    /// Audio seconds waiting: in this queue, plus the job staged in the
-    /// worker.
+    /// Audio seconds waiting: in this queue, plus the jobs staged in the
+    /// workers.
     fn waiting_audio_secs(&self) -> f64 {
-        self.queued_audio_secs + self.staged.map_or(0.0, |(_, a)| a)
+        self.queued_audio_secs + self.pool.staged_audio_secs()
     }
 
     fn publish(&self) {
@@ -215,17 +220,15 @@ impl QueueState {
         self.shared.set_queue_depth(self.waiting(), full);
     }
 
-    /// How long until a refused client should retry ([`busy_retry_after`]).
+    /// How long until a refused client should retry ([`busy_retry_after`]
+    /// with the pool's drain rate).
     fn busy_retry_after(&self) -> Duration {
-        busy_retry_after(self.waiting_audio_secs(), self.rtf)
+        let per_worker = pool::pool_drain_secs(1.0, self.rtf, self.pool.accepting());
+        busy_retry_after(self.waiting_audio_secs(), per_worker)
     }
 
     fn down_retry_after(&self) -> Duration {
-        let left = self
-            .down_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
-        left.max(Duration::from_secs(1))
+        self.pool.first_back_in().max(Duration::from_secs(1))
     }
 
     fn admit(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob) {
@@ -238,7 +241,7 @@ impl QueueState {
             let _ = job.reply.send(Err(AsrError::Quarantined));
             return;
         }
-        if !self.worker_up {
+        if self.pool.all_down() {
             let retry_after = self.down_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, ?retry_after, "worker down, refusing job");
             let _ = job.reply.send(Err(AsrError::Unavailable {
@@ -248,9 +251,11 @@ impl QueueState {
             return;
         }
         self.sweep_gone();
+        let allowance =
+            pool::pool_audio_allowance(self.limits.max_audio_secs, self.pool.accepting());
         let over_audio = self.limits.max_audio_secs > 0.0
             && self.waiting() > 0
-            && self.waiting_audio_secs() + job.audio_secs > self.limits.max_audio_secs;
+            && self.waiting_audio_secs() + job.audio_secs > allowance;
         if self.waiting() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, queued = self.waiting(), ?retry_after, "queue full, refusing job");
@@ -378,18 +383,19 @@ impl QueueState {
     }
 
     /// Hands the head of the queue, with up to `max_batch − 1` compatible
-    /// waiting jobs ([`batch`]), to the idle worker, skipping jobs whose
-    /// client left or whose deadline passed.
+    /// waiting jobs ([`batch`]), to an idle worker (one with a free engine
+    /// first), skipping jobs whose client left or whose deadline passed.
     fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
-        while let Some((worker, stage)) = self.idle_worker.take() {
+        while let Some(idle) = self.pool.take() {
+            let (worker, stage) = (idle.proxy.clone(), idle.stage);
             self.clean_front();
             if self.jobs.is_empty() || self.hold_for_batch(myself, stage) {
-                self.idle_worker = Some((worker, stage));
+                self.pool.put_back(idle);
                 break;
             }
             self.forming_since = None;
             let Some(head) = self.take_front() else {
-                self.idle_worker = Some((worker, stage));
+                self.pool.put_back(idle);
                 break;
             };
             let now = Instant::now();
@@ -420,7 +426,7 @@ impl QueueState {
             match worker.cast(WorkerProxyMsg::Run(jobs)) {
                 Ok(()) => {
                     if stage {
-                        self.staged = Some(staged);
+                        self.pool.staged(idle.worker_id, staged.0, staged.1);
                     }
                 }
                 Err(MessagingErr::SendErr(WorkerProxyMsg::Run(jobs))) => {
@@ -490,18 +496,16 @@ impl Actor for BoundedQueueActor {
         _myself: ActorRef<Self::Msg>,
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The node only admits work after its workers loaded: all up.
+        let pool = Pool::new(args.shared.pool_size());
         Ok(QueueState {
+            pool,
             max_wait: args.limits.max_wait,
             limits: args.limits,
             shared: args.shared,
             jobs: VecDeque::new(),
             queued_audio_secs: 0.0,
-            idle_worker: None,
-            staged: None,
             forming_since: None,
-            // The node only admits work after the first worker loaded.
-            worker_up: true,
-            down_until: None,
             rtf: 0.2,
             quarantine: VecDeque::new(),
             draining: false,
@@ -516,32 +520,32 @@ impl Actor for BoundedQueueActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QueueMsg::Submit(job) => state.admit(&myself, job),
-            QueueMsg::WorkerIdle { worker, rtf, stage } => {
+            QueueMsg::WorkerIdle {
+                worker,
+                worker_id,
+                rtf,
+                stage,
+            } => {
                 state.rtf = update_rtf(state.rtf, rtf);
-                state.worker_up = true;
-                state.down_until = None;
-                // The proxy asks only while it holds no staged job.
-                state.staged = None;
-                state.idle_worker = Some((worker, stage));
+                state.pool.idle(worker_id, worker, stage);
                 state.dispatch(&myself);
             }
             QueueMsg::WorkerGone { worker } => {
-                if state
-                    .idle_worker
-                    .as_ref()
-                    .is_some_and(|(w, _)| w.get_id() == worker.get_id())
-                {
-                    state.idle_worker = None;
+                state.pool.gone(&worker);
+                if state.pool.idle_count() == 0 {
                     state.forming_since = None;
                 }
+                state.publish();
             }
             QueueMsg::BatchDue => state.dispatch(&myself),
-            QueueMsg::WorkerDown { retry_after } => {
-                state.worker_up = false;
-                state.idle_worker = None;
-                state.staged = None;
-                state.forming_since = None;
-                state.down_until = Some(Instant::now() + retry_after);
+            QueueMsg::WorkerDown {
+                worker,
+                retry_after,
+            } => {
+                state.pool.down(worker, Instant::now() + retry_after);
+                if state.pool.idle_count() == 0 {
+                    state.forming_since = None;
+                }
                 state.publish();
             }
             QueueMsg::Expire(id, attempt) => state.expire(id, attempt),
@@ -561,5 +565,8 @@ impl Actor for BoundedQueueActor {
     }
 }
 
+pub mod pool;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pool;

@@ -1,4 +1,5 @@
-//! `WorkerProxyActor`: owns one `worker-proc` child process.
+//! `WorkerProxyActor`: owns one `worker-proc` child process, worker
+//! `plan.id` of the pool (one proxy per worker; see [`crate::workers`]).
 //!
 //! # Protocol
 //! - On start it spawns the child and its four I/O tasks (see
@@ -128,7 +129,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::child::io::ChildEvent;
 use super::child::{spawn_worker, ProcessExit};
 use super::queue::{QueueMsg, QueuedJob};
-use super::shared::Shared;
+use super::shared::WorkerShared;
 use super::supervisor::SupervisorMsg;
 use crate::api::AsrError;
 use crate::config::NodeConfig;
@@ -185,14 +186,16 @@ pub const TICK: Duration = Duration::from_millis(50);
 pub struct WorkerProxyArgs {
     /// Node configuration.
     pub config: Arc<NodeConfig>,
-    /// 0 for the first worker, +1 per restart.
+    /// Which worker of the pool this is (id, device, threads).
+    pub plan: crate::workers::WorkerPlan,
+    /// 0 for the worker's first process, +1 per restart.
     pub generation: u64,
     /// Where to report idleness.
     pub queue: ActorRef<QueueMsg>,
     /// Where to report load and exit.
     pub supervisor: ActorRef<SupervisorMsg>,
-    /// Published state.
-    pub shared: Arc<Shared>,
+    /// Published state: this worker's part of it.
+    pub shared: WorkerShared,
 }
 
 /// The actor owning the child process.
@@ -209,7 +212,7 @@ impl Actor for WorkerProxyActor {
         args: WorkerProxyArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let generation = args.generation;
-        let (child, guard) = spawn_worker(&args.config).await.map_err(|e| {
+        let (child, guard) = spawn_worker(&args.config, &args.plan).await.map_err(|e| {
             format!(
                 "could not start {}: {e}",
                 args.config.resolve_worker_path().display()
@@ -217,7 +220,14 @@ impl Actor for WorkerProxyActor {
         })?;
         let pid = guard.pid();
         args.shared.worker_spawned(pid, generation);
-        tracing::info!(pid, generation, "worker spawned, loading model");
+        tracing::info!(
+            pid,
+            generation,
+            worker_id = args.plan.id,
+            device = %args.plan.device_label(),
+            threads = args.plan.threads,
+            "worker spawned, loading model"
+        );
 
         let me = myself.clone();
         let io = super::child::io::start(child, guard.reaped_flag(), generation, pid, move |e| {

@@ -40,6 +40,7 @@ pub(super) async fn batching_queue(
 pub(super) fn idle(worker: &ActorRef<WorkerProxyMsg>, stage: bool) -> QueueMsg {
     QueueMsg::WorkerIdle {
         worker: worker.clone(),
+        worker_id: 0,
         rtf: None,
         stage,
     }
@@ -116,6 +117,7 @@ async fn the_measured_rtf_sets_the_retry_after() {
     // A worker reports a job at 1.2 s per audio second: rtf 0.2 → 0.4.
     q.cast(QueueMsg::WorkerIdle {
         worker: w.clone(),
+        worker_id: 0,
         rtf: Some(1.2),
         stage: false,
     })
@@ -136,6 +138,7 @@ async fn the_measured_rtf_sets_the_retry_after() {
 async fn a_down_worker_means_503_until_it_is_idle_again() {
     let (q, _) = queue(4, 0.0).await;
     q.cast(QueueMsg::WorkerDown {
+        worker: 0,
         retry_after: 7 * SEC,
     })
     .unwrap();
@@ -234,7 +237,11 @@ async fn a_staged_job_counts_against_capacity_until_the_worker_asks_again() {
     assert_eq!(run_id(next(&mut runs).await), 3);
     // A requeued (unstaged) job goes first again.
     let (d, _rd) = job(4, 1.0, LONG);
-    q.cast(QueueMsg::WorkerDown { retry_after: SEC }).unwrap();
+    q.cast(QueueMsg::WorkerDown {
+        worker: 0,
+        retry_after: SEC,
+    })
+    .unwrap();
     q.cast(QueueMsg::Requeue(d)).unwrap();
     eventually("the requeued job waits", || {
         shared.status().queue_depth == 1

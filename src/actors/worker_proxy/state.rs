@@ -83,6 +83,7 @@ impl WorkerProxyState {
         if let Some(stage) = self.slots.free_slot(self.stopping()) {
             let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
                 worker: myself.clone(),
+                worker_id: self.args.plan.id,
                 rtf,
                 stage,
             });
@@ -155,7 +156,7 @@ impl WorkerProxyState {
 
     /// Opens `job`'s `worker.decode` span and encodes its header.
     fn encode(&self, job: QueuedJob) -> (Held, Result<Vec<u8>, AsrError>) {
-        let span = job.decode_span(self.generation(), self.hello.as_ref());
+        let span = job.decode_span(self.args.plan.id, self.generation(), self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
         let header = asr_ipc::JobHeader {
@@ -394,6 +395,7 @@ impl WorkerProxyState {
         );
         self.args.shared.worker_loaded(&hello);
         let _ = self.args.supervisor.cast(SupervisorMsg::WorkerLoaded {
+            worker: self.args.plan.id,
             generation,
             hello: hello.clone(),
         });
@@ -572,10 +574,11 @@ impl WorkerProxyState {
             reported_load_failure: self.load_failure.take(),
         };
         let desc = exit.to_string();
-        let _ = self
-            .args
-            .supervisor
-            .cast(SupervisorMsg::WorkerExited { generation, exit });
+        let _ = self.args.supervisor.cast(SupervisorMsg::WorkerExited {
+            worker: self.args.plan.id,
+            generation,
+            exit,
+        });
         let _ = myself.cast(WorkerProxyMsg::Stop(desc));
     }
 }
