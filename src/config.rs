@@ -618,7 +618,11 @@ mod tests {
     #[test]
     fn batching_flags_are_checked_and_the_queue_holds_a_full_batch() {
         let c = NodeConfig::default();
-        assert_eq!((c.max_batch, c.batch_wait()), (1, Duration::ZERO), "off, never waits");
+        assert_eq!(
+            (c.max_batch, c.batch_wait()),
+            (1, Duration::ZERO),
+            "off, never waits"
+        );
         assert_eq!(c.effective_queue_capacity(), 3);
         let cli = Cli::parse_from(["x", "--max-batch", "8", "--batch-wait-ms", "20"]);
         cli.node.validate().unwrap();

@@ -96,7 +96,10 @@ impl AsrNode {
         config.validate()?;
         let config = Arc::new(config);
         let plans = crate::workers::plan(&config)?;
-        let shared = Arc::new(Shared::with_workers(config.effective_queue_capacity(), &plans));
+        let shared = Arc::new(Shared::with_workers(
+            config.effective_queue_capacity(),
+            &plans,
+        ));
         let (startup, started) = tokio::sync::oneshot::channel();
         let args = SupervisorArgs {
             config: config.clone(),

@@ -480,9 +480,17 @@ mod tests {
         );
         let n = count_restart(&mut b, at(7), window);
         assert_eq!(n, 1, "worker a's restarts are not worker b's");
-        assert_eq!(restart_delay(n, 5, cap), Duration::ZERO, "b restarts at once");
+        assert_eq!(
+            restart_delay(n, 5, cap),
+            Duration::ZERO,
+            "b restarts at once"
+        );
         // Restarts older than the window stop counting.
-        assert_eq!(count_restart(&mut a, at(62), window), 6, "the one at 1 s left");
+        assert_eq!(
+            count_restart(&mut a, at(62), window),
+            6,
+            "the one at 1 s left"
+        );
         assert_eq!(count_restart(&mut a, at(130), window), 1);
     }
 }

@@ -22,9 +22,9 @@ use asr_ipc::{Fault, FrameError, FromWorker, Job, JobResult, Segment, WorkerErro
 
 use crate::cancels::Cancels;
 use crate::engine::Engine;
-use crate::protocol::{write_to_parent, SharedOut};
-use crate::transcribe::{Pipeline, Transcript};
+use crate::protocol::{done_frame, write_to_parent, SharedOut};
 use crate::transcribe::BatchItem;
+use crate::transcribe::{Pipeline, Transcript};
 use crate::{fault, log_error, log_info, log_warn};
 
 /// Decodes the jobs of one batch (at least two) and writes their answers.
@@ -175,18 +175,7 @@ fn answer(
                 t.segments.len(),
                 t.duration_secs
             );
-            let text = t.text();
-            let mut timings = t.timings;
-            timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
-            FromWorker::Done(JobResult {
-                job_id,
-                text,
-                segments: t.segments,
-                language: t.language,
-                language_probability: t.language_probability,
-                duration_secs: t.duration_secs,
-                timings,
-            })
+            done_frame(job_id, t, idle_before)
         }
         Err(WorkerError::Cancelled) => {
             log_info!("job {id} (in a batch) cancelled");

@@ -461,6 +461,27 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
 }
 
 /// Decodes one job and writes its answer. Errors are write errors only.
+/// The `Done` frame of a finished job; `idle_before`: the engine's idle
+/// time before it (for `Timings::idle_before_us`).
+pub(crate) fn done_frame(
+    job_id: u64,
+    t: crate::transcribe::Transcript,
+    idle_before: Option<Duration>,
+) -> FromWorker {
+    let text = t.text();
+    let mut timings = t.timings;
+    timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
+    FromWorker::Done(JobResult {
+        job_id,
+        text,
+        segments: t.segments,
+        language: t.language,
+        language_probability: t.language_probability,
+        duration_secs: t.duration_secs,
+        timings,
+    })
+}
+
 fn run_job(
     pipeline: &mut Pipeline<Engine>,
     job: Job,
@@ -535,18 +556,7 @@ fn run_job(
                 t.segments.len(),
                 total_ms / 1e3 / audio_secs.max(1e-9)
             );
-            let text = t.text();
-            let mut timings = t.timings;
-            timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
-            FromWorker::Done(JobResult {
-                job_id,
-                text,
-                segments: t.segments,
-                language: t.language,
-                language_probability: t.language_probability,
-                duration_secs: t.duration_secs,
-                timings,
-            })
+            done_frame(job_id, t, idle_before)
         }
         Ok(Err(WorkerError::Cancelled)) => {
             log_info!("job {id} cancelled while decoding");

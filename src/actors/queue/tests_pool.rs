@@ -9,6 +9,15 @@ const SEC: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(60);
 
 async fn pool_queue(capacity: usize, max_audio_secs: f64) -> (ActorRef<QueueMsg>, Arc<Shared>) {
+    batching_pool_queue(capacity, max_audio_secs, 1).await
+}
+
+/// Two workers, batches of at most `max_batch` jobs, no batch wait.
+async fn batching_pool_queue(
+    capacity: usize,
+    max_audio_secs: f64,
+    max_batch: usize,
+) -> (ActorRef<QueueMsg>, Arc<Shared>) {
     let plans = crate::workers::plan(&crate::NodeConfig {
         workers: Some(2),
         threads: 2,
@@ -21,6 +30,8 @@ async fn pool_queue(capacity: usize, max_audio_secs: f64) -> (ActorRef<QueueMsg>
             capacity,
             max_audio_secs,
             max_wait: LONG,
+            max_batch,
+            batch_wait: Duration::ZERO,
         },
         shared: shared.clone(),
     };
@@ -48,7 +59,10 @@ fn down(worker: usize) -> QueueMsg {
 
 fn run_id(msg: WorkerProxyMsg) -> u64 {
     match msg {
-        WorkerProxyMsg::Run(j) => j.id,
+        WorkerProxyMsg::Run(jobs) => {
+            assert_eq!(jobs.len(), 1, "batching is off");
+            jobs[0].id
+        }
         other => panic!("expected Run, got {other:?}"),
     }
 }
@@ -155,4 +169,42 @@ async fn the_audio_seconds_limit_is_per_accepting_worker() {
         matches!(answer(r4, SEC).await, Err(AsrError::Busy { .. })),
         "one worker left: 15 s"
     );
+}
+
+#[tokio::test]
+async fn batches_form_for_any_worker_and_a_staged_batch_counts_per_job() {
+    let (q, shared) = batching_pool_queue(4, 0.0, 2).await;
+    let (a, mut runs_a) = probe::<WorkerProxyMsg>().await;
+    let (b, mut runs_b) = probe::<WorkerProxyMsg>().await;
+    // Worker 0 decodes and would stage: a batch to stage goes only full.
+    q.cast(idle(&a, 0, true)).unwrap();
+    let mut replies = Vec::new();
+    for id in [1, 2, 3] {
+        let (j, r) = job(id, 1.0, LONG);
+        replies.push(r);
+        q.cast(QueueMsg::Submit(j)).unwrap();
+    }
+    let ids = |m: WorkerProxyMsg| match m {
+        WorkerProxyMsg::Run(jobs) => jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        other => panic!("expected Run, got {other:?}"),
+    };
+    assert_eq!(
+        ids(next(&mut runs_a).await),
+        vec![1, 2],
+        "a full batch staged"
+    );
+    eventually("both staged jobs and the third still wait", || {
+        shared.status().queue_depth == 3
+    })
+    .await;
+    // Worker 1 is free: it takes the lone job at once (no batch wait).
+    q.cast(idle(&b, 1, false)).unwrap();
+    assert_eq!(ids(next(&mut runs_b).await), vec![3]);
+    eventually("the staged batch still waits", || {
+        shared.status().queue_depth == 2
+    })
+    .await;
+    // Worker 0 dies: its staged batch stops counting (it is requeued).
+    q.cast(QueueMsg::WorkerGone { worker: a }).unwrap();
+    eventually("nothing waits", || shared.status().queue_depth == 0).await;
 }

@@ -285,7 +285,11 @@ impl<B: Backend> Pipeline<B> {
                 end: parent.end,
             });
             item.done.push(None);
-            let at = item.order.iter().position(|&x| x == w).map_or(item.order.len(), |p| p + 1);
+            let at = item
+                .order
+                .iter()
+                .position(|&x| x == w)
+                .map_or(item.order.len(), |p| p + 1);
             item.order.insert(at, c);
             retry.push(Task {
                 item: i,

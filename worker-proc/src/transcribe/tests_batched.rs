@@ -128,11 +128,7 @@ fn a_window_that_stops_early_is_continued_from_its_last_timestamp_pair() {
 fn text_cut_just_before_the_window_end_ends_at_the_window_end() {
     let samples = vec![0.01f32; SR * 30];
     // Less than a second left after the pair: no continuation.
-    let gens = vec![gen(
-        vec![ts(0.0), 0, ts(29.5), ts(29.5), 1],
-        -0.1,
-        0.0,
-    )];
+    let gens = vec![gen(vec![ts(0.0), 0, ts(29.5), ts(29.5), 1], -0.1, 0.0)];
     let mut p = pipeline(gens);
     let opts = DecodeOptions::default();
     let (results, _) = many(&mut p, &[item(&samples, &opts)], 4);
