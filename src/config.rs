@@ -39,10 +39,11 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_THREADS", default_value_t = 0)]
     pub threads: u32,
 
-    /// Worker processes (default 1), each with the model loaded, decoding
-    /// side by side; the queue hands a job to any idle one. On the CPU they
-    /// split `--threads` (T total: T/N each, at least 1; with 0, the cores
-    /// split). See [`crate::workers`].
+    /// Worker processes, each with the model loaded, decoding side by
+    /// side; the queue hands a job to any idle one. On the CPU they split
+    /// `--threads` (T total: T/N each, at least 1; with 0, the cores split).
+    /// Default: 2 on the CPU when there are at least 2 threads to split,
+    /// else 1 (measured: BENCHMARKS.md). See [`crate::workers`].
     #[arg(long, env = "WHISPER_NODE_WORKERS")]
     pub workers: Option<usize>,
 
@@ -193,7 +194,9 @@ pub struct NodeConfig {
     /// (the head of the queue and the next waiting jobs of its class with
     /// compatible options, each at most 30 s of audio); 1 = off. The queue
     /// lets at least this many jobs wait (see `effective_queue_capacity`).
-    #[arg(long, env = "WHISPER_NODE_MAX_BATCH", default_value_t = 1)]
+    /// Default [`DEFAULT_MAX_BATCH`], chosen by measurement (BENCHMARKS.md,
+    /// *Dynamic batching and the worker pool*).
+    #[arg(long, env = "WHISPER_NODE_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
 
     /// With batching on: when fewer than --max-batch compatible jobs wait
@@ -244,6 +247,12 @@ impl Default for NodeConfig {
         Wrapper::parse_from(["whisper-node"]).node
     }
 }
+
+/// `--max-batch` when not given: with 8 clients posting an 11 s clip, two
+/// workers batching up to 4 jobs answer 1.1× more than without batching
+/// and 2.3× more than one serial worker, at a lower p50; a lone request is
+/// not delayed (`--batch-wait-ms` 0).
+pub const DEFAULT_MAX_BATCH: usize = 4;
 
 /// Largest `--max-batch` accepted.
 pub const MAX_BATCH: usize = 64;
@@ -620,10 +629,10 @@ mod tests {
         let c = NodeConfig::default();
         assert_eq!(
             (c.max_batch, c.batch_wait()),
-            (1, Duration::ZERO),
-            "off, never waits"
+            (DEFAULT_MAX_BATCH, Duration::ZERO),
+            "on, never waits"
         );
-        assert_eq!(c.effective_queue_capacity(), 3);
+        assert_eq!(c.effective_queue_capacity(), 4, "a full batch can wait");
         let cli = Cli::parse_from(["x", "--max-batch", "8", "--batch-wait-ms", "20"]);
         cli.node.validate().unwrap();
         assert_eq!(cli.node.effective_queue_capacity(), 8);

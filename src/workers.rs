@@ -2,7 +2,10 @@
 //! on which device each, with how many engine threads.
 //!
 //! # Rules
-//! - `--workers N` (default 1) runs N worker processes on `--device`. On
+//! - `--workers N` runs N worker processes on `--device`. Without it (and
+//!   without `--devices`) the CPU runs [`DEFAULT_CPU_WORKERS`] when there
+//!   are at least that many threads to split (`--threads`, or the cores
+//!   with 0), else one; a GPU runs one ([`default_workers`]). On
 //!   the CPU they split the engine threads: `--threads T` in total gives
 //!   each worker `T / N`, the remainder going one each to the first
 //!   workers, and at least 1 (so `T < N` gives every worker 1 thread);
@@ -25,6 +28,28 @@ use crate::config::{ConfigError, NodeConfig};
 
 /// The most workers one node runs.
 pub const MAX_WORKERS: usize = 64;
+
+/// Workers on the CPU when `--workers` is not given: two single-thread
+/// workers decode 2.1× the short clips of one two-thread worker on 2 cores,
+/// and a lone request in 0.8× the time (BENCHMARKS.md, *Dynamic batching
+/// and the worker pool*).
+pub const DEFAULT_CPU_WORKERS: usize = 2;
+
+/// Workers on `device` when neither `--workers` nor `--devices` is given:
+/// [`DEFAULT_CPU_WORKERS`] on the CPU with at least that many threads to
+/// split (`threads`, or `cores` when it is 0), else one.
+pub fn default_workers(device: &str, threads: u32, cores: usize) -> usize {
+    let threads = if threads == 0 {
+        cores
+    } else {
+        threads as usize
+    };
+    if device == "cpu" && threads >= DEFAULT_CPU_WORKERS {
+        DEFAULT_CPU_WORKERS
+    } else {
+        1
+    }
+}
 
 /// What one worker process runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +153,10 @@ pub fn plan(config: &NodeConfig) -> Result<Vec<WorkerPlan>, ConfigError> {
             list
         }
         None => {
-            let n = config.workers.unwrap_or(1);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let n = config
+                .workers
+                .unwrap_or_else(|| default_workers(&config.device, config.threads, cores));
             if n == 0 {
                 return Err(ConfigError("--workers must be at least 1".into()));
             }
@@ -187,7 +215,26 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].id, p[1].id), (0, 1));
         assert!(p.iter().all(|w| w.threads == 1 && w.device == "cpu"));
-        assert_eq!(plan(&config(None, None, 2)).unwrap()[0].threads, 2);
+        assert_eq!(plan(&config(Some(1), None, 2)).unwrap()[0].threads, 2);
+    }
+
+    #[test]
+    fn without_workers_the_cpu_runs_two_when_it_has_two_threads_to_split() {
+        assert_eq!(default_workers("cpu", 2, 1), 2);
+        assert_eq!(default_workers("cpu", 8, 1), 2);
+        assert_eq!(default_workers("cpu", 1, 16), 1, "one thread: one worker");
+        assert_eq!(default_workers("cpu", 0, 2), 2, "0: the cores");
+        assert_eq!(default_workers("cpu", 0, 1), 1);
+        assert_eq!(default_workers("cuda", 8, 16), 1, "a GPU: one");
+        let p = plan(&config(None, None, 2)).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|w| w.threads == 1));
+        let p = plan(&NodeConfig {
+            device: "cuda".into(),
+            ..config(None, None, 2)
+        })
+        .unwrap();
+        assert_eq!((p.len(), p[0].threads), (1, 2));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use asr_ipc::{Fault, FrameError, FromWorker, Job, JobResult, Segment, WorkerError};
+use asr_ipc::{Fault, FrameError, FromWorker, Job, Segment, WorkerError};
 
 use crate::cancels::Cancels;
 use crate::engine::Engine;

@@ -230,6 +230,7 @@ mod tests {
             worker_path: Some("/opt/w/worker-proc".into()),
             model_dir: "/m/tiny".into(),
             threads: 2,
+            workers: Some(1),
             ..NodeConfig::default()
         };
         let plan = &crate::workers::plan(&c).unwrap()[0];
