@@ -146,7 +146,7 @@ jaeger-down: ## Stop Jaeger
 #   make soak                       wrk at 10x capacity for 10 min, worker SIGKILLed every 30-60 s
 #   SOAK_SECS=60 make soak          short check
 #   make overload                   capacity vs overload vs faster-whisper-server (~8 min)
-#   make overload-batching          dynamic batching: 1 and 8 clients, --max-batch 1 vs 4 vs 8 (~10 min)
+#   make overload-batching          issue 13: 1 and 8 clients, the default (2 workers, --max-batch 4) vs serial, batching alone, workers alone (~13 min)
 BENCH_ARGS ?=
 OVERLOAD_ARGS ?=
 .PHONY: bench soak overload overload-batching bench-realtime
@@ -161,9 +161,9 @@ overload: setup build ## 8 clients vs 40 retrying at 50 ms, /health, vs faster-w
 	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" $(OVERLOAD_ARGS)
 
-overload-batching: setup build ## Dynamic batching (issue 13): single and cap8 (8 clients, 11 s clip) with --max-batch 1 (node) vs 4 vs 8, interleaved
+overload-batching: setup build ## Issue 13: single and cap8 (8 clients, 11 s clip): the default node (2 workers, --max-batch 4) vs one serial worker (queue 3 and 8), batching alone, 2 workers alone; interleaved
 	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
-	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" --no-peer --phases single,cap8 --variants '--max-batch 4;--max-batch 8' --phase 30 --warm 5 --rounds 2 --tag batching $(OVERLOAD_ARGS)
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" --no-peer --phases single,cap8 --variants '--workers 1 --max-batch 1;--workers 1 --max-batch 1 --queue-capacity 8;--workers 1 --max-batch 8;--workers 2 --max-batch 1' --phase 30 --warm 5 --rounds 2 --tag batching $(OVERLOAD_ARGS)
 
 bench-realtime: setup build ## /v1/realtime: end of speech -> completed vs decode time (p50/p95), 1 and 10 sessions, parent RSS (bench/realtime.sh)
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/realtime.sh "" "$(MODEL_PATH)"

@@ -5,6 +5,9 @@
 use crate::{AssemblyError, AudioChunk, Job, JobAssembler, JobHeader};
 
 /// What the frames received so far completed.
+// One value per job or batch, moved straight to the decode loop: the size
+// difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assembled {
     /// A job sent alone.

@@ -66,6 +66,10 @@ use crate::segments::{build_prompt, decimal, RawSegment};
 use crate::vad;
 use crate::words::{self, WordTiming};
 
+/// `progress(item_index, decoded_secs, total_secs, finished_segments)` of
+/// [`Pipeline::transcribe_many`].
+pub type ItemProgress<'a> = dyn FnMut(usize, f32, f32, &[Segment]) + 'a;
+
 /// One clip of a [`Pipeline::transcribe_many`] call.
 pub struct BatchItem<'a> {
     /// 16 kHz mono samples.
@@ -171,7 +175,7 @@ impl<B: Backend> Pipeline<B> {
         &mut self,
         items: &[BatchItem<'_>],
         batch_size: usize,
-        progress: &mut dyn FnMut(usize, f32, f32, &[Segment]),
+        progress: &mut ItemProgress<'_>,
     ) -> Vec<Result<Transcript, WorkerError>> {
         let batch_size = batch_size.clamp(1, asr_ipc::MAX_BATCH_SIZE as usize);
         let mut results: Vec<Option<Result<Transcript, WorkerError>>> =
@@ -399,7 +403,7 @@ impl<B: Backend> Pipeline<B> {
         &self,
         index: usize,
         item: &mut Item<'_>,
-        progress: &mut dyn FnMut(usize, f32, f32, &[Segment]),
+        progress: &mut ItemProgress<'_>,
     ) -> Result<bool, WorkerError> {
         let sr = self.extractor.config().sampling_rate as f64;
         while item.emitted < item.order.len() {

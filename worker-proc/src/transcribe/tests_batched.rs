@@ -11,14 +11,14 @@ use crate::vad;
 
 const SR: usize = 16_000;
 
+/// One progress call: item, decoded and total seconds, segments.
+type Progress = (usize, f32, f32, Vec<Segment>);
+
 fn many(
     p: &mut super::Pipeline<super::tests::Script>,
     items: &[BatchItem<'_>],
     batch: usize,
-) -> (
-    Vec<Result<Transcript, WorkerError>>,
-    Vec<(usize, f32, f32, Vec<Segment>)>,
-) {
+) -> (Vec<Result<Transcript, WorkerError>>, Vec<Progress>) {
     let mut progress = Vec::new();
     let results = p.transcribe_many(items, batch, &mut |i, d, t, s| {
         progress.push((i, d, t, s.to_vec()))
