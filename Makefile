@@ -146,9 +146,10 @@ jaeger-down: ## Stop Jaeger
 #   make soak                       wrk at 10x capacity for 10 min, worker SIGKILLed every 30-60 s
 #   SOAK_SECS=60 make soak          short check
 #   make overload                   capacity vs overload vs faster-whisper-server (~8 min)
+#   make overload-batching          issue 13: 1 and 8 clients, the default (2 workers, --max-batch 4) vs serial, batching alone, workers alone (~13 min)
 BENCH_ARGS ?=
 OVERLOAD_ARGS ?=
-.PHONY: bench soak overload bench-realtime
+.PHONY: bench soak overload overload-batching bench-realtime
 
 bench: setup build ## faster-whisper vs worker-proc vs service: times, ratios, RTF, WER, RSS (BENCH_ARGS=--quick)
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/run-bench.sh --model-dir "$(MODEL_PATH)" $(BENCH_ARGS)
@@ -159,6 +160,10 @@ soak: setup build ## Soak: wrk at 10x capacity for SOAK_SECS (600) while the wor
 overload: setup build ## 8 clients vs 40 retrying at 50 ms, /health, vs faster-whisper-server 0.0.3 (OVERLOAD_ARGS, NODE_ARGS)
 	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" $(OVERLOAD_ARGS)
+
+overload-batching: setup build ## Issue 13: single and cap8 (8 clients, 11 s clip): the default node (2 workers, --max-batch 4) vs one serial worker (queue 3 and 8), batching alone, 2 workers alone; interleaved
+	$(CARGO) build --release $(FEATURE_FLAGS) --example overload_client
+	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/overload.sh --model-dir "$(MODEL_DIR)" --no-peer --phases single,cap8 --variants '--workers 1 --max-batch 1;--workers 1 --max-batch 1 --queue-capacity 8;--workers 1 --max-batch 8;--workers 2 --max-batch 1' --phase 30 --warm 5 --rounds 2 --tag batching $(OVERLOAD_ARGS)
 
 bench-realtime: setup build ## /v1/realtime: end of speech -> completed vs decode time (p50/p95), 1 and 10 sessions, parent RSS (bench/realtime.sh)
 	CARGO_TARGET_DIR="$(abspath $(CARGO_TARGET_DIR))" bash bench/realtime.sh "" "$(MODEL_PATH)"

@@ -347,9 +347,11 @@ def start_node(args, binp, extra="", name="node"):
     def pids():
         d = {"http": p.pid}
         try:
-            w = wait_http(port, "/health", timeout=5).get("worker_pid")
-            if w:
-                d["worker"] = int(w)
+            h = wait_http(port, "/health", timeout=5)
+            # Every worker of the pool (--workers N): worker, worker1, ...
+            for w in h.get("workers") or [{"id": 0, "pid": h.get("worker_pid")}]:
+                if w.get("pid"):
+                    d["worker" if w["id"] == 0 else f"worker{w['id']}"] = int(w["pid"])
         except Exception:  # noqa: BLE001
             pass
         return d
@@ -759,10 +761,39 @@ def main():
                 f"| {c['round']} | {c['server']} | {c['ratio_over40_cap8']} | {c.get('ratio_over40e_cap8', '-')} | {c['refused_p99_ms']} | "
                 f"{c.get('refused_p99_ms_expect', '-')} | {c['health_p99_ms']} | {'met' if ok else 'MISSED'} |"
             )
+    # Variants against the default node, phase by phase (summed windows of
+    # every round; the rounds interleave, so the machine's load hits all
+    # alike): answers/s and p50 of the 200s as ratios.
+    variants = [s.name for s in servers if s.name not in ("node", "peer")]
+    vs_rows = []
+    for v in variants:
+        for p in dict.fromkeys(r["phase"] for r in results if r["server"] == v):
+            mine = [r for r in results if r["server"] == v and r["phase"] == p]
+            base = [r for r in results if r["server"] == "node" and r["phase"] == p]
+            if not mine or not base:
+                continue
+            rate = lambda rs: sum(r["answers"] for r in rs) / max(1e-9, sum(r["window_s"] for r in rs))
+            p50 = lambda rs: statistics.median([r["ok_p50_ms"] for r in rs if r["ok_p50_ms"] is not None] or [0])
+            vs_rows.append({
+                "server": v, "phase": p,
+                "answers_per_s": round(rate(mine), 3), "node_answers_per_s": round(rate(base), 3),
+                "throughput_ratio": round(rate(mine) / rate(base), 3) if rate(base) else None,
+                "p50_ms": p50(mine), "node_p50_ms": p50(base),
+                "p50_ratio": round(p50(mine) / p50(base), 3) if p50(base) else None,
+            })
+    if vs_rows:
+        lines += ["", "Variants vs node (all rounds; ratios > 1: more answers/s, slower p50):", "",
+                  "| server | phase | answers/s | node answers/s | throughput ratio | 200 p50 ms (median of rounds) | node p50 ms | p50 ratio |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in vs_rows:
+            lines.append(
+                f"| {r['server']} | {r['phase']} | {r['answers_per_s']} | {r['node_answers_per_s']} | {r['throughput_ratio']} | "
+                f"{fmt(r['p50_ms'])} | {fmt(r['node_p50_ms'])} | {r['p50_ratio']} |"
+            )
     md = "\n".join(lines) + "\n"
     tag = f"-{args.tag}" if args.tag else ""
     (OUT / f"overload-report{tag}.md").write_text(md)
-    (OUT / f"overload-report{tag}.json").write_text(json.dumps({"results": results, "checks": checks, "node_cmd": node_cmd, "peer_cmd": peer_cmd}, indent=1))
+    (OUT / f"overload-report{tag}.json").write_text(json.dumps({"results": results, "checks": checks, "variants_vs_node": vs_rows, "node_cmd": node_cmd, "peer_cmd": peer_cmd}, indent=1))
     print(md)
     return 0
 

@@ -401,21 +401,56 @@ pub enum WorkerState {
     Stopped,
 }
 
+/// One worker of the pool, in [`NodeStatus::workers`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerStatus {
+    /// Its id (`0..N`, stable across restarts).
+    pub id: usize,
+    /// The device it runs on, as configured (`cpu`, `cuda:1`, …).
+    pub device: String,
+    /// Its engine threads (0 = CTranslate2's default).
+    pub threads: u32,
+    /// Its lifecycle state.
+    pub state: WorkerState,
+    /// Its process id, when one runs.
+    pub pid: Option<u32>,
+    /// 0 for its first process, +1 per restart.
+    pub generation: u64,
+    /// Its restarts since start.
+    pub restarts: u64,
+    /// Cause of its last exit, if any.
+    pub last_exit: Option<String>,
+    /// Jobs it is decoding.
+    pub in_flight: usize,
+}
+
 /// A snapshot of the node for `/health`, `/ready` and embedding hosts.
+///
+/// With several workers (`--workers`, `--devices`) the `worker_*` fields sum
+/// up the pool: `worker_state` is the most useful state of any worker
+/// (ready, else busy, unresponsive, starting, restarting, stopped),
+/// `worker_pid` and `worker_generation` are the first worker's, and
+/// `worker_restarts`, `in_flight` count all of them; `workers` has each.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeStatus {
-    /// Whether a request sent now would be admitted and decoded.
+    /// Whether a request sent now would be admitted and decoded (some
+    /// worker accepts work).
     pub ready: bool,
-    /// Worker lifecycle state.
+    /// Worker lifecycle state (of the pool, see above).
     pub worker_state: WorkerState,
-    /// Worker process id, when one runs.
+    /// The first worker's process id, when one runs.
     pub worker_pid: Option<u32>,
-    /// Worker generation: 0 for the first process, +1 per restart.
+    /// The first worker's generation: 0 for its first process, +1 per
+    /// restart.
     pub worker_generation: u64,
-    /// Restarts since start.
+    /// Restarts since start, all workers.
     pub worker_restarts: u64,
-    /// Cause of the last worker exit, if any.
+    /// Cause of the last worker exit (any worker), if any.
     pub last_worker_exit: Option<String>,
+    /// Workers that accept work now (loaded, ready or busy).
+    pub workers_accepting: usize,
+    /// Each worker of the pool, by id.
+    pub workers: Vec<WorkerStatus>,
     /// Model name reported by the worker's handshake.
     pub model: Option<String>,
     /// Device reported by the worker.
@@ -429,7 +464,7 @@ pub struct NodeStatus {
     pub queue_depth: usize,
     /// Queue capacity.
     pub queue_capacity: usize,
-    /// Jobs being decoded (0 or 1).
+    /// Jobs being decoded, all workers.
     pub in_flight: usize,
     /// Seconds since the node started.
     pub uptime_secs: f64,

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// `--batch-size` when not given: windows of long audio decoded per engine
+/// call (1 = sequential). See [`NodeConfig::batch_size`].
+pub const DEFAULT_BATCH_SIZE: u32 = 8;
+
 /// Everything the actor tree needs. Embedding hosts build this directly
 /// (it implements `Default`) or parse it with clap as part of their own CLI.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,9 +34,24 @@ pub struct NodeConfig {
     #[arg(long, env = "WHISPER_NODE_COMPUTE_TYPE", default_value = "int8")]
     pub compute_type: String,
 
-    /// Engine threads (0 = CTranslate2's default).
+    /// Engine threads (0 = CTranslate2's default), all workers together:
+    /// N CPU workers split them (see `--workers`).
     #[arg(long, env = "WHISPER_NODE_THREADS", default_value_t = 0)]
     pub threads: u32,
+
+    /// Worker processes, each with the model loaded, decoding side by
+    /// side; the queue hands a job to any idle one. On the CPU they split
+    /// `--threads` (T total: T/N each, at least 1; with 0, the cores split).
+    /// Default: 2 on the CPU when there are at least 2 threads to split,
+    /// else 1 (measured: BENCHMARKS.md). See [`crate::workers`].
+    #[arg(long, env = "WHISPER_NODE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// One worker per listed device, comma-separated: `cpu`, `cuda` or
+    /// `cuda:N` (e.g. `cuda:0,cuda:1`); overrides `--device`. With
+    /// `--workers` beside it, the two must agree.
+    #[arg(long, env = "WHISPER_NODE_DEVICES")]
+    pub devices: Option<String>,
 
     /// Jobs allowed to wait for the worker; more are answered 429 at once.
     #[arg(long, env = "WHISPER_NODE_QUEUE_CAPACITY", default_value_t = 3)]
@@ -171,9 +190,36 @@ pub struct NodeConfig {
     )]
     pub stage_next_job: bool,
 
+    /// Dynamic batching: most jobs the worker decodes together as one batch
+    /// (the head of the queue and the next waiting jobs of its class with
+    /// compatible options, each at most 30 s of audio); 1 = off. The queue
+    /// lets at least this many jobs wait (see `effective_queue_capacity`).
+    /// Default [`DEFAULT_MAX_BATCH`], chosen by measurement (BENCHMARKS.md,
+    /// *Dynamic batching and the worker pool*).
+    #[arg(long, env = "WHISPER_NODE_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+
+    /// With batching on: when fewer than --max-batch compatible jobs wait
+    /// and the worker is idle, how long the queue may wait for more before
+    /// it sends a smaller batch, milliseconds. 0 = never: a lone request is
+    /// never delayed.
+    #[arg(long, env = "WHISPER_NODE_BATCH_WAIT_MS", default_value_t = 0)]
+    pub batch_wait_ms: u64,
+
     /// Default beam size.
     #[arg(long, env = "WHISPER_NODE_BEAM_SIZE", default_value_t = 5)]
     pub beam_size: u32,
+
+    /// Default windows per engine call for audio longer than 30 s (a
+    /// request's `batch_size` overrides it): 1 = the sequential seek loop
+    /// (each window conditioned on the previous text), 2..=64 = batched
+    /// long-form decoding (windows cut at speech pauses, decoded this many
+    /// at a time, without conditioning on previous text). It applies to
+    /// requests with voice-activity detection and no segment stream; the
+    /// others default to 1. Chosen by measurement (BENCHMARKS.md, "Batched
+    /// long-form").
+    #[arg(long, env = "WHISPER_NODE_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: u32,
 
     /// Let requests inject worker faults (crash, hang, slow). Tests only.
     #[arg(
@@ -202,6 +248,15 @@ impl Default for NodeConfig {
     }
 }
 
+/// `--max-batch` when not given: with 8 clients posting an 11 s clip, two
+/// workers batching up to 4 jobs answer 1.1× more than without batching
+/// and 2.3× more than one serial worker, at a lower p50; a lone request is
+/// not delayed (`--batch-wait-ms` 0).
+pub const DEFAULT_MAX_BATCH: usize = 4;
+
+/// Largest `--max-batch` accepted.
+pub const MAX_BATCH: usize = 64;
+
 /// A finite number above zero (NaN is not).
 fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -226,14 +281,32 @@ impl NodeConfig {
         if !matches!(self.device.as_str(), "cpu" | "cuda" | "auto") {
             return err("device must be cpu, cuda or auto");
         }
+        crate::workers::plan(self)?;
         if self.max_upload_bytes == 0 {
             return err("max upload bytes must be positive");
         }
         if !positive(self.decode_timeout_factor) || !positive(self.decode_timeout_floor_secs) {
             return err("decode timeout factor and floor must be positive");
         }
+        if self.max_batch == 0 {
+            return err("max batch must be at least 1 (1 = batching off)");
+        }
+        if self.max_batch > MAX_BATCH {
+            return Err(ConfigError(format!(
+                "max batch must be at most {MAX_BATCH}"
+            )));
+        }
+        if self.batch_wait_ms > 10_000 {
+            return err("batch wait must be at most 10000 ms");
+        }
         if self.beam_size == 0 {
             return err("beam size must be at least 1");
+        }
+        if self.batch_size == 0 || self.batch_size > asr_ipc::MAX_BATCH_SIZE {
+            return Err(ConfigError(format!(
+                "batch size must be between 1 and {}",
+                asr_ipc::MAX_BATCH_SIZE
+            )));
         }
         if !positive(self.max_audio_secs) {
             return err("max audio seconds must be positive");
@@ -283,6 +356,17 @@ impl NodeConfig {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs)
+    }
+
+    /// Jobs allowed to wait: `--queue-capacity`, but at least `--max-batch`,
+    /// so that a full batch can form.
+    pub fn effective_queue_capacity(&self) -> usize {
+        self.queue_capacity.max(self.max_batch)
+    }
+
+    /// How long a forming batch may wait for more jobs.
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
     }
 
     /// The longest queue wait.
@@ -538,5 +622,28 @@ mod tests {
         let c = NodeConfig::default();
         assert!(c.decode_deadline(600.0) > c.decode_deadline(10.0));
         assert!(c.decode_deadline(0.0) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn batching_flags_are_checked_and_the_queue_holds_a_full_batch() {
+        let c = NodeConfig::default();
+        assert_eq!(
+            (c.max_batch, c.batch_wait()),
+            (DEFAULT_MAX_BATCH, Duration::ZERO),
+            "on, never waits"
+        );
+        assert_eq!(c.effective_queue_capacity(), 4, "a full batch can wait");
+        let cli = Cli::parse_from(["x", "--max-batch", "8", "--batch-wait-ms", "20"]);
+        cli.node.validate().unwrap();
+        assert_eq!(cli.node.effective_queue_capacity(), 8);
+        assert_eq!(cli.node.batch_wait(), Duration::from_millis(20));
+        for (max_batch, wait_ms) in [(0, 0), (MAX_BATCH + 1, 0), (4, 10_001)] {
+            let c = NodeConfig {
+                max_batch,
+                batch_wait_ms: wait_ms,
+                ..NodeConfig::default()
+            };
+            assert!(c.validate().is_err(), "{max_batch} / {wait_ms}");
+        }
     }
 }

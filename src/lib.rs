@@ -4,7 +4,8 @@
 //! or with a fast, explicit status (busy, timed out, worker restarting, bad
 //! input). The inference engine (CTranslate2 through `ct2rs`) is not
 //! thread-safe and can crash natively, so it runs strictly serially in a
-//! child process (`worker-proc`) that the node supervises.
+//! child process (`worker-proc`) that the node supervises; `--workers N`
+//! (or `--devices`) runs N of them side by side behind the one queue.
 //!
 //! # Layout
 //! - [`config`]: the one configuration struct, CLI flags and env variables.
@@ -14,7 +15,9 @@
 //! - [`node`]: [`AsrNode`], the handle that starts the tree and submits jobs;
 //!   what a host application embeds.
 //! - [`actors`]: the ractor supervision tree: supervisor, ingress, bounded
-//!   queue, worker proxy (which owns the child process).
+//!   queue, worker proxies (each owns one child process).
+//! - [`workers`]: the worker pool's layout (`--workers`, `--devices`):
+//!   each worker's id, device and engine threads.
 //! - [`audio`]: in-process, streaming decoding of uploads (symphonia) and
 //!   resampling to 16 kHz mono 16-bit PCM (rubato), before anything is
 //!   queued.
@@ -36,8 +39,8 @@
 //! - `asr_ipc` (crate `ipc/`): the framed protocol spoken with the worker.
 //!
 //! # Ways in for a host application
-//! Every one reaches the same actor tree (one bounded queue, one worker
-//! process, the same admission rules and typed answers):
+//! Every one reaches the same actor tree (one bounded queue, its worker
+//! processes, the same admission rules and typed answers):
 //! - **tokio**: [`AsrNode::start`] → [`AsrNode::transcribe`] with 16 kHz
 //!   mono `i16` PCM; [`AsrNode::status`], [`AsrNode::shutdown`].
 //! - **actix-web**: mount the HTTP API in the host's own `App` with
@@ -69,6 +72,7 @@ pub mod node;
 pub mod realtime;
 pub mod server;
 pub mod telemetry;
+pub mod workers;
 
 pub use api::{AsrError, JobClass, NodeStatus, Transcript, TranscriptionRequest};
 pub use config::NodeConfig;

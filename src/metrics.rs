@@ -29,9 +29,13 @@
 //! | `asr_audio_seconds_total` | counter | audio seconds transcribed successfully (whole seconds; the remainder carries over) |
 //! | `asr_decode_failures_total{reason}` | counter | decodes that failed: `worker_crashed`, `decode_timeout`, `worker_unresponsive` (heartbeat timeout), `worker_protocol` (answer for the wrong job), `unsendable`, `rejected`, `shutting_down` (rate with `rate()`) |
 //! | `asr_jobs_total{outcome}` | counter | jobs answered by the node, by outcome (`ok` or the error code: `queue_full`, `worker_crashed`, …, as in the HTTP answer) |
-//! | `asr_worker_restarts_total` | counter | worker restarts |
-//! | `asr_worker_generation` | gauge | generation of the current worker (0, +1 per restart) |
-//! | `asr_worker_state{state}` | gauge | 1 for the worker's current state (`starting`, `ready`, `busy`, `unresponsive`, `restarting`, `stopped`), 0 for the others |
+//! | `asr_worker_restarts_total` | counter | worker restarts (all workers) |
+//! | `asr_worker_generation` | gauge | generation of the current (first) worker (0, +1 per restart) |
+//! | `asr_worker_state{state}` | gauge | 1 for the worker pool's state (`starting`, `ready`, `busy`, `unresponsive`, `restarting`, `stopped`; with several workers the most useful state of any, as in `/health`), 0 for the others |
+//! | `asr_worker_pool_state{worker,state}` | gauge | per worker of the pool (`worker` is its id, `0`..): 1 for its current state, 0 for the others |
+//! | `asr_worker_pool_generation{worker}` | gauge | per worker: generation of its current process |
+//! | `asr_worker_pool_restarts_total{worker}` | counter | per worker: its restarts |
+//! | `asr_workers_accepting` | gauge | workers that accept work now (loaded: ready or busy) |
 //! | `asr_ready` | gauge | 1 when a request sent now would be admitted |
 //! | `asr_requests_total{outcome,status}` | counter | transcription HTTP requests by outcome code (`ok` or the error `code`) and status; `client_disconnected` with status `499` when the client left first |
 //! | `asr_request_duration_seconds` | histogram | transcription HTTP request latency |
@@ -86,6 +90,14 @@ pub const WORKER_RESTARTS_TOTAL: &str = "asr_worker_restarts_total";
 pub const WORKER_GENERATION: &str = "asr_worker_generation";
 /// Worker state, one series per state (gauge, 0 or 1).
 pub const WORKER_STATE: &str = "asr_worker_state";
+/// Per-worker state, one series per worker and state (gauge, 0 or 1).
+pub const WORKER_POOL_STATE: &str = "asr_worker_pool_state";
+/// Per-worker generation (gauge).
+pub const WORKER_POOL_GENERATION: &str = "asr_worker_pool_generation";
+/// Per-worker restarts (counter).
+pub const WORKER_POOL_RESTARTS_TOTAL: &str = "asr_worker_pool_restarts_total";
+/// Workers accepting work (gauge).
+pub const WORKERS_ACCEPTING: &str = "asr_workers_accepting";
 /// Readiness (gauge, 0 or 1).
 pub const READY: &str = "asr_ready";
 /// Transcription HTTP requests by outcome and status (counter).
@@ -271,6 +283,16 @@ fn describe() {
         WORKER_STATE,
         "1 for the worker's current state, 0 for the others."
     );
+    describe_gauge!(
+        WORKER_POOL_STATE,
+        "Per worker: 1 for its current state, 0 for the others."
+    );
+    describe_gauge!(
+        WORKER_POOL_GENERATION,
+        "Per worker: generation of its current process."
+    );
+    describe_counter!(WORKER_POOL_RESTARTS_TOTAL, "Per worker: its restarts.");
+    describe_gauge!(WORKERS_ACCEPTING, "Workers that accept work now.");
     describe_gauge!(READY, "1 when a request sent now would be admitted.");
     describe_counter!(
         REQUESTS_TOTAL,
@@ -389,9 +411,37 @@ pub fn auth_refused(code: Code) {
     counter!(AUTH_REFUSALS_TOTAL, "code" => code.name()).increment(1);
 }
 
-/// The supervisor restarted the worker.
-pub fn worker_restarted() {
+/// The `worker` label of worker `id` (the ids of a pool, `0`..`MAX_WORKERS`,
+/// are made once).
+fn worker_label(id: usize) -> &'static str {
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        (0..crate::workers::MAX_WORKERS)
+            .map(|i| i.to_string())
+            .collect()
+    });
+    labels.get(id).map_or("other", String::as_str)
+}
+
+/// The supervisor restarted worker `id`.
+pub fn worker_restarted(id: usize) {
     counter!(WORKER_RESTARTS_TOTAL).increment(1);
+    counter!(WORKER_POOL_RESTARTS_TOTAL, "worker" => worker_label(id)).increment(1);
+}
+
+/// Publishes worker `id`'s gauges (called on every state change, for each
+/// worker; its restart counter appears at zero with its first call).
+pub fn worker_gauges(id: usize, state: WorkerState, generation: u64) {
+    let worker = worker_label(id);
+    for (s, label) in WORKER_STATES {
+        gauge!(WORKER_POOL_STATE, "worker" => worker, "state" => label).set(if s == state {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    gauge!(WORKER_POOL_GENERATION, "worker" => worker).set(generation as f64);
+    counter!(WORKER_POOL_RESTARTS_TOTAL, "worker" => worker).increment(0);
 }
 
 /// The node's published state, as gauges.
@@ -409,6 +459,8 @@ pub struct NodeGauges {
     pub queue_capacity: usize,
     /// Whether a request would be admitted now.
     pub ready: bool,
+    /// Workers accepting work.
+    pub workers_accepting: usize,
 }
 
 /// Publishes the node's state gauges (called on every state change).
@@ -421,6 +473,7 @@ pub fn node_gauges(g: NodeGauges) {
     gauge!(QUEUE_DEPTH).set(g.queue_depth as f64);
     gauge!(QUEUE_CAPACITY).set(g.queue_capacity as f64);
     gauge!(READY).set(if g.ready { 1.0 } else { 0.0 });
+    gauge!(WORKERS_ACCEPTING).set(g.workers_accepting as f64);
 }
 
 /// A transcription HTTP request ended with `outcome` and `status` after
@@ -519,81 +572,4 @@ pub fn realtime_utterance(outcome: &'static str, latency: Option<Duration>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_recorder_installs_once_and_renders_the_node_metrics() {
-        let h = install().expect("no other recorder in the unit tests");
-        assert!(
-            std::ptr::eq(h, install().unwrap()),
-            "installing twice returns the same handle"
-        );
-        job_dispatched(Duration::from_millis(30));
-        busy_rejection();
-        decode_failed("worker_crashed");
-        http_request("ok", 200, Duration::from_millis(900));
-        node_gauges(NodeGauges {
-            worker_state: WorkerState::Busy,
-            worker_generation: 2,
-            in_flight: 1,
-            queue_depth: 3,
-            queue_capacity: 8,
-            ready: true,
-        });
-        let text = h.render();
-        for needle in [
-            "# TYPE asr_queue_wait_seconds histogram",
-            "asr_queue_wait_seconds_bucket{le=\"0.05\"}",
-            "asr_queue_wait_seconds_count",
-            "# TYPE asr_busy_rejections_total counter",
-            "asr_decode_failures_total{reason=\"worker_crashed\"}",
-            "asr_requests_total{outcome=\"ok\",status=\"200\"}",
-            "asr_worker_state{state=\"busy\"} 1",
-            "asr_worker_state{state=\"ready\"} 0",
-            "asr_queue_depth 3",
-            "asr_worker_restarts_total 0",
-        ] {
-            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
-        }
-    }
-
-    #[test]
-    fn every_counter_is_exported_at_zero_from_the_start() {
-        let text = install().expect("no other recorder").render();
-        for code in DECODE_FAILURE_REASONS {
-            let line = format!("asr_decode_failures_total{{reason=\"{}\"}}", code.name());
-            assert!(text.contains(&line), "{line} missing");
-        }
-        for needle in [
-            "asr_jobs_total{outcome=\"ok\"}",
-            "asr_jobs_total{outcome=\"worker_crashed\"}",
-            "asr_requests_total{outcome=\"queue_full\",status=\"429\"}",
-            "asr_requests_total{outcome=\"invalid_api_key\",status=\"401\"}",
-            "asr_auth_refusals_total{code=\"missing_api_key\"}",
-            "asr_queue_timeouts_total",
-        ] {
-            assert!(text.contains(needle), "{needle} missing from:\n{text}");
-        }
-        // Every counter of the exposition has at least one series.
-        for line in text.lines() {
-            if let Some(name) = line
-                .strip_prefix("# TYPE ")
-                .and_then(|l| l.strip_suffix(" counter"))
-            {
-                assert!(
-                    text.lines()
-                        .any(|l| l.starts_with(name) && !l.starts_with('#')),
-                    "counter {name} has no series"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn every_status_has_a_bounded_label() {
-        assert_eq!(status_label(429), "429");
-        assert_eq!(status_label(418), "4xx");
-        assert_eq!(status_label(599), "5xx");
-    }
-}
+mod tests;

@@ -52,7 +52,7 @@ impl std::fmt::Debug for AsrNode {
 
 impl AsrNode {
     /// Starts the supervision tree on the current tokio runtime and waits
-    /// until the worker has loaded the model (or failed to, which is an
+    /// until every worker has loaded the model (or one failed to, which is an
     /// error naming the model path and the cause).
     pub async fn start(config: NodeConfig) -> Result<AsrNode, StartError> {
         Self::start_under(config, None).await
@@ -95,7 +95,11 @@ impl AsrNode {
     ) -> Result<AsrNode, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(config.queue_capacity));
+        let plans = crate::workers::plan(&config)?;
+        let shared = Arc::new(Shared::with_workers(
+            config.effective_queue_capacity(),
+            &plans,
+        ));
         let (startup, started) = tokio::sync::oneshot::channel();
         let args = SupervisorArgs {
             config: config.clone(),
@@ -131,6 +135,9 @@ impl AsrNode {
     /// answers; if an actor dies holding the job, this returns
     /// [`AsrError::Internal`] rather than hanging.
     pub async fn transcribe(&self, mut req: TranscriptionRequest) -> Result<Transcript, AsrError> {
+        if req.options.batch_size == 0 {
+            req.options.batch_size = default_batch_size(&req, self.inner.config.batch_size);
+        }
         // The quarantine fingerprint hashes every sample: for long audio
         // (a second or so for 3 h) that is blocking work, done here on the
         // blocking pool and not in the ingress actor's handler.
@@ -251,6 +258,20 @@ impl AsrNode {
     }
 }
 
+/// The `batch_size` of a request that left it to the node (0): the node's
+/// `--batch-size` where batched long-form decoding is safe and pays, with
+/// voice-activity detection (windows end at pauses, never inside a word)
+/// and without a segment stream (batched windows finish a call at a time,
+/// so a stream's first segments would wait for the whole first call);
+/// else 1, the sequential seek loop.
+fn default_batch_size(req: &TranscriptionRequest, node_default: u32) -> u32 {
+    if req.options.vad_filter && req.segments.is_none() {
+        node_default
+    } else {
+        1
+    }
+}
+
 /// Samples above which the fingerprint is computed on the blocking pool
 /// (a minute of audio hashes in well under a millisecond inline).
 const INLINE_FINGERPRINT_SAMPLES: usize = 60 * asr_ipc::SAMPLE_RATE as usize;
@@ -267,4 +288,22 @@ async fn fingerprinted(mut req: TranscriptionRequest) -> Result<TranscriptionReq
     })
     .await
     .map_err(|e| AsrError::Internal(format!("fingerprint task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_default_batches_only_vad_requests_without_a_stream() {
+        let mut req = TranscriptionRequest::new(vec![0; 16]);
+        req.options.vad_filter = true;
+        assert_eq!(default_batch_size(&req, 8), 8);
+        req.options.vad_filter = false;
+        assert_eq!(default_batch_size(&req, 8), 1, "no VAD: sequential");
+        req.options.vad_filter = true;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        req.segments = Some(tx);
+        assert_eq!(default_batch_size(&req, 8), 1, "a stream: sequential");
+    }
 }

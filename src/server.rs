@@ -115,7 +115,8 @@ pub async fn run(
         .context("--allowed-hosts")?;
     tracing::info!(allowed_hosts = ?allowed_hosts, "Host header check");
     let allowed_hosts = web::Data::new(allowed_hosts);
-    let access = crate::http::access::Access::from_config(&cli.access, cli.node.queue_capacity)?;
+    let access =
+        crate::http::access::Access::from_config(&cli.access, cli.node.effective_queue_capacity())?;
     let access = web::Data::new(access);
     tracing::info!(model_dir = %cli.node.model_dir.display(), %addr, "starting");
     let node = AsrNode::start(cli.node.clone())

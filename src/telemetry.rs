@@ -29,7 +29,7 @@
 //! ├── audio.decode      (decode + resample the upload)            src/http/routes.rs
 //! └── asr.job           (job id, audio seconds)                   IngressActor
 //!     ├── queue.wait    (admission → dispatch; depth, wait ms)    BoundedQueueActor
-//!     └── worker.decode (dispatch → answer; model, rtf, outcome)  WorkerProxyActor
+//!     └── worker.decode (dispatch → answer; worker id, model, rtf, outcome)  WorkerProxyActor
 //!         ├── features        ┐ recorded from the worker's reported
 //!         ├── encode          │ phase timings with their real start and
 //!         ├── generate        │ end times (one per window / temperature)

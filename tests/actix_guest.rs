@@ -18,6 +18,10 @@ async fn an_actix_host_transcribes_through_the_actor() {
         model_dir: model_dir(),
         worker_path: Some(worker_bin()),
         threads: 2,
+        // One worker, one job per decode, one waiting: the test fills the
+        // node to see Busy.
+        workers: Some(1),
+        max_batch: 1,
         queue_capacity: 1,
         ..NodeConfig::default()
     })

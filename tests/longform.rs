@@ -11,6 +11,12 @@
 //! has well-formed, ordered cues at the segments' times; silence and noise
 //! give an empty transcript.
 //!
+//! The same checks hold for batched long-form decoding (`batch_size` > 1:
+//! the VAD's speech chunks merged into windows of up to 30 s, decoded
+//! several per engine call without conditioning on previous text; windows
+//! join at pauses, their times mapped back through the VAD map), which must
+//! really decode several windows; a bad `batch_size` is a 400.
+//!
 //! Greedy decoding (`beam_size=1`) keeps the file short on two cores; the
 //! word error rates of the worker and of faster-whisper on this clip and
 //! longer ones, at beam 1 and 5, with and without VAD, are in
@@ -27,9 +33,19 @@ use serde_json::Value;
 
 /// One service for this file.
 /// The clip's requests queue behind each other on the single worker, so
-/// they may wait longer than the default 8 s.
-static SVC: LazyLock<Service> =
-    LazyLock::new(|| Service::start(&["--queue-capacity", "16", "--max-queue-wait-secs", "300"]));
+/// they may wait longer than the default 8 s. `--batch-size 1`: the node's
+/// default is the sequential seek loop, so every batched decode here is the
+/// request's own `batch_size`.
+static SVC: LazyLock<Service> = LazyLock::new(|| {
+    Service::start(&[
+        "--queue-capacity",
+        "16",
+        "--max-queue-wait-secs",
+        "300",
+        "--batch-size",
+        "1",
+    ])
+});
 
 /// A part of the clip, from its manifest.
 struct Part {
@@ -80,8 +96,33 @@ fn norm(word: &str) -> String {
 
 const GREEDY: (&str, &str) = ("beam_size", "1");
 
+fn times(x: &Value) -> (f64, f64) {
+    (x["start"].as_f64().unwrap(), x["end"].as_f64().unwrap())
+}
+
 #[tokio::test]
 async fn two_minute_clip_keeps_every_part_at_its_own_time() {
+    check_two_minute_clip("1").await;
+}
+
+#[tokio::test]
+async fn batched_two_minute_clip_keeps_every_part_at_its_own_time() {
+    let v = check_two_minute_clip("8").await;
+    // Words after VAD come from several windows (seek = each window's
+    // start), so the clip really was decoded as a batch of windows.
+    let mut seeks: Vec<u64> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seek"].as_u64().unwrap())
+        .collect();
+    seeks.dedup();
+    assert!(seeks.len() >= 3, "windows: {seeks:?}");
+}
+
+/// Transcribes the clip with `batch_size` (word timestamps, greedy), checks
+/// its segments, words and parts, and returns the `verbose_json` answer.
+async fn check_two_minute_clip(batch_size: &str) -> Value {
     let clip = clip();
     let a = SVC
         .transcribe(
@@ -91,6 +132,7 @@ async fn two_minute_clip_keeps_every_part_at_its_own_time() {
                 ("timestamp_granularities[]", "segment"),
                 ("timestamp_granularities[]", "word"),
                 GREEDY,
+                ("batch_size", batch_size),
             ],
         )
         .await;
@@ -106,7 +148,6 @@ async fn two_minute_clip_keeps_every_part_at_its_own_time() {
     // Segments: present, in order, inside the clip.
     let segs = v["segments"].as_array().expect("segments");
     assert!(segs.len() >= 5, "a 2-minute clip has many segments: {v}");
-    let times = |x: &Value| (x["start"].as_f64().unwrap(), x["end"].as_f64().unwrap());
     let mut prev_start = 0.0;
     for s in segs {
         let (start, end) = times(s);
@@ -203,12 +244,14 @@ async fn two_minute_clip_keeps_every_part_at_its_own_time() {
         .filter(|(_, s, e)| (s + e) / 2.0 > noise.0 + 0.5 && (s + e) / 2.0 < noise.1 - 0.5)
         .collect();
     assert!(in_noise.is_empty(), "words in the noise: {in_noise:?}");
+    v
 }
 
 fn check_cues(cues: &[(f64, f64, String)], clip: &Clip) {
     assert!(cues.len() >= 5, "many cues: {cues:?}");
     assert!(
-        cues.windows(2).all(|w| w[0].0 <= w[1].0),
+        cues.windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].0 <= w[0].1),
         "cues in time order: {cues:?}"
     );
     assert!(cues.last().unwrap().1 <= clip.duration + 0.01);
@@ -230,16 +273,40 @@ fn check_cues(cues: &[(f64, f64, String)], clip: &Clip) {
 
 #[tokio::test]
 async fn two_minute_clip_as_an_async_job_rendered_as_srt_and_vtt() {
-    // One decode, rendered three ways: the job's own `srt`, then `vtt` and
-    // `verbose_json` of the same result (the renderers are the synchronous
-    // endpoint's).
+    job_rendered_as_srt_and_vtt("1").await;
+}
+
+#[tokio::test]
+async fn batched_job_rendered_as_srt_and_vtt() {
+    job_rendered_as_srt_and_vtt("4").await;
+}
+
+#[tokio::test]
+async fn a_bad_batch_size_is_a_400() {
+    for bad in ["0", "65", "many"] {
+        let a = SVC
+            .transcribe(&fixture("hello.wav"), &[("batch_size", bad)])
+            .await;
+        assert_eq!(a.status, 400, "batch_size={bad}: {}", a.text);
+        assert!(a.text.contains("batch_size"), "{}", a.text);
+    }
+}
+
+/// One decode as an async job with `batch_size`, rendered three ways: the
+/// job's own `srt`, then `vtt` and `verbose_json` of the same result (the
+/// renderers are the synchronous endpoint's).
+async fn job_rendered_as_srt_and_vtt(batch_size: &str) {
     let clip = clip();
     let bytes = std::fs::read(&clip.path).unwrap();
     let a = post_job(
         &SVC.base,
         bytes,
         "longform120.ogg",
-        &[("response_format", "srt"), GREEDY],
+        &[
+            ("response_format", "srt"),
+            GREEDY,
+            ("batch_size", batch_size),
+        ],
     )
     .await;
     assert_eq!(a.status, 202, "{}", a.text);
@@ -285,7 +352,7 @@ async fn two_minute_clip_as_an_async_job_rendered_as_srt_and_vtt() {
     assert_eq!(srt_cues.len(), segs.len());
     assert_eq!(vtt_cues.len(), segs.len());
     for ((s, c), d) in segs.iter().zip(&srt_cues).zip(&vtt_cues) {
-        let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
+        let (start, end) = times(s);
         for (a, b) in [(start, c.0), (end, c.1), (start, d.0), (end, d.1)] {
             assert!((a - b).abs() < 0.0015, "cue {c:?} / {d:?} vs segment {s}");
         }

@@ -418,6 +418,7 @@ async fn a_request_is_one_trace_from_http_through_the_queue_to_each_decode_phase
     assert_eq!(work.attr("compute_type"), "int8");
     assert_eq!(work.int("beam_size"), 5);
     assert_eq!(work.int("worker_generation"), 0);
+    assert_eq!(work.int("worker_id"), 0, "the pool's only worker");
     assert_eq!(work.attr("outcome"), "ok");
     assert_eq!(work.attr("language"), "en");
     assert!((work.float("audio_secs") - secs).abs() < 0.05);

@@ -142,6 +142,8 @@ fn main() {
             ToWorker::Job(h) => assembler.header(h).expect("a header in turn"),
             ToWorker::AudioChunk(c) => assembler.chunk(c).expect("a chunk in turn"),
             ToWorker::Cancel { .. } => None,
+            // Its jobs are served one by one as they come in.
+            ToWorker::Batch { .. } => None,
             ToWorker::Shutdown => std::process::exit(0),
         };
         let Some(job) = job else { continue };

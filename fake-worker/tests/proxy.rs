@@ -22,6 +22,10 @@ fn config(dir: &Path) -> NodeConfig {
         worker_path: Some(env!("CARGO_BIN_EXE_fake-worker").into()),
         model_dir: dir.to_path_buf(),
         load_timeout_secs: 10.0,
+        // One worker, one job per decode: these tests follow one child's
+        // protocol, staging and crash handling.
+        workers: Some(1),
+        max_batch: 1,
         ..NodeConfig::default()
     }
 }

@@ -105,6 +105,21 @@ pub enum AssemblyError {
         /// The chunk's job id.
         got: u64,
     },
+    /// A [`crate::ToWorker::Batch`] frame that names fewer than two jobs,
+    /// or one job twice, or comes while a batch is still being received.
+    #[error("bad batch: {detail}")]
+    BadBatch {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A job header came inside a batch that does not name it next.
+    #[error("job {got} arrived while the batch expected job {expected}")]
+    NotInBatch {
+        /// The id the batch names next.
+        expected: u64,
+        /// The header's id.
+        got: u64,
+    },
     /// More samples came than the header announced.
     #[error("job {job_id} got {got} samples, more than the {expected} announced")]
     TooLong {

@@ -27,6 +27,14 @@
 //!    child reads (and deserialises) frames on a thread of its own while it
 //!    decodes, so the next job's audio is already in memory when the current
 //!    one ends, and the engine does not wait for it.
+//!    Several jobs may be sent as one *batch*: a [`ToWorker::Batch`] frame
+//!    naming their ids, then each job as above, back to back. The child
+//!    decodes them together and answers each by its own id, with its own
+//!    `Progress` frames and its own `Done` or `Failed`; the answers of the
+//!    jobs of one batch may come in any order, but all of them before any
+//!    answer about a job sent after the batch. A lone job is sent without
+//!    a `Batch` frame, exactly as before (and decoded by the sequential
+//!    pipeline).
 //! 4. [`ToWorker::Cancel`] may come at any time: a staged job it names is
 //!    answered [`WorkerError::Cancelled`] without being decoded, a running
 //!    one stops at its next 30 s window and is answered the same; a job
@@ -55,6 +63,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod frame;
 mod job;
 mod messages;
@@ -64,6 +73,7 @@ mod result;
 #[cfg(test)]
 mod tests;
 
+pub use batch::*;
 pub use frame::*;
 pub use job::*;
 pub use messages::*;
@@ -86,7 +96,10 @@ pub use result::*;
 ///
 /// 6: `DecodeOptions::hotwords`, `language_detection_segments`,
 /// `language_detection_threshold` and `token_logprobs`; `Word::tokens`.
-pub const PROTOCOL_VERSION: u32 = 6;
+///
+/// 7: `DecodeOptions::batch_size` (batched long-form decoding).
+/// 8: `ToWorker::Batch` (several jobs decoded together).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it
 /// travels in chunks of [`CHUNK_SAMPLES`]); the largest other frames are
@@ -116,3 +129,8 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// more (400) and the worker refuses more (`InvalidOptions`); one bound for
 /// both ends.
 pub const MAX_BEAM_SIZE: u32 = 32;
+
+/// Largest `DecodeOptions::batch_size` (windows per engine call): 64
+/// windows of 30 s are 32 minutes of audio in one encoder batch (about
+/// 60 MB of features; on a GPU the decoder's beams are the limit).
+pub const MAX_BATCH_SIZE: u32 = 64;

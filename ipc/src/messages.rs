@@ -22,6 +22,16 @@ pub enum ToWorker {
         /// The job to cancel.
         job_id: u64,
     },
+    /// The next jobs (each a [`ToWorker::Job`] header and its audio, as
+    /// always), with exactly these ids in this order, form one batch: the
+    /// worker decodes them together and answers each by its own id. At
+    /// least two distinct ids; nothing else may come between this frame
+    /// and the end of the last job's audio. (Last variant: the borrowed
+    /// `ToWorkerRef` mirrors the first two.)
+    Batch {
+        /// The batch's jobs, in the order their headers follow.
+        job_ids: Vec<u64>,
+    },
 }
 
 /// Messages from the worker to the parent.

@@ -74,6 +74,17 @@ pub struct DecodeOptions {
     /// probabilities, without changing segments or their times.
     #[serde(default)]
     pub token_logprobs: bool,
+    /// Windows decoded per engine call for long audio: 0 = the server's
+    /// default (`--batch-size`; the node fills it in before the worker sees
+    /// the job, and a worker given 0 decodes sequentially), 1 = the
+    /// sequential seek loop (each window conditioned on the previous
+    /// text), 2..=[`crate::MAX_BATCH_SIZE`] = batched long-form: the audio
+    /// is cut into windows of at most 30 s (its speech chunks merged, with
+    /// `vad_filter`) that are decoded this many at a time, without
+    /// conditioning on previous text. Audio that fits one window is always
+    /// decoded sequentially.
+    #[serde(default)]
+    pub batch_size: u32,
 }
 
 /// Serde default of `language_detection_segments` (records written before
@@ -148,6 +159,7 @@ impl Default for DecodeOptions {
             language_detection_segments: 1,
             language_detection_threshold: 0.5,
             token_logprobs: false,
+            batch_size: 0,
         }
     }
 }

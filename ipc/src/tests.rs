@@ -335,3 +335,106 @@ proptest! {
         prop_assert_eq!(decode::<FromWorker>(&bytes).unwrap(), r);
     }
 }
+
+/// Feeds messages to a batch assembler; returns what they completed.
+fn assemble_batches(msgs: Vec<ToWorker>) -> Result<Vec<Assembled>, AssemblyError> {
+    let mut a = BatchAssembler::default();
+    let mut out = vec![];
+    for m in msgs {
+        let done = match m {
+            ToWorker::Batch { job_ids } => {
+                a.batch(job_ids)?;
+                None
+            }
+            ToWorker::Job(h) => a.header(h)?,
+            ToWorker::AudioChunk(c) => a.chunk(c)?,
+            _ => {
+                a.expect_idle()?;
+                None
+            }
+        };
+        out.extend(done);
+    }
+    a.expect_idle()?;
+    Ok(out)
+}
+
+/// A job's frames: its header and one chunk of `n` samples.
+fn job_frames(id: u64, n: usize) -> Vec<ToWorker> {
+    let pcm = Pcm(vec![id as i16; n]);
+    vec![
+        ToWorker::Job(header(id, n as u64)),
+        ToWorker::AudioChunk(AudioChunk { job_id: id, pcm }),
+    ]
+}
+
+#[test]
+fn a_batch_comes_back_whole_in_order_and_a_lone_job_as_before() {
+    let mut msgs = vec![ToWorker::Batch {
+        job_ids: vec![3, 1, 2],
+    }];
+    for id in [3, 1, 2] {
+        msgs.extend(job_frames(id, 5));
+    }
+    msgs.extend(job_frames(9, 2));
+    let mut wire = Vec::new();
+    for m in &msgs {
+        write_frame(&mut wire, m).unwrap();
+    }
+    let got = assemble_batches(read_all(wire)).unwrap();
+    assert_eq!(got.len(), 2);
+    match &got[0] {
+        Assembled::Batch(jobs) => {
+            let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+            assert_eq!(ids, vec![3, 1, 2]);
+            assert!(jobs.iter().all(|j| j.samples == vec![j.id as i16; 5]));
+        }
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    assert!(matches!(&got[1], Assembled::Job(j) if j.id == 9 && j.samples.len() == 2));
+}
+
+#[test]
+fn batches_that_do_not_fit_their_frames_are_refused() {
+    let batch = |ids: Vec<u64>| ToWorker::Batch { job_ids: ids };
+    // Too small, or a job named twice.
+    assert!(matches!(
+        assemble_batches(vec![batch(vec![1])]),
+        Err(AssemblyError::BadBatch { .. })
+    ));
+    assert!(matches!(
+        assemble_batches(vec![batch(vec![1, 1])]),
+        Err(AssemblyError::BadBatch { .. })
+    ));
+    // A job the batch does not name next.
+    let mut msgs = vec![batch(vec![1, 2])];
+    msgs.extend(job_frames(2, 3));
+    assert_eq!(
+        assemble_batches(msgs),
+        Err(AssemblyError::NotInBatch {
+            expected: 1,
+            got: 2
+        })
+    );
+    // A cancel inside a batch, a batch inside a batch, EOF inside a batch.
+    let mut msgs = vec![batch(vec![1, 2])];
+    msgs.extend(job_frames(1, 3));
+    msgs.push(ToWorker::Cancel { job_id: 1 });
+    assert!(matches!(
+        assemble_batches(msgs),
+        Err(AssemblyError::BadBatch { .. })
+    ));
+    let mut msgs = vec![batch(vec![1, 2])];
+    msgs.extend(job_frames(1, 3));
+    msgs.push(batch(vec![3, 4]));
+    assert!(matches!(
+        assemble_batches(msgs),
+        Err(AssemblyError::BadBatch { .. })
+    ));
+    let mut msgs = vec![batch(vec![1, 2])];
+    msgs.extend(job_frames(1, 3));
+    assert!(matches!(
+        assemble_batches(msgs),
+        Err(AssemblyError::BadBatch { .. })
+    ));
+}

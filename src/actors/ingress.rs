@@ -121,6 +121,7 @@ impl Actor for IngressActor {
                     segments: req.segments,
                     queue_wait: None,
                     class: req.class,
+                    solo: false,
                 };
                 match state.queue.cast(QueueMsg::Submit(job)) {
                     Ok(()) => {}

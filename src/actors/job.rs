@@ -57,6 +57,10 @@ pub struct QueuedJob {
     pub queue_wait: Option<QueueWait>,
     /// Its priority class (the queue serves higher classes first).
     pub class: crate::api::JobClass,
+    /// It must be decoded alone, never in a batch: it was in flight when
+    /// the worker crashed (alone or in a batch), so it is run alone from
+    /// then on and a poisoned input is told from its batch-mates.
+    pub solo: bool,
 }
 
 /// Hash of a job's audio, used to recognise a quarantined input.
@@ -94,10 +98,15 @@ impl QueuedJob {
     }
 
     /// Opens the `worker.decode` span of a job handed to the worker, under the
-    /// job's span: job id, attempt, audio seconds, beam size, worker generation
-    /// and pid, and the model, device and compute type from the worker's
+    /// job's span: job id, attempt, audio seconds, beam size, worker id (in
+    /// the pool), generation and pid, and the model, device and compute type from the worker's
     /// handshake. Outcome and real-time factor are recorded when it ends.
-    pub fn decode_span(&self, generation: u64, hello: Option<&asr_ipc::Hello>) -> Span {
+    pub fn decode_span(
+        &self,
+        worker_id: usize,
+        generation: u64,
+        hello: Option<&asr_ipc::Hello>,
+    ) -> Span {
         let (model, device, compute_type, pid) = match hello {
             Some(h) => (
                 h.model.as_str(),
@@ -118,6 +127,7 @@ impl QueuedJob {
             model,
             device,
             compute_type,
+            worker_id = worker_id as i64,
             worker_generation = generation as i64,
             worker_pid = i64::from(pid),
             staged_ms = field::Empty,

@@ -1,10 +1,10 @@
 //! The ractor supervision tree.
 //!
 //! ```text
-//! SupervisorActor ── restart strategy (intensity limit, then backoff)
+//! SupervisorActor ── restart strategy per worker (intensity limit, then backoff)
 //!   ├── IngressActor        job ids, spans, per-request limits
-//!   ├── BoundedQueueActor   admission, deadlines, dispatch
-//!   └── WorkerProxyActor    owns the worker-proc child (restarted)
+//!   ├── BoundedQueueActor   admission, deadlines, dispatch to any idle worker
+//!   └── WorkerProxyActor ×N owns one worker-proc child (restarted; --workers)
 //! ```
 
 pub mod child;

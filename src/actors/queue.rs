@@ -2,20 +2,25 @@
 //!
 //! # Protocol
 //! - In: [`QueueMsg::Submit`] from the ingress, [`QueueMsg::WorkerIdle`] from
-//!   the worker proxy when it can take a job, [`QueueMsg::WorkerDown`] from
-//!   the supervisor when the worker died, [`QueueMsg::Expire`] from its own
+//!   a worker proxy when it can take a job (or a batch), [`QueueMsg::WorkerDown`] from
+//!   the supervisor when a worker died, [`QueueMsg::Expire`] from its own
 //!   timers.
-//! - Out: [`WorkerProxyMsg::Run`] to an idle worker; every refused or
+//! - Out: [`WorkerProxyMsg::Run`] (a batch of one or more jobs) to an idle
+//!   worker (any worker of the pool, one with a free engine first; see
+//!   [`pool`]); every refused or
 //!   expired job is answered on its reply port at once.
 //!
 //! # Rules
 //! - The queue lives in this actor's state with an explicit capacity (jobs
 //!   and audio seconds). Ractor mailboxes are unbounded, so the limit is
 //!   enforced here, and a full queue answers [`AsrError::Busy`] immediately
-//!   with a `Retry-After` computed from the queued audio and the measured
-//!   real-time factor.
-//! - While the worker is down, new jobs get [`AsrError::Unavailable`];
-//!   jobs already queued stay queued for the restarted worker.
+//!   with a `Retry-After` computed from the queued audio, the measured
+//!   real-time factor and the workers accepting work
+//!   ([`pool::pool_drain_secs`]); the audio-seconds limit is per accepting
+//!   worker ([`pool::pool_audio_allowance`]).
+//! - While every worker is down, new jobs get [`AsrError::Unavailable`];
+//!   jobs already queued stay queued for the restarted workers. While
+//!   some worker accepts work, the node serves on it.
 //! - A job that waits past its deadline is answered
 //!   [`AsrError::QueueTimeout`] and never sent to the worker; a job whose
 //!   client has gone (reply port closed) is dropped before decode.
@@ -23,6 +28,19 @@
 //!   staging it asks again while it decodes, and the job it then gets waits
 //!   in the worker ([`super::worker_proxy`] checks its client and deadline
 //!   there) and still counts against the capacity.
+//! - Dynamic batching (`max_batch` > 1): the worker is handed the head job
+//!   plus up to `max_batch − 1` further waiting jobs that may be decoded
+//!   with it (same class, compatible options, short audio: see [`batch`]),
+//!   as one [`WorkerProxyMsg::Run`]. Jobs whose client left are dropped and
+//!   expired ones answered before a batch is formed, as for a lone job. A
+//!   batch to *stage* is sent only when full (otherwise its jobs keep
+//!   waiting here, where more may join, until the worker is idle); an idle
+//!   worker gets what waits at once, or, with `batch_wait` > 0, once the
+//!   partial batch has waited that long for more ([`QueueMsg::BatchDue`]).
+//!   A lone request is thus never delayed with the default `batch_wait` 0.
+//!   With `max_batch` 1 every batch is one job: exactly the behaviour
+//!   without batching. A retried job ([`QueuedJob::solo`]) always goes
+//!   alone.
 //! - A job whose decode crashed the worker comes back as
 //!   [`QueueMsg::Retry`] and goes first in line (capacity does not apply: it
 //!   was admitted already); an input that crashed the worker too often is
@@ -55,19 +73,25 @@ pub use super::job::{fingerprint, JobPayload, QueuedJob, Reply};
 use super::shared::Shared;
 use super::worker_proxy::WorkerProxyMsg;
 use crate::api::{AsrError, JobClass};
+use pool::Pool;
+
+pub mod batch;
 
 /// Messages of the [`BoundedQueueActor`].
 #[derive(Debug)]
 pub enum QueueMsg {
     /// Admit (or refuse) a job.
     Submit(QueuedJob),
-    /// The worker can take a job now. Sent only while the proxy holds no
-    /// staged job.
+    /// The worker can take a job (or a batch) now. Sent only while the proxy
+    /// holds no staged batch.
     WorkerIdle {
         /// The proxy to send it to.
         worker: ActorRef<WorkerProxyMsg>,
-        /// Real-time factor (decode seconds per audio second) of the job it
-        /// just finished, if any.
+        /// Its worker's id in the pool.
+        worker_id: usize,
+        /// Real-time factor of the batch (or job) it just finished, if any:
+        /// decode wall time over the batch's total audio, so Retry-After and
+        /// the audio-seconds admission follow the drain rate with batching.
         rtf: Option<f64>,
         /// The job would be staged behind the one in flight (it still waits,
         /// so it keeps counting against the queue's capacity), rather than
@@ -80,8 +104,11 @@ pub enum QueueMsg {
         /// The proxy.
         worker: ActorRef<WorkerProxyMsg>,
     },
-    /// The worker died; new jobs are refused with 503 until it is back.
+    /// A worker died; while every worker is down, new jobs are refused
+    /// with 503.
     WorkerDown {
+        /// Its id in the pool.
+        worker: usize,
         /// Expected time until it accepts work again.
         retry_after: Duration,
     },
@@ -97,6 +124,8 @@ pub enum QueueMsg {
     Quarantine(u64),
     /// Shutdown: answer everything waiting with 503 and admit nothing more.
     Drain,
+    /// A forming batch's `batch_wait` may have passed: dispatch what waits.
+    BatchDue,
 }
 
 /// How long until a client refused for a full queue should retry: the
@@ -137,6 +166,11 @@ pub struct QueueLimits {
     pub max_audio_secs: f64,
     /// Default longest wait (used for retried jobs' fresh deadline).
     pub max_wait: Duration,
+    /// Most jobs per batch (1 = batching off).
+    pub max_batch: usize,
+    /// How long a partial batch may wait for more jobs while the worker is
+    /// idle (zero: never).
+    pub batch_wait: Duration,
 }
 
 /// The admission-control actor.
@@ -157,13 +191,12 @@ pub struct QueueState {
     shared: Arc<Shared>,
     jobs: VecDeque<QueuedJob>,
     queued_audio_secs: f64,
-    /// The proxy that asked for a job, and whether it would stage it.
-    idle_worker: Option<(ActorRef<WorkerProxyMsg>, bool)>,
-    /// Audio seconds of the job staged in the worker (`None` when none): it
-    /// has left this queue but still waits, so it counts as queued.
-    staged_audio_secs: Option<f64>,
-    worker_up: bool,
-    down_until: Option<Instant>,
+    /// The workers: which asked for a job, what is staged in each, which
+    /// are down.
+    pool: Pool,
+    /// When the batch at the head began waiting for more jobs (with
+    /// `batch_wait`), while a worker is idle.
+    forming_since: Option<Instant>,
     /// Moving average of decode seconds per audio second.
     rtf: f64,
     quarantine: VecDeque<u64>,
@@ -171,15 +204,15 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Jobs waiting: in this queue, plus the one staged in the worker.
+    /// Jobs waiting: in this queue, plus those staged in the workers.
     fn waiting(&self) -> usize {
-        self.jobs.len() + usize::from(self.staged_audio_secs.is_some())
+        self.jobs.len() + self.pool.staged_jobs()
     }
 
-    /// Audio seconds waiting: in this queue, plus the job staged in the
-    /// worker.
+    /// Audio seconds waiting: in this queue, plus the jobs staged in the
+    /// workers.
     fn waiting_audio_secs(&self) -> f64 {
-        self.queued_audio_secs + self.staged_audio_secs.unwrap_or(0.0)
+        self.queued_audio_secs + self.pool.staged_audio_secs()
     }
 
     fn publish(&self) {
@@ -187,17 +220,15 @@ impl QueueState {
         self.shared.set_queue_depth(self.waiting(), full);
     }
 
-    /// How long until a refused client should retry ([`busy_retry_after`]).
+    /// How long until a refused client should retry ([`busy_retry_after`]
+    /// with the pool's drain rate).
     fn busy_retry_after(&self) -> Duration {
-        busy_retry_after(self.waiting_audio_secs(), self.rtf)
+        let per_worker = pool::pool_drain_secs(1.0, self.rtf, self.pool.accepting());
+        busy_retry_after(self.waiting_audio_secs(), per_worker)
     }
 
     fn down_retry_after(&self) -> Duration {
-        let left = self
-            .down_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
-        left.max(Duration::from_secs(1))
+        self.pool.first_back_in().max(Duration::from_secs(1))
     }
 
     fn admit(&mut self, myself: &ActorRef<QueueMsg>, mut job: QueuedJob) {
@@ -210,7 +241,7 @@ impl QueueState {
             let _ = job.reply.send(Err(AsrError::Quarantined));
             return;
         }
-        if !self.worker_up {
+        if self.pool.all_down() {
             let retry_after = self.down_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, ?retry_after, "worker down, refusing job");
             let _ = job.reply.send(Err(AsrError::Unavailable {
@@ -220,9 +251,11 @@ impl QueueState {
             return;
         }
         self.sweep_gone();
+        let allowance =
+            pool::pool_audio_allowance(self.limits.max_audio_secs, self.pool.accepting());
         let over_audio = self.limits.max_audio_secs > 0.0
             && self.waiting() > 0
-            && self.waiting_audio_secs() + job.audio_secs > self.limits.max_audio_secs;
+            && self.waiting_audio_secs() + job.audio_secs > allowance;
         if self.waiting() >= self.limits.capacity || over_audio {
             let retry_after = self.busy_retry_after();
             tracing::info!(parent: &job.span, job_id = job.id, queued = self.waiting(), ?retry_after, "queue full, refusing job");
@@ -238,7 +271,7 @@ impl QueueState {
         let at = queue_position(&self.jobs, job.class);
         job.start_queue_wait(at);
         self.jobs.insert(at, job);
-        self.dispatch();
+        self.dispatch(myself);
     }
 
     fn arm_deadline(&self, myself: &ActorRef<QueueMsg>, job: &QueuedJob) {
@@ -270,7 +303,7 @@ impl QueueState {
         self.queued_audio_secs += job.audio_secs;
         job.start_queue_wait(self.jobs.len());
         self.jobs.push_front(job);
-        self.dispatch();
+        self.dispatch(myself);
     }
 
     fn drain(&mut self) {
@@ -287,47 +320,123 @@ impl QueueState {
         Some(job)
     }
 
-    /// Hands the front job to the idle worker, skipping jobs whose client
-    /// left or whose deadline passed.
-    fn dispatch(&mut self) {
-        while let Some((worker, stage)) = self.idle_worker.take() {
-            let Some(mut job) = self.take_front() else {
-                self.idle_worker = Some((worker, stage));
-                break;
-            };
-            if job.reply.is_closed() {
+    /// Takes the jobs at the front whose client left (dropped) or whose
+    /// deadline passed (answered `QueueTimeout`) out of the queue.
+    fn clean_front(&mut self) {
+        let now = Instant::now();
+        while let Some(why) = self.jobs.front().and_then(|j| batch::stale(j, now)) {
+            if let Some(job) = self.take_front() {
+                self.drop_stale(job, why, now);
+            }
+        }
+    }
+
+    /// Drops (client gone) or answers (expired) a job taken out of the
+    /// queue without being dispatched.
+    fn drop_stale(&mut self, mut job: QueuedJob, why: batch::Dropped, now: Instant) {
+        match why {
+            batch::Dropped::ClientGone => {
                 tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
                 job.end_queue_wait("client_gone");
-                self.idle_worker = Some((worker, stage));
-                continue;
             }
-            let now = Instant::now();
-            if now >= job.deadline {
+            batch::Dropped::Expired => {
                 let waited = now - job.admitted_at;
                 crate::metrics::queue_timeout();
                 job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
-                self.idle_worker = Some((worker, stage));
-                continue;
+            }
+        }
+    }
+
+    /// Whether the head waits for more jobs before it is sent: with
+    /// batching, a batch to *stage* is sent only when full (the worker is
+    /// busy anyway; when it is idle it asks again without staging), and an
+    /// idle worker gets a partial batch once `batch_wait` has passed since
+    /// the batch began forming (at once with the default 0).
+    fn hold_for_batch(&mut self, myself: &ActorRef<QueueMsg>, stage: bool) -> bool {
+        let Some(head) = self.jobs.front() else {
+            return false;
+        };
+        if self.limits.max_batch <= 1 || !batch::batchable(head) {
+            return false;
+        }
+        let now = Instant::now();
+        let available = 1 + batch::joinable(self.jobs.range(1..), head, now);
+        if available >= self.limits.max_batch {
+            return false;
+        }
+        if stage {
+            return true;
+        }
+        if self.limits.batch_wait.is_zero() {
+            return false;
+        }
+        let since = match self.forming_since {
+            Some(t) => t,
+            None => {
+                self.forming_since = Some(now);
+                myself.send_after(self.limits.batch_wait, || QueueMsg::BatchDue);
+                now
+            }
+        };
+        now < since + self.limits.batch_wait
+    }
+
+    /// Hands the head of the queue, with up to `max_batch − 1` compatible
+    /// waiting jobs ([`batch`]), to an idle worker (one with a free engine
+    /// first), skipping jobs whose client left or whose deadline passed.
+    fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
+        while let Some(idle) = self.pool.take() {
+            let (worker, stage) = (idle.proxy.clone(), idle.stage);
+            self.clean_front();
+            if self.jobs.is_empty() || self.hold_for_batch(myself, stage) {
+                self.pool.put_back(idle);
+                break;
+            }
+            self.forming_since = None;
+            let Some(head) = self.take_front() else {
+                self.pool.put_back(idle);
+                break;
+            };
+            let now = Instant::now();
+            let room = self.limits.max_batch.saturating_sub(1);
+            let (members, dropped) = batch::take_members(&mut self.jobs, &head, room, now);
+            for (job, why) in dropped {
+                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+                self.drop_stale(job, why, now);
+            }
+            let mut jobs = Vec::with_capacity(1 + members.len());
+            jobs.push(head);
+            jobs.extend(members);
+            for job in &mut jobs[1..] {
+                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
             }
             // A staged job still waits: the proxy ends its queue wait when the
             // engine starts it.
             if !stage {
-                job.end_queue_wait("dispatched");
+                for job in &mut jobs {
+                    job.end_queue_wait("dispatched");
+                }
             }
-            let audio_secs = job.audio_secs;
-            match worker.cast(WorkerProxyMsg::Run(job)) {
+            if jobs.len() > 1 {
+                let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+                tracing::debug!(?ids, stage, "batch formed");
+            }
+            let staged = (jobs.len(), jobs.iter().map(|j| j.audio_secs).sum::<f64>());
+            match worker.cast(WorkerProxyMsg::Run(jobs)) {
                 Ok(()) => {
                     if stage {
-                        self.staged_audio_secs = Some(audio_secs);
+                        self.pool.staged(idle.worker_id, staged.0, staged.1);
                     }
                 }
-                Err(MessagingErr::SendErr(WorkerProxyMsg::Run(job))) => {
+                Err(MessagingErr::SendErr(WorkerProxyMsg::Run(jobs))) => {
                     // The proxy stopped between reporting idle and now: keep
-                    // the job first in line for the next worker.
-                    tracing::warn!(job_id = job.id, "worker gone at dispatch, requeueing");
-                    self.queued_audio_secs += job.audio_secs;
-                    self.jobs.push_front(job);
+                    // the jobs first in line for the next worker.
+                    tracing::warn!(jobs = jobs.len(), "worker gone at dispatch, requeueing");
+                    for job in jobs.into_iter().rev() {
+                        self.queued_audio_secs += job.audio_secs;
+                        self.jobs.push_front(job);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "unexpected dispatch failure");
@@ -387,17 +496,16 @@ impl Actor for BoundedQueueActor {
         _myself: ActorRef<Self::Msg>,
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The node only admits work after its workers loaded: all up.
+        let pool = Pool::new(args.shared.pool_size());
         Ok(QueueState {
+            pool,
             max_wait: args.limits.max_wait,
             limits: args.limits,
             shared: args.shared,
             jobs: VecDeque::new(),
             queued_audio_secs: 0.0,
-            idle_worker: None,
-            staged_audio_secs: None,
-            // The node only admits work after the first worker loaded.
-            worker_up: true,
-            down_until: None,
+            forming_since: None,
             rtf: 0.2,
             quarantine: VecDeque::new(),
             draining: false,
@@ -412,29 +520,32 @@ impl Actor for BoundedQueueActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QueueMsg::Submit(job) => state.admit(&myself, job),
-            QueueMsg::WorkerIdle { worker, rtf, stage } => {
+            QueueMsg::WorkerIdle {
+                worker,
+                worker_id,
+                rtf,
+                stage,
+            } => {
                 state.rtf = update_rtf(state.rtf, rtf);
-                state.worker_up = true;
-                state.down_until = None;
-                // The proxy asks only while it holds no staged job.
-                state.staged_audio_secs = None;
-                state.idle_worker = Some((worker, stage));
-                state.dispatch();
+                state.pool.idle(worker_id, worker, stage);
+                state.dispatch(&myself);
             }
             QueueMsg::WorkerGone { worker } => {
-                if state
-                    .idle_worker
-                    .as_ref()
-                    .is_some_and(|(w, _)| w.get_id() == worker.get_id())
-                {
-                    state.idle_worker = None;
+                state.pool.gone(&worker);
+                if state.pool.idle_count() == 0 {
+                    state.forming_since = None;
                 }
+                state.publish();
             }
-            QueueMsg::WorkerDown { retry_after } => {
-                state.worker_up = false;
-                state.idle_worker = None;
-                state.staged_audio_secs = None;
-                state.down_until = Some(Instant::now() + retry_after);
+            QueueMsg::BatchDue => state.dispatch(&myself),
+            QueueMsg::WorkerDown {
+                worker,
+                retry_after,
+            } => {
+                state.pool.down(worker, Instant::now() + retry_after);
+                if state.pool.idle_count() == 0 {
+                    state.forming_since = None;
+                }
                 state.publish();
             }
             QueueMsg::Expire(id, attempt) => state.expire(id, attempt),
@@ -454,5 +565,8 @@ impl Actor for BoundedQueueActor {
     }
 }
 
+pub mod pool;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pool;

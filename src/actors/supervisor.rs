@@ -1,24 +1,36 @@
 //! `SupervisorActor`: the root of the tree and owner of the restart policy.
 //!
 //! # Protocol
-//! - Spawns [`BoundedQueueActor`], [`IngressActor`] and the first
-//!   [`WorkerProxyActor`], all linked to itself.
+//! - Spawns [`BoundedQueueActor`], [`IngressActor`] and one
+//!   [`WorkerProxyActor`] per worker of the pool ([`crate::workers::plan`]:
+//!   `--workers`, `--devices`), all linked to itself.
 //! - In: [`SupervisorMsg::WorkerLoaded`] and [`SupervisorMsg::WorkerExited`]
-//!   from the worker proxy, [`SupervisorMsg::RestartWorker`] from its own
-//!   timer, and ractor's supervision events.
+//!   from the worker proxies (naming their worker and its generation),
+//!   [`SupervisorMsg::RestartWorker`] from its own timer, and ractor's
+//!   supervision events.
 //!
 //! # Restart strategy
-//! Ractor restarts nothing by itself; this actor does. A dead worker is
-//! restarted at once while there were at most `max_restarts` restarts in the
-//! last `restart_window_secs`; beyond that each restart waits an exponential
-//! backoff (1 s, 2 s, 4 s, … capped at `max_backoff_secs`). While the worker
-//! is down the queue refuses new jobs with 503 and a `Retry-After` of the
-//! backoff plus the measured model-load time; queued jobs stay queued.
+//! Ractor restarts nothing by itself; this actor does, for each worker on
+//! its own: a worker keeps its id, device and threads across restarts, and
+//! has its own restart intensity and backoff. A dead worker is restarted at
+//! once while it had at most `max_restarts` restarts in the last
+//! `restart_window_secs`; beyond that each of its restarts waits an
+//! exponential backoff (1 s, 2 s, 4 s, … capped at `max_backoff_secs`). The
+//! queue is told ([`QueueMsg::WorkerDown`]) with the backoff plus the
+//! measured model-load time; it refuses new jobs with 503 and that
+//! `Retry-After` only while *every* worker is down, and serves on the
+//! others meanwhile. Queued jobs stay queued; the jobs of a dead worker are
+//! retried or requeued by its proxy.
 //!
-//! If the *first* worker cannot load the model, that is a start-up error
-//! returned by [`crate::AsrNode::start`] (with the path and cause), not a
-//! restart loop. The ingress and the queue are not expected to fail; if one
-//! does, the node stops admitting work and reports not ready.
+//! # Start-up
+//! The node starts once *every* worker has loaded the model. If any worker
+//! cannot load it (or cannot be spawned) before that, that is a start-up
+//! error returned by [`crate::AsrNode::start`] (with the path, the worker
+//! and its device, and the cause), not a restart loop: a wrong device in
+//! `--devices` is found at deployment, not served at part capacity. A
+//! worker that loaded and died during start-up is restarted like later.
+//! The ingress and the queue are not expected to fail; if one does, the
+//! node stops admitting work and reports not ready.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,12 +46,15 @@ use super::worker_proxy::exit::WorkerExit;
 use super::worker_proxy::{WorkerProxyActor, WorkerProxyArgs, WorkerProxyMsg};
 use crate::api::StartError;
 use crate::config::NodeConfig;
+use crate::workers::WorkerPlan;
 
 /// Messages of the [`SupervisorActor`].
 #[derive(Debug)]
 pub enum SupervisorMsg {
     /// A worker finished loading its model.
     WorkerLoaded {
+        /// Its id in the pool.
+        worker: usize,
         /// Its generation.
         generation: u64,
         /// Its handshake.
@@ -47,14 +62,16 @@ pub enum SupervisorMsg {
     },
     /// A worker process exited.
     WorkerExited {
+        /// Its id in the pool.
+        worker: usize,
         /// Its generation.
         generation: u64,
         /// How and why it ended (exit code, signal, or killed by its proxy
         /// for a reason), and whether it had loaded its model.
         exit: WorkerExit,
     },
-    /// Time to start the next worker.
-    RestartWorker,
+    /// Time to start the next process of this worker.
+    RestartWorker(usize),
 }
 
 /// What [`crate::AsrNode::start`] waits for.
@@ -75,8 +92,18 @@ pub struct SupervisorArgs {
     pub config: Arc<NodeConfig>,
     /// Published state.
     pub shared: Arc<Shared>,
-    /// Answered once the first worker loaded (or failed to).
+    /// Answered once every worker loaded (or one failed to).
     pub startup: Startup,
+}
+
+/// One worker of the pool, as the supervisor keeps it.
+struct WorkerSlot {
+    plan: WorkerPlan,
+    proxy: Option<ActorRef<WorkerProxyMsg>>,
+    generation: u64,
+    /// Whether any of its processes loaded the model.
+    loaded: bool,
+    recent_restarts: VecDeque<Instant>,
 }
 
 /// State of the [`SupervisorActor`].
@@ -86,9 +113,7 @@ pub struct SupervisorState {
     startup: Option<Startup>,
     ingress: ActorRef<IngressMsg>,
     queue: ActorRef<QueueMsg>,
-    worker: Option<ActorRef<WorkerProxyMsg>>,
-    generation: u64,
-    recent_restarts: VecDeque<Instant>,
+    workers: Vec<WorkerSlot>,
 }
 
 /// The root supervisor.
@@ -109,52 +134,105 @@ pub fn restart_delay(
     Duration::from_secs(1u64 << exp).min(max_backoff)
 }
 
+/// Counts a restart at `now` in `recent` (the restarts of one worker inside
+/// `window`) and returns how many there were, this one included.
+pub fn count_restart(recent: &mut VecDeque<Instant>, now: Instant, window: Duration) -> usize {
+    while recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        recent.pop_front();
+    }
+    recent.push_back(now);
+    recent.len()
+}
+
 impl SupervisorState {
-    async fn spawn_worker(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), String> {
+    async fn spawn_worker(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: usize,
+    ) -> Result<(), String> {
+        let slot = &self.workers[id];
         let args = WorkerProxyArgs {
             config: self.config.clone(),
-            generation: self.generation,
+            plan: slot.plan.clone(),
+            generation: slot.generation,
             queue: self.queue.clone(),
             supervisor: myself.clone(),
-            shared: self.shared.clone(),
+            shared: self.shared.worker(id),
         };
         match Actor::spawn_linked(None, WorkerProxyActor, args, myself.get_cell()).await {
             Ok((worker, _)) => {
-                self.worker = Some(worker);
+                self.workers[id].proxy = Some(worker);
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
         }
     }
 
-    fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, cause: &str) {
-        let now = Instant::now();
+    fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, id: usize, cause: &str) {
         let window = Duration::from_secs_f64(self.config.restart_window_secs);
-        while self
-            .recent_restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.recent_restarts.pop_front();
-        }
-        self.recent_restarts.push_back(now);
+        let slot = &mut self.workers[id];
+        let in_window = count_restart(&mut slot.recent_restarts, Instant::now(), window);
         let delay = restart_delay(
-            self.recent_restarts.len(),
+            in_window,
             self.config.max_restarts,
             Duration::from_secs_f64(self.config.max_backoff_secs),
         );
         let load = self.shared.load_time().unwrap_or(Duration::from_secs(1));
         tracing::warn!(
-            generation = self.generation,
+            worker_id = id,
+            generation = slot.generation,
             cause,
-            restarts_in_window = self.recent_restarts.len(),
+            restarts_in_window = in_window,
             delay_ms = delay.as_millis() as u64,
             "restarting worker"
         );
         let _ = self.queue.cast(QueueMsg::WorkerDown {
+            worker: id,
             retry_after: delay + load,
         });
-        myself.send_after(delay, || SupervisorMsg::RestartWorker);
+        myself.send_after(delay, move || SupervisorMsg::RestartWorker(id));
+    }
+
+    /// Which worker `cell` is the proxy of, if any.
+    fn worker_of(&self, cell: &ractor::ActorCell) -> Option<usize> {
+        self.workers.iter().position(|w| {
+            w.proxy
+                .as_ref()
+                .is_some_and(|p| p.get_id() == cell.get_id())
+        })
+    }
+
+    /// The start-up failed: answer it, stop everything.
+    fn fail_startup(&mut self, myself: &ActorRef<SupervisorMsg>, err: StartError, why: &str) {
+        if let Some(startup) = self.startup.take() {
+            let _ = startup.send(Err(err));
+        }
+        self.shared.worker_stopped();
+        myself.stop(Some(why.into()));
+    }
+
+    /// A worker loaded: once every one has, the node is up.
+    fn loaded(&mut self, id: usize) {
+        self.workers[id].loaded = true;
+        if self.workers.iter().all(|w| w.loaded) {
+            if let Some(startup) = self.startup.take() {
+                let _ = startup.send(Ok(Handles {
+                    ingress: self.ingress.clone(),
+                    queue: self.queue.clone(),
+                }));
+            }
+        }
+    }
+
+    /// What to say about worker `id` in an error: nothing for a lone worker.
+    fn which(&self, id: usize) -> String {
+        if self.workers.len() == 1 {
+            return String::new();
+        }
+        format!("worker {id} ({}): ", self.workers[id].plan.device_label())
     }
 }
 
@@ -168,10 +246,14 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Validated by AsrNode::start; a bad pool cannot get here.
+        let plans = crate::workers::plan(&args.config)?;
         let limits = QueueLimits {
-            capacity: args.config.queue_capacity,
+            capacity: args.config.effective_queue_capacity(),
             max_audio_secs: args.config.queue_max_audio_secs,
             max_wait: args.config.max_queue_wait(),
+            max_batch: args.config.max_batch,
+            batch_wait: args.config.batch_wait(),
         };
         let (queue, _) = Actor::spawn_linked(
             None,
@@ -199,9 +281,16 @@ impl Actor for SupervisorActor {
             startup: Some(args.startup),
             ingress,
             queue,
-            worker: None,
-            generation: 0,
-            recent_restarts: VecDeque::new(),
+            workers: plans
+                .into_iter()
+                .map(|plan| WorkerSlot {
+                    plan,
+                    proxy: None,
+                    generation: 0,
+                    loaded: false,
+                    recent_restarts: VecDeque::new(),
+                })
+                .collect(),
         })
     }
 
@@ -210,13 +299,14 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Err(cause) = state.spawn_worker(&myself).await {
-            let path = state.config.resolve_worker_path().display().to_string();
-            if let Some(startup) = state.startup.take() {
-                let _ = startup.send(Err(StartError::WorkerSpawn { path, cause }));
+        for id in 0..state.workers.len() {
+            if let Err(cause) = state.spawn_worker(&myself, id).await {
+                let path = state.config.resolve_worker_path().display().to_string();
+                let cause = format!("{}{cause}", state.which(id));
+                let err = StartError::WorkerSpawn { path, cause };
+                state.fail_startup(&myself, err, "worker could not be spawned");
+                break;
             }
-            state.shared.worker_stopped();
-            myself.stop(Some("worker could not be spawned".into()));
         }
         Ok(())
     }
@@ -226,8 +316,8 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Wait for the worker proxy to close the worker's stdin and see it
-        // exit, so a shutdown leaves nothing behind.
+        // Wait for the worker proxies to close their workers' stdin and see
+        // them exit, so a shutdown leaves nothing behind.
         myself
             .stop_children_and_wait(
                 Some("supervisor stopping".into()),
@@ -245,54 +335,66 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::WorkerLoaded { generation, .. } => {
-                if generation == state.generation {
-                    if let Some(startup) = state.startup.take() {
-                        let _ = startup.send(Ok(Handles {
-                            ingress: state.ingress.clone(),
-                            queue: state.queue.clone(),
-                        }));
-                    }
+            SupervisorMsg::WorkerLoaded {
+                worker, generation, ..
+            } => {
+                if state
+                    .workers
+                    .get(worker)
+                    .is_some_and(|w| w.generation == generation)
+                {
+                    state.loaded(worker);
                 }
             }
-            SupervisorMsg::WorkerExited { generation, exit } => {
-                if generation != state.generation {
+            SupervisorMsg::WorkerExited {
+                worker,
+                generation,
+                exit,
+            } => {
+                let Some(slot) = state.workers.get_mut(worker) else {
+                    return Ok(());
+                };
+                if generation != slot.generation {
                     return Ok(());
                 }
-                state.worker = None;
+                slot.proxy = None;
                 tracing::info!(
+                    worker_id = worker,
                     generation,
                     kind = exit.cause.label(),
                     loaded = exit.loaded,
                     "worker ended"
                 );
-                if let Some(startup) = state.startup.take() {
-                    // The very first worker never loaded: a start-up error,
-                    // not a restart loop.
+                if state.startup.is_some() && !slot.loaded {
+                    // A worker never loaded during start-up: a start-up
+                    // error, not a restart loop.
                     let cause = exit.load_failure().unwrap_or_else(|| exit.to_string());
-                    let _ = startup.send(Err(StartError::ModelLoad {
+                    let err = StartError::ModelLoad {
                         model_path: state.config.model_dir.display().to_string(),
-                        cause,
-                    }));
-                    state.shared.worker_stopped();
-                    myself.stop(Some("the model could not be loaded".into()));
+                        cause: format!("{}{cause}", state.which(worker)),
+                    };
+                    state.fail_startup(&myself, err, "the model could not be loaded");
                     return Ok(());
                 }
                 let cause = match exit.load_failure() {
                     Some(f) => format!("{exit} (load failed: {f})"),
                     None => exit.to_string(),
                 };
-                state.schedule_restart(&myself, &cause);
+                state.schedule_restart(&myself, worker, &cause);
             }
-            SupervisorMsg::RestartWorker => {
-                if state.worker.is_some() {
+            SupervisorMsg::RestartWorker(id) => {
+                let Some(slot) = state.workers.get_mut(id) else {
+                    return Ok(());
+                };
+                if slot.proxy.is_some() {
                     return Ok(());
                 }
-                state.generation += 1;
-                state.shared.worker_restarted();
-                if let Err(cause) = state.spawn_worker(&myself).await {
-                    tracing::error!(generation = state.generation, cause = %cause, "worker restart failed");
-                    state.schedule_restart(&myself, &cause);
+                slot.generation += 1;
+                let generation = slot.generation;
+                state.shared.worker_restarted(id);
+                if let Err(cause) = state.spawn_worker(&myself, id).await {
+                    tracing::error!(worker_id = id, generation, cause = %cause, "worker restart failed");
+                    state.schedule_restart(&myself, id, &cause);
                 }
             }
         }
@@ -307,18 +409,21 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let is_worker = state
-                    .worker
-                    .as_ref()
-                    .is_some_and(|w| w.get_id() == cell.get_id());
-                if is_worker {
+                if let Some(id) = state.worker_of(&cell) {
                     // The proxy panicked; its ChildGuard already killed the
                     // child. Treat it like a worker exit.
                     let cause = format!("worker proxy failed: {err}");
-                    tracing::error!(generation = state.generation, "{cause}");
-                    state.worker = None;
-                    state.shared.worker_exited(cause.clone());
-                    state.schedule_restart(&myself, &cause);
+                    tracing::error!(
+                        worker_id = id,
+                        generation = state.workers[id].generation,
+                        "{cause}"
+                    );
+                    state.workers[id].proxy = None;
+                    state.shared.worker_exited(id, cause.clone());
+                    let _ = state.queue.cast(QueueMsg::WorkerGone {
+                        worker: ActorRef::from(cell),
+                    });
+                    state.schedule_restart(&myself, id, &cause);
                 } else if cell.get_id() == state.queue.get_id()
                     || cell.get_id() == state.ingress.get_id()
                 {
@@ -356,5 +461,36 @@ mod tests {
         assert_eq!(restart_delay(7, 5, cap), Duration::from_secs(2));
         assert_eq!(restart_delay(9, 5, cap), Duration::from_secs(8));
         assert_eq!(restart_delay(40, 5, cap), cap, "capped");
+    }
+
+    #[test]
+    fn each_worker_counts_its_own_restarts_inside_the_window() {
+        let window = Duration::from_secs(60);
+        let cap = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        for i in 1..=6 {
+            assert_eq!(count_restart(&mut a, at(i), window), i as usize);
+        }
+        assert_eq!(
+            restart_delay(a.len(), 5, cap),
+            Duration::from_secs(1),
+            "worker a backs off"
+        );
+        let n = count_restart(&mut b, at(7), window);
+        assert_eq!(n, 1, "worker a's restarts are not worker b's");
+        assert_eq!(
+            restart_delay(n, 5, cap),
+            Duration::ZERO,
+            "b restarts at once"
+        );
+        // Restarts older than the window stop counting.
+        assert_eq!(
+            count_restart(&mut a, at(62), window),
+            6,
+            "the one at 1 s left"
+        );
+        assert_eq!(count_restart(&mut a, at(130), window), 1);
     }
 }

@@ -41,6 +41,7 @@ pub fn job(id: u64, secs: f64, wait: Duration) -> (QueuedJob, Answer) {
         segments: None,
         queue_wait: None,
         class: Default::default(),
+        solo: false,
     };
     (job, rx)
 }

@@ -1,4 +1,5 @@
-//! `WorkerProxyActor`: owns one `worker-proc` child process.
+//! `WorkerProxyActor`: owns one `worker-proc` child process, worker
+//! `plan.id` of the pool (one proxy per worker; see [`crate::workers`]).
 //!
 //! # Protocol
 //! - On start it spawns the child and its four I/O tasks (see
@@ -28,6 +29,26 @@
 //!   moment it is in flight; past it the child's process group is killed and
 //!   the job answered [`AsrError::DecodeTimeout`].
 //!
+//! # Batches
+//! The queue hands the proxy a *batch* ([`WorkerProxyMsg::Run`]): one job,
+//! or several that the worker decodes together (dynamic batching, see
+//! [`super::queue`]). Everything above holds per batch: one batch in
+//! flight and one staged; a lone job is a batch of one and is sent exactly
+//! as before. Within a batch every job is its own: its answers pair with it
+//! by id, its client leaving cancels only it (in flight or staged), its
+//! `Done` or `Failed` answers it alone; the batch is over (the staged batch
+//! promoted, the queue asked for more) when its last job is answered, and
+//! its real-time factor (decode wall time over the audio of its jobs
+//! answered `Done`) is what the queue learns. A batch's decode deadline is
+//! the node's floor plus its factor times the batch's *total* audio (as
+//! for one job of the summed length, which a sequential decode of the batch
+//! meets too), counted from its start. When the worker dies or is killed
+//! (crash, decode deadline, silence) with a batch of more than one job in
+//! flight, nothing tells which job is to blame: each job of the batch goes
+//! back to the queue ([`QueueMsg::Retry`]) with its crash count unchanged,
+//! to be decoded *alone* (`QueuedJob::solo`) from then on, where the
+//! rules of *Failure* find a poisoned input.
+//!
 //! # Sending a job
 //! A job's header ([`asr_ipc::JobHeader`]) is encoded in the actor before
 //! anything else happens to it: if that fails (a job the protocol cannot
@@ -42,8 +63,8 @@
 //! # Pairing answers with jobs
 //! An answer ([`FromWorker::Progress`], [`FromWorker::Done`],
 //! [`FromWorker::Failed`]) is delivered only to the job whose id it carries,
-//! and that must be the job in flight (the child decodes in the order jobs
-//! were sent); answers for staged jobs cancelled earlier are dropped. Any
+//! and that must be a job of the batch in flight (the child decodes in the
+//! order batches were sent); answers for staged jobs cancelled earlier are dropped. Any
 //! other id (the staged job's, answered out of turn, or an unknown one)
 //! means the child and the proxy disagree about what is running, so
 //! nothing it says can be paired any more: every job the proxy holds (in
@@ -67,13 +88,15 @@
 //! the heartbeat timeout instead of the job's length-based deadline.
 //!
 //! # Failure
-//! When the child exits, a staged job goes back to the front of the queue
+//! When the child exits, a staged batch goes back to the front of the queue
 //! ([`QueueMsg::Requeue`]: it never reached the engine), and the in-flight
 //! job (if not answered yet) goes back too as [`QueueMsg::Retry`], ahead of
-//! it, while it has crash retries left
+//! it, to be decoded alone, while it has crash retries left
 //! (`max_crash_retries`, default 1); past that its input is quarantined and it
 //! is answered [`AsrError::Quarantined`] (with retries set to 0 it is answered
-//! [`AsrError::WorkerCrashed`]). The supervisor gets
+//! [`AsrError::WorkerCrashed`], and so is every job of a batch). The jobs
+//! of a batch of more than one are retried alone (see *Batches*). The
+//! supervisor gets
 //! [`SupervisorMsg::WorkerExited`], and this actor stops; the supervisor
 //! decides about the restart. The child is killed by
 //! [`super::child::ChildGuard`]'s `Drop` however this actor ends, panics
@@ -90,9 +113,10 @@
 //!
 //! # Layout
 //! - this file: the messages and the actor (start, stop, dispatch);
-//! - [`slots`]: the I/O-free slot state machine (lifecycle, in flight,
-//!   staged, skipped, pairing, heartbeat), tested on its own;
+//! - [`slots`]: the I/O-free slot state machine (lifecycle, batch in
+//!   flight, staged batch, skipped, pairing, heartbeat), tested on its own;
 //! - `state`: what the actor does with each event, on top of the slots;
+//! - `crash`: the batch in flight when the child dies or is killed;
 //! - [`exit`]: the typed exit causes.
 
 use std::sync::atomic::Ordering;
@@ -105,11 +129,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::child::io::ChildEvent;
 use super::child::{spawn_worker, ProcessExit};
 use super::queue::{QueueMsg, QueuedJob};
-use super::shared::Shared;
+use super::shared::WorkerShared;
 use super::supervisor::SupervisorMsg;
 use crate::api::AsrError;
 use crate::config::NodeConfig;
 
+mod crash;
 pub mod exit;
 pub mod slots;
 mod state;
@@ -121,15 +146,16 @@ pub use state::WorkerProxyState;
 /// Messages of the [`WorkerProxyActor`].
 #[derive(Debug)]
 pub enum WorkerProxyMsg {
-    /// Decode this job (sent by the queue only when this proxy said idle).
-    Run(QueuedJob),
+    /// Decode these jobs as one batch (one job or more; sent by the queue
+    /// only when this proxy said idle).
+    Run(Vec<QueuedJob>),
     /// A frame from the child.
     Frame(FromWorker),
     /// The child's stdout carried something that is not a valid frame.
     ProtocolError(String),
     /// The child process ended (it has been reaped).
     Exited(ProcessExit),
-    /// A job's decode deadline passed.
+    /// A batch's decode deadline passed (the id of its first job).
     DecodeDeadline(u64),
     /// The model-load deadline passed.
     LoadDeadline,
@@ -160,14 +186,16 @@ pub const TICK: Duration = Duration::from_millis(50);
 pub struct WorkerProxyArgs {
     /// Node configuration.
     pub config: Arc<NodeConfig>,
-    /// 0 for the first worker, +1 per restart.
+    /// Which worker of the pool this is (id, device, threads).
+    pub plan: crate::workers::WorkerPlan,
+    /// 0 for the worker's first process, +1 per restart.
     pub generation: u64,
     /// Where to report idleness.
     pub queue: ActorRef<QueueMsg>,
     /// Where to report load and exit.
     pub supervisor: ActorRef<SupervisorMsg>,
-    /// Published state.
-    pub shared: Arc<Shared>,
+    /// Published state: this worker's part of it.
+    pub shared: WorkerShared,
 }
 
 /// The actor owning the child process.
@@ -184,7 +212,7 @@ impl Actor for WorkerProxyActor {
         args: WorkerProxyArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let generation = args.generation;
-        let (child, guard) = spawn_worker(&args.config).await.map_err(|e| {
+        let (child, guard) = spawn_worker(&args.config, &args.plan).await.map_err(|e| {
             format!(
                 "could not start {}: {e}",
                 args.config.resolve_worker_path().display()
@@ -192,7 +220,14 @@ impl Actor for WorkerProxyActor {
         })?;
         let pid = guard.pid();
         args.shared.worker_spawned(pid, generation);
-        tracing::info!(pid, generation, "worker spawned, loading model");
+        tracing::info!(
+            pid,
+            generation,
+            worker_id = args.plan.id,
+            device = %args.plan.device_label(),
+            threads = args.plan.threads,
+            "worker spawned, loading model"
+        );
 
         let me = myself.clone();
         let io = super::child::io::start(child, guard.reaped_flag(), generation, pid, move |e| {
@@ -220,17 +255,22 @@ impl Actor for WorkerProxyActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(f) = state.slots.take_in_flight() {
+        for h in state
+            .slots
+            .take_in_flight()
+            .map(|f| f.jobs)
+            .unwrap_or_default()
+        {
             crate::telemetry::decode_failed(
-                &f.job.span,
+                &h.span,
                 "shutting_down",
                 &"the node stopped before the answer",
             );
-            let _ = f.job.job.reply.send(Err(AsrError::ShuttingDown));
+            let _ = h.job.reply.send(Err(AsrError::ShuttingDown));
         }
         // As in `tick` during a drain; the cancel (sent before stdin closes)
-        // also spares the child decoding it before it exits.
-        if let Some(job) = state.unstage("shutting_down") {
+        // also spares the child decoding them before it exits.
+        for job in state.unstage_all("shutting_down") {
             let _ = job.reply.send(Err(AsrError::ShuttingDown));
         }
         if *state.slots.lifecycle() != slots::Lifecycle::Exited {
@@ -281,7 +321,7 @@ impl Actor for WorkerProxyActor {
                 if !state.deliverable(job_id, false) {
                     return Ok(());
                 }
-                if let Some(job) = state.slots.in_flight().map(|f| &f.job.job) {
+                if let Some(job) = state.slots.in_flight_job(job_id).map(|h| &h.job) {
                     if let Some(sink) = &job.progress {
                         let _ = sink.send(crate::api::Progress {
                             decoded_secs,
@@ -302,7 +342,7 @@ impl Actor for WorkerProxyActor {
             WorkerProxyMsg::DecodeDeadline(id) => {
                 if let Some(limit) = state.slots.decode_deadline_passed(id) {
                     tracing::error!(
-                        job_id = id,
+                        batch = id,
                         generation,
                         ?limit,
                         "decode deadline passed, killing the worker"

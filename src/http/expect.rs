@@ -94,7 +94,8 @@ impl EarlyRefusal {
         fairness: bool,
         refused_body: RefusedBody,
     ) -> EarlyRefusal {
-        let slots = node.config().queue_capacity + 1;
+        // The waiting jobs, and the batch in the worker.
+        let slots = node.config().effective_queue_capacity() + node.config().max_batch;
         EarlyRefusal {
             node,
             access,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod speech;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -114,6 +115,23 @@ impl Service {
         .then(|| tempfile::tempdir().expect("a temporary jobs data dir"));
         if let Some(dir) = &jobs_dir {
             cmd.arg("--jobs-data-dir").arg(dir.path());
+        }
+        // One worker, unless the test asks for a pool: most tests check one
+        // worker's behaviour (its pid, its crash, its queue); pools are
+        // tests/workers.rs's.
+        let pool_asked = extra.iter().any(|a| *a == "--workers" || *a == "--devices")
+            || env
+                .iter()
+                .any(|(k, _)| *k == "WHISPER_NODE_WORKERS" || *k == "WHISPER_NODE_DEVICES");
+        if !pool_asked {
+            cmd.args(["--workers", "1"]);
+        }
+        // Batching off unless the test asks (tests/batching.rs): the other
+        // tests count on exact queue capacities and one job per decode.
+        let batching_asked = extra.contains(&"--max-batch")
+            || env.iter().any(|(k, _)| *k == "WHISPER_NODE_MAX_BATCH");
+        if !batching_asked {
+            cmd.args(["--max-batch", "1"]);
         }
         cmd.arg("--worker-path")
             .arg(worker_bin())

@@ -74,6 +74,75 @@ pub trait Backend {
         num_frames: usize,
         median_filter_width: i64,
     ) -> Result<Alignment>;
+
+    /// Runs the encoder on `batch` windows at once: `mel` holds
+    /// `[batch, n_mels, n_frames]` features, window after window.
+    fn encode_batch(
+        &self,
+        mel: &mut [f32],
+        batch: usize,
+        n_mels: usize,
+        n_frames: usize,
+    ) -> Result<Self::Encoded>;
+
+    /// Decodes every window of a batch encoding, one prompt per window, in
+    /// one call (the prompts must agree on where `<|startoftranscript|>`
+    /// is and on the tokens after it: CTranslate2's rule). One result per
+    /// prompt, in order.
+    fn generate_batch(
+        &self,
+        encoded: &Self::Encoded,
+        prompts: &[Vec<&str>],
+        options: &WhisperOptions,
+    ) -> Result<Vec<Generation>>;
+
+    /// Windows `indices` of a batch encoding, in that order (for a decode
+    /// of just those windows, without encoding them again).
+    fn select(&self, encoded: &Self::Encoded, indices: &[usize]) -> Result<Self::Encoded>;
+
+    /// [`Backend::detect_language`] for every window of a batch encoding.
+    fn detect_language_batch(&self, encoded: &Self::Encoded) -> Result<Vec<Vec<(String, f32)>>>;
+
+    /// [`Backend::align`] for every window of a batch encoding, with one
+    /// start sequence for all; `text_tokens[i]` and `num_frames[i]` are
+    /// window `i`'s.
+    fn align_batch(
+        &self,
+        encoded: &Self::Encoded,
+        start_sequence: &[usize],
+        text_tokens: &[Vec<usize>],
+        num_frames: &[usize],
+        median_filter_width: i64,
+    ) -> Result<Vec<Alignment>>;
+}
+
+fn generation(result: sys::WhisperGenerationResult) -> Result<Generation> {
+    let tokens = result
+        .sequences_ids
+        .first()
+        .ok_or_else(|| anyhow!("the engine returned no hypothesis"))?
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    Ok(Generation {
+        tokens,
+        score: result.scores.first().copied().unwrap_or(0.0),
+        no_speech_prob: result.no_speech_prob,
+    })
+}
+
+fn alignment(result: &sys::WhisperAlignmentResult) -> Alignment {
+    Alignment {
+        steps: result
+            .alignments
+            .iter()
+            .map(|a| AlignStep {
+                token: a.token_x.max(0) as usize,
+                frame: a.frame_x.max(0) as usize,
+            })
+            .collect(),
+        text_token_probs: result.text_token_probs.clone(),
+    }
 }
 
 /// How to load the model.
@@ -138,18 +207,7 @@ impl Backend for Engine {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("the engine returned no result"))?;
-        let tokens = result
-            .sequences_ids
-            .first()
-            .ok_or_else(|| anyhow!("the engine returned no hypothesis"))?
-            .iter()
-            .map(|&t| t as u32)
-            .collect();
-        Ok(Generation {
-            tokens,
-            score: result.scores.first().copied().unwrap_or(0.0),
-            no_speech_prob: result.no_speech_prob,
-        })
+        generation(result)
     }
 
     fn detect_language(&self, encoded: &Self::Encoded) -> Result<Vec<(String, f32)>> {
@@ -184,17 +242,81 @@ impl Backend for Engine {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("the engine returned no alignment"))?;
-        Ok(Alignment {
-            steps: result
-                .alignments
-                .iter()
-                .map(|a| AlignStep {
-                    token: a.token_x.max(0) as usize,
-                    frame: a.frame_x.max(0) as usize,
-                })
-                .collect(),
-            text_token_probs: result.text_token_probs,
-        })
+        Ok(alignment(&result))
+    }
+
+    fn encode_batch(
+        &self,
+        mel: &mut [f32],
+        batch: usize,
+        n_mels: usize,
+        n_frames: usize,
+    ) -> Result<Self::Encoded> {
+        let view = StorageView::new(&[batch, n_mels, n_frames], mel, Device::CPU)?;
+        self.whisper.encode(&view, false)
+    }
+
+    fn generate_batch(
+        &self,
+        encoded: &Self::Encoded,
+        prompts: &[Vec<&str>],
+        options: &WhisperOptions,
+    ) -> Result<Vec<Generation>> {
+        let results = self.whisper.generate(encoded, prompts, options)?;
+        if results.len() != prompts.len() {
+            return Err(anyhow!(
+                "the engine returned {} results for {} prompts",
+                results.len(),
+                prompts.len()
+            ));
+        }
+        results.into_iter().map(generation).collect()
+    }
+
+    fn select(&self, encoded: &Self::Encoded, indices: &[usize]) -> Result<Self::Encoded> {
+        let indices: Vec<i32> = indices
+            .iter()
+            .map(|&i| i32::try_from(i).map_err(|_| anyhow!("batch index {i} out of range")))
+            .collect::<Result<_>>()?;
+        encoded.select_batch(&indices)
+    }
+
+    fn detect_language_batch(&self, encoded: &Self::Encoded) -> Result<Vec<Vec<(String, f32)>>> {
+        Ok(self
+            .whisper
+            .detect_language(encoded)?
+            .into_iter()
+            .map(|all| {
+                all.into_iter()
+                    .map(|d| (d.language, d.probability))
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn align_batch(
+        &self,
+        encoded: &Self::Encoded,
+        start_sequence: &[usize],
+        text_tokens: &[Vec<usize>],
+        num_frames: &[usize],
+        median_filter_width: i64,
+    ) -> Result<Vec<Alignment>> {
+        let results = self.whisper.align(
+            encoded,
+            start_sequence,
+            text_tokens,
+            num_frames,
+            median_filter_width,
+        )?;
+        if results.len() != text_tokens.len() {
+            return Err(anyhow!(
+                "the engine returned {} alignments for {} sequences",
+                results.len(),
+                text_tokens.len()
+            ));
+        }
+        Ok(results.iter().map(alignment).collect())
     }
 }
 

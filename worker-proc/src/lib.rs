@@ -7,6 +7,9 @@
 //! # Layout
 //! - [`cli`]: command line, device/compute-type resolution, dispatch.
 //! - [`protocol`]: server mode — process hygiene, handshake, job loop.
+//! - [`batch_job`]: a batch of jobs decoded together
+//!   (`Pipeline::transcribe_many`), each answered by its own id;
+//!   [`cancels`]: which jobs are cancelled (per job in a batch).
 //! - [`fault`]: fault injection for crash, hang and start-up tests.
 //! - [`model`]: model directory checks and loading.
 //! - [`engine`]: the ct2rs `sys::Whisper` wrapper behind the `Backend` trait.
@@ -16,7 +19,9 @@
 //! - [`tokenizer`]: special tokens, BPE decode/encode, suppressed tokens.
 //! - [`segments`]: prompt building, timestamp splitting, compression ratio.
 //! - [`transcribe`]: the seek loop and temperature fallback
-//!   (faster-whisper's `generate_segments`).
+//!   (faster-whisper's `generate_segments`), and batched long-form decoding
+//!   (`Pipeline::transcribe_many`: windows of one or several clips decoded
+//!   several per engine call).
 //! - [`words`]: word-level timestamps.
 //! - [`vad`]: voice-activity detection (`vad_filter`): speech chunks, and
 //!   the map of their timestamps back to the original timeline.
@@ -55,6 +60,8 @@
 
 #![warn(missing_docs)]
 
+pub mod batch_job;
+pub mod cancels;
 pub mod cli;
 pub mod engine;
 pub mod engine_info;

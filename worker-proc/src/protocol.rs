@@ -22,6 +22,12 @@
 //! stops before its next 30 s window). The PCM becomes `f32` (`x / 32768`,
 //! as faster-whisper's `decode_audio`) just before the features.
 //!
+//! The jobs of a `ToWorker::Batch` are gathered by the reader
+//! ([`asr_ipc::BatchAssembler`]) and run together as one step of this loop
+//! ([`crate::batch_job`]), each answered by its own id; a `Cancel` of one of
+//! them stops only that job ([`Cancels`]). A lone job always runs the
+//! sequential pipeline.
+//!
 //! A third thread sends `Heartbeat` every `--heartbeat-interval-ms`, busy or
 //! idle: it only sleeps and writes, so nothing the engine does can hold it
 //! up, and its silence tells the parent the whole process is frozen. Every
@@ -31,6 +37,7 @@
 //! | event | effect |
 //! | --- | --- |
 //! | stdin EOF, `Shutdown` | exit [`EXIT_OK`] once the jobs read before it are answered |
+//! | `Batch` then its jobs | decoded together, each answered by its own id |
 //! | `Cancel` of a staged / the running job | `Failed` (`Cancelled`) without decoding / before its next window |
 //! | malformed, truncated or oversized frame | log, exit [`EXIT_PROTOCOL`] once the jobs before it are answered (no resync) |
 //! | a frame cannot be written (parent gone) | exit [`EXIT_PROTOCOL`] |
@@ -39,20 +46,20 @@
 //! | audio chunks that do not fit their header, a frame inside a job's audio | log, exit [`EXIT_PROTOCOL`] (as a malformed frame) |
 //! | fault `AnswerOutOfOrder` / `AnswerWrongId` (fault injection only) | the next job is decoded and answered first / the answers carry the id + 1000 |
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asr_ipc::{
-    decode, encode, read_frame, write_payload, Fault, FrameError, FromWorker, Hello, Job,
-    JobAssembler, JobResult, LoadFailure, Segment, ToWorker, WorkerError,
+    decode, encode, read_frame, write_payload, Assembled, BatchAssembler, Fault, FrameError,
+    FromWorker, Hello, Job, JobResult, LoadFailure, Segment, ToWorker, WorkerError,
 };
+
+use crate::cancels::Cancels;
 
 use crate::engine::{Engine, EngineSettings};
 use crate::transcribe::Pipeline;
@@ -140,11 +147,11 @@ fn take_stdout() -> io::Result<File> {
 type Out = BufWriter<File>;
 
 /// The frames' way to the parent, shared by the main and heartbeat threads.
-type SharedOut = Mutex<Out>;
+pub(crate) type SharedOut = Mutex<Out>;
 
 /// Writes one frame whole (encoded first, then written and flushed under the
 /// lock), so frames from different threads never interleave.
-fn write_to_parent(out: &SharedOut, msg: &FromWorker) -> Result<(), FrameError> {
+pub(crate) fn write_to_parent(out: &SharedOut, msg: &FromWorker) -> Result<(), FrameError> {
     let payload = encode(msg)?;
     // A panic while holding the lock cannot leave a frame half-written
     // from our side of it: the lock is only held here.
@@ -271,7 +278,7 @@ pub fn serve(config: &ServerConfig) -> i32 {
                 );
                 job.fault = None;
                 match next() {
-                    later @ Inbound::Job(_) => {
+                    later @ (Inbound::Job(_) | Inbound::Batch(_)) => {
                         ahead.push_back(later);
                         ahead.push_back(Inbound::Job(job));
                     }
@@ -279,6 +286,22 @@ pub fn serve(config: &ServerConfig) -> i32 {
                         ahead.push_back(Inbound::Job(job));
                         ahead.push_back(other);
                     }
+                }
+            }
+            Inbound::Batch(jobs) => {
+                let idle = last_done.map(|t| t.elapsed());
+                let res = crate::batch_job::run_batch(
+                    &mut pipeline,
+                    jobs,
+                    idle,
+                    config.enable_fault_injection,
+                    &out,
+                    &cancels,
+                );
+                last_done = Some(Instant::now());
+                if let Err(e) = res {
+                    log_error!("cannot write to the parent: {e}; exiting");
+                    return EXIT_PROTOCOL;
                 }
             }
             Inbound::Job(job) => {
@@ -318,11 +341,22 @@ pub fn serve(config: &ServerConfig) -> i32 {
 #[allow(clippy::large_enum_variant)]
 enum Inbound {
     Job(Job),
+    /// The jobs of one `ToWorker::Batch`, in its order (at least two).
+    Batch(Vec<Job>),
     Shutdown,
     /// stdin reached EOF between frames.
     Eof,
     /// An unreadable or malformed frame; nothing after it can be trusted.
     Broken(String),
+}
+
+impl From<Assembled> for Inbound {
+    fn from(a: Assembled) -> Self {
+        match a {
+            Assembled::Job(job) => Inbound::Job(job),
+            Assembled::Batch(jobs) => Inbound::Batch(jobs),
+        }
+    }
 }
 
 /// Sends `Heartbeat` every `interval` on a thread of its own, until the
@@ -351,14 +385,14 @@ fn spawn_heartbeat(
 /// parent staged is in memory before the engine needs it, and a
 /// [`ToWorker::Cancel`] takes effect while the main thread decodes.
 fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
-    // Unbounded: the parent stages at most one job ahead.
+    // Unbounded: the parent stages at most one job (or batch) ahead.
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || {
             let stdin = io::stdin();
             let mut input = stdin.lock();
-            let mut jobs = JobAssembler::default();
+            let mut jobs = BatchAssembler::default();
             loop {
                 let msg = match read_frame(&mut input) {
                     Ok(None) => match jobs.expect_idle() {
@@ -374,7 +408,7 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
                                     // Cancellable from its header on.
                                     cancels.received(id);
                                     match job {
-                                        Some(job) => Inbound::Job(job),
+                                        Some(done) => done.into(),
                                         None => continue,
                                     }
                                 }
@@ -382,7 +416,7 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
                             }
                         }
                         Ok(ToWorker::AudioChunk(chunk)) => match jobs.chunk(chunk) {
-                            Ok(Some(job)) => Inbound::Job(job),
+                            Ok(Some(done)) => done.into(),
                             Ok(None) => continue,
                             Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
                         },
@@ -395,6 +429,10 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
                             }
                             Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
                         },
+                        Ok(ToWorker::Batch { job_ids }) => match jobs.batch(job_ids) {
+                            Ok(()) => continue,
+                            Err(e) => Inbound::Broken(format!("bad batch from the parent: {e}")),
+                        },
                         Ok(ToWorker::Shutdown) => match jobs.expect_idle() {
                             Ok(()) => Inbound::Shutdown,
                             Err(e) => Inbound::Broken(format!("bad audio from the parent: {e}")),
@@ -405,7 +443,7 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
                         )),
                     },
                 };
-                let last = !matches!(msg, Inbound::Job(_));
+                let last = !matches!(msg, Inbound::Job(_) | Inbound::Batch(_));
                 if tx.send(msg).is_err() || last {
                     return;
                 }
@@ -422,78 +460,28 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
     rx
 }
 
-/// Which jobs are cancelled, shared by the reader and the main thread.
-struct Cancels {
-    state: Mutex<CancelState>,
-    /// The pipeline's flag: set while the running job is cancelled.
-    running_cancelled: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-struct CancelState {
-    /// Jobs read and not finished yet (only these can be cancelled, so the
-    /// set below stays small).
-    pending: HashSet<u64>,
-    cancelled: HashSet<u64>,
-    running: Option<u64>,
-}
-
-impl Cancels {
-    fn new(running_cancelled: Arc<AtomicBool>) -> Self {
-        Self {
-            state: Mutex::default(),
-            running_cancelled,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CancelState> {
-        // A panic while holding this lock cannot leave the sets invalid.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The reader read job `id`.
-    fn received(&self, id: u64) {
-        self.lock().pending.insert(id);
-    }
-
-    /// The parent cancelled `id`: remembered if it is still to run, flagged
-    /// if it is running.
-    fn cancel(&self, id: u64) {
-        let mut st = self.lock();
-        if !st.pending.contains(&id) {
-            return; // answered already (or never sent): nothing to do
-        }
-        st.cancelled.insert(id);
-        if st.running == Some(id) {
-            self.running_cancelled.store(true, Ordering::Release);
-        }
-    }
-
-    /// The job running now, if any.
-    fn running(&self) -> Option<u64> {
-        self.lock().running
-    }
-
-    /// Job `id` starts; true if it was cancelled already.
-    fn start(&self, id: u64) -> bool {
-        let mut st = self.lock();
-        st.running = Some(id);
-        let cancelled = st.cancelled.contains(&id);
-        self.running_cancelled.store(cancelled, Ordering::Release);
-        cancelled
-    }
-
-    /// Job `id` was answered.
-    fn finish(&self, id: u64) {
-        let mut st = self.lock();
-        st.running = None;
-        st.pending.remove(&id);
-        st.cancelled.remove(&id);
-        self.running_cancelled.store(false, Ordering::Release);
-    }
-}
-
 /// Decodes one job and writes its answer. Errors are write errors only.
+/// The `Done` frame of a finished job; `idle_before`: the engine's idle
+/// time before it (for `Timings::idle_before_us`).
+pub(crate) fn done_frame(
+    job_id: u64,
+    t: crate::transcribe::Transcript,
+    idle_before: Option<Duration>,
+) -> FromWorker {
+    let text = t.text();
+    let mut timings = t.timings;
+    timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
+    FromWorker::Done(JobResult {
+        job_id,
+        text,
+        segments: t.segments,
+        language: t.language,
+        language_probability: t.language_probability,
+        duration_secs: t.duration_secs,
+        timings,
+    })
+}
+
 fn run_job(
     pipeline: &mut Pipeline<Engine>,
     job: Job,
@@ -568,18 +556,7 @@ fn run_job(
                 t.segments.len(),
                 total_ms / 1e3 / audio_secs.max(1e-9)
             );
-            let text = t.text();
-            let mut timings = t.timings;
-            timings.idle_before_us = idle_before.map(|d| d.as_micros() as u64);
-            FromWorker::Done(JobResult {
-                job_id,
-                text,
-                segments: t.segments,
-                language: t.language,
-                language_probability: t.language_probability,
-                duration_secs: t.duration_secs,
-                timings,
-            })
+            done_frame(job_id, t, idle_before)
         }
         Ok(Err(WorkerError::Cancelled)) => {
             log_info!("job {id} cancelled while decoding");

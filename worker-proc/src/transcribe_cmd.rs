@@ -80,6 +80,11 @@ pub struct TranscribeArgs {
     /// Print the VAD's speech chunks (seconds) before the transcript.
     #[arg(long, requires = "vad")]
     pub vad_chunks: bool,
+    /// Windows per engine call for audio over 30 s: 0 or 1 = the
+    /// sequential seek loop, 2..=64 = batched long-form decoding (the
+    /// node's `batch_size`).
+    #[arg(long, default_value_t = 0)]
+    pub batch_size: u32,
 }
 
 /// Reads a 16 kHz mono WAV as f32 samples in [-1, 1] (integer PCM is
@@ -176,6 +181,7 @@ fn options(args: &TranscribeArgs) -> DecodeOptions {
             max_speech_duration_s: args.vad_max_speech_s,
             ..VadOptions::default()
         },
+        batch_size: args.batch_size,
         ..DecodeOptions::default()
     };
     if let Some(t) = &args.temperatures {

@@ -13,7 +13,7 @@
 use anyhow::Result;
 use asr_ipc::{TokenLogprob, Word};
 
-use crate::engine::Backend;
+use crate::engine::{Alignment, Backend};
 use crate::segments::RawSegment;
 use crate::tokenizer::WhisperTokenizer;
 
@@ -243,7 +243,24 @@ pub fn find_alignment<B: Backend>(
     }
     let start: Vec<usize> = sot_sequence.iter().map(|&t| t as usize).collect();
     let text: Vec<usize> = text_tokens.iter().map(|&t| t as usize).collect();
-    let result = backend.align(encoded, &start, &text, num_frames, 7)?;
+    let result = backend.align(encoded, &start, &text, num_frames, MEDIAN_FILTER_WIDTH)?;
+    words_from_alignment(tok, text_tokens, &result, language)
+}
+
+/// The median filter width of the alignment (faster-whisper's).
+pub const MEDIAN_FILTER_WIDTH: i64 = 7;
+
+/// The words of `text_tokens` timed by the engine's `result` (the part of
+/// [`find_alignment`] after the engine call).
+pub fn words_from_alignment(
+    tok: &WhisperTokenizer,
+    text_tokens: &[u32],
+    result: &Alignment,
+    language: &str,
+) -> Result<Vec<WordTiming>> {
+    if text_tokens.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut with_eot = text_tokens.to_vec();
     with_eot.push(tok.eot);
     let (words, word_tokens) = split_to_word_tokens(tok, &with_eot, language)?;
@@ -343,18 +360,14 @@ pub fn add_word_timestamps<B: Backend>(
     sot_sequence: &[u32],
     segments: &mut [RawSegment],
     num_frames: usize,
-    mut last_speech_timestamp: f64,
+    last_speech_timestamp: f64,
     language: &str,
 ) -> Result<AlignedWords> {
     if segments.is_empty() {
         return Ok(AlignedWords::default());
     }
-    let per_segment: Vec<Vec<u32>> = segments
-        .iter()
-        .map(|s| s.tokens.iter().copied().filter(|&t| t < tok.eot).collect())
-        .collect();
-    let text_tokens: Vec<u32> = per_segment.iter().flatten().copied().collect();
-    let mut alignment = find_alignment(
+    let text_tokens: Vec<u32> = text_tokens_of(tok, segments).concat();
+    let alignment = find_alignment(
         backend,
         tok,
         encoded,
@@ -363,9 +376,42 @@ pub fn add_word_timestamps<B: Backend>(
         num_frames,
         language,
     )?;
+    let time_offset = segments[0].seek as f64 / FRAMES_PER_SECOND;
+    Ok(place_words(
+        tok,
+        segments,
+        alignment,
+        last_speech_timestamp,
+        time_offset,
+    ))
+}
+
+/// The text tokens (no timestamps, no specials) of each segment: what the
+/// alignment of a window is asked for, concatenated.
+pub fn text_tokens_of(tok: &WhisperTokenizer, segments: &[RawSegment]) -> Vec<Vec<u32>> {
+    segments
+        .iter()
+        .map(|s| s.tokens.iter().copied().filter(|&t| t < tok.eot).collect())
+        .collect()
+}
+
+/// The part of [`add_word_timestamps`] after the alignment: clamps and
+/// merges the window's words, hands them to their segments (word times
+/// are from the window start, `time_offset` seconds) and moves each
+/// segment's start and end to its words.
+pub fn place_words(
+    tok: &WhisperTokenizer,
+    segments: &mut [RawSegment],
+    mut alignment: Vec<WordTiming>,
+    mut last_speech_timestamp: f64,
+    time_offset: f64,
+) -> AlignedWords {
+    if segments.is_empty() {
+        return AlignedWords::default();
+    }
+    let per_segment = text_tokens_of(tok, segments);
     let (median_duration, max_duration) = clamp_and_merge(&mut alignment);
 
-    let time_offset = segments[0].seek as f64 / FRAMES_PER_SECOND;
     let mut word_index = 0usize;
     let mut result = Vec::with_capacity(segments.len());
     for (segment, seg_tokens) in segments.iter_mut().zip(&per_segment) {
@@ -416,7 +462,7 @@ pub fn add_word_timestamps<B: Backend>(
         }
         result.push(words);
     }
-    Ok(AlignedWords { words: result })
+    AlignedWords { words: result }
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub enum Outgoing {
     },
     /// [`ToWorker::Cancel`] for this job.
     Cancel(u64),
+    /// [`ToWorker::Batch`]: the next jobs sent (these ids, in order) form
+    /// one batch.
+    Batch(Vec<u64>),
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Outgoing {
                 .field("samples", &(**audio).as_ref().len())
                 .finish(),
             Outgoing::Cancel(id) => f.debug_tuple("Cancel").field(id).finish(),
+            Outgoing::Batch(ids) => f.debug_tuple("Batch").field(ids).finish(),
         }
     }
 }
@@ -112,15 +116,10 @@ pub fn start(
                 Outgoing::Job { id, header, audio } => {
                     (id, write_job(&mut frames, id, header, (*audio).as_ref()).await)
                 }
-                Outgoing::Cancel(id) => {
-                    let res = match asr_ipc::encode(&ToWorker::Cancel { job_id: id }) {
-                        Ok(frame) => frames
-                            .send(Bytes::from(frame))
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    (id, res)
+                Outgoing::Cancel(id) => (id, send(&mut frames, &ToWorker::Cancel { job_id: id }).await),
+                Outgoing::Batch(job_ids) => {
+                    let id = job_ids.first().copied().unwrap_or_default();
+                    (id, send(&mut frames, &ToWorker::Batch { job_ids }).await)
                 }
             };
             if let Err(e) = res {
@@ -181,6 +180,18 @@ pub fn start(
     }));
 
     Ok(ChildIo { input, tasks })
+}
+
+/// Encodes and writes one frame.
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    frames: &mut FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
+    msg: &ToWorker,
+) -> Result<(), String> {
+    let frame = asr_ipc::encode(msg).map_err(|e| e.to_string())?;
+    frames
+        .send(Bytes::from(frame))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Writes a job through the codec: its encoded header, then its audio chunk

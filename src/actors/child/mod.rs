@@ -26,21 +26,23 @@ use std::sync::{mpsc, Arc, OnceLock};
 use tokio::process::{Child, Command};
 
 use crate::config::NodeConfig;
+use crate::workers::WorkerPlan;
 
 pub mod io;
 
-/// Builds the worker command line from the configuration (pure; no spawn).
-pub fn build_command(config: &NodeConfig) -> (PathBuf, Vec<String>) {
+/// Builds the command line of the worker `plan` describes from the
+/// configuration (pure; no spawn).
+pub fn build_command(config: &NodeConfig, plan: &WorkerPlan) -> (PathBuf, Vec<String>) {
     let path = config.resolve_worker_path();
     let mut args = vec![
         "--model-dir".to_string(),
         config.model_dir.display().to_string(),
         "--device".to_string(),
-        config.device.clone(),
+        plan.device.clone(),
         "--compute-type".to_string(),
         config.compute_type.clone(),
         "--threads".to_string(),
-        config.threads.to_string(),
+        plan.threads.to_string(),
         // Lets the worker check at start that its parent is still this
         // process (PDEATHSIG covers the parent dying later).
         "--parent-pid".to_string(),
@@ -81,11 +83,22 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
     })
 }
 
-/// Spawns the worker with piped stdio, its own process group and a parent
-/// death signal.
-pub async fn spawn_worker(config: &NodeConfig) -> std::io::Result<(Child, ChildGuard)> {
-    let (path, args) = build_command(config);
+/// Spawns the worker `plan` describes with piped stdio, its own process
+/// group and a parent death signal (pinned to its GPU with
+/// `CUDA_VISIBLE_DEVICES` when it has one).
+pub async fn spawn_worker(
+    config: &NodeConfig,
+    plan: &WorkerPlan,
+) -> std::io::Result<(Child, ChildGuard)> {
+    let (path, args) = build_command(config, plan);
     let mut command = Command::new(&path);
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    if let Some(gpu) = plan
+        .cuda_visible_devices(visible.as_deref())
+        .map_err(std::io::Error::other)?
+    {
+        command.env("CUDA_VISIBLE_DEVICES", gpu);
+    }
     command
         .args(&args)
         .stdin(Stdio::piped())
@@ -217,9 +230,11 @@ mod tests {
             worker_path: Some("/opt/w/worker-proc".into()),
             model_dir: "/m/tiny".into(),
             threads: 2,
+            workers: Some(1),
             ..NodeConfig::default()
         };
-        let (path, args) = build_command(&c);
+        let plan = &crate::workers::plan(&c).unwrap()[0];
+        let (path, args) = build_command(&c, plan);
         assert_eq!(path, PathBuf::from("/opt/w/worker-proc"));
         let pid = std::process::id().to_string();
         assert_eq!(
@@ -240,9 +255,15 @@ mod tests {
             ]
         );
         c.enable_fault_injection = true;
-        assert!(build_command(&c)
+        assert!(build_command(&c, plan)
             .1
             .contains(&"--enable-fault-injection".to_string()));
+        // Two CPU workers split the two threads.
+        c.workers = Some(2);
+        let plans = crate::workers::plan(&c).unwrap();
+        let args = build_command(&c, &plans[1]).1;
+        let at = args.iter().position(|a| a == "--threads").unwrap();
+        assert_eq!(args[at + 1], "1");
     }
 
     #[test]

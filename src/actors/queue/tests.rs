@@ -9,12 +9,25 @@ const LONG: Duration = Duration::from_secs(60);
 const SOON: Duration = Duration::from_millis(500);
 
 async fn queue(capacity: usize, max_audio_secs: f64) -> (ActorRef<QueueMsg>, Arc<Shared>) {
+    batching_queue(capacity, max_audio_secs, 1, Duration::ZERO).await
+}
+
+/// A queue with batching: at most `max_batch` jobs per batch, a partial
+/// batch waiting up to `batch_wait` for more.
+pub(super) async fn batching_queue(
+    capacity: usize,
+    max_audio_secs: f64,
+    max_batch: usize,
+    batch_wait: Duration,
+) -> (ActorRef<QueueMsg>, Arc<Shared>) {
     let shared = Arc::new(Shared::new(capacity));
     let args = QueueArgs {
         limits: QueueLimits {
             capacity,
             max_audio_secs,
             max_wait: LONG,
+            max_batch,
+            batch_wait,
         },
         shared: shared.clone(),
     };
@@ -24,17 +37,27 @@ async fn queue(capacity: usize, max_audio_secs: f64) -> (ActorRef<QueueMsg>, Arc
     (q, shared)
 }
 
-fn idle(worker: &ActorRef<WorkerProxyMsg>, stage: bool) -> QueueMsg {
+pub(super) fn idle(worker: &ActorRef<WorkerProxyMsg>, stage: bool) -> QueueMsg {
     QueueMsg::WorkerIdle {
         worker: worker.clone(),
+        worker_id: 0,
         rtf: None,
         stage,
     }
 }
 
+/// The id of a batch of one (without batching, every batch is one job).
 fn run_id(msg: WorkerProxyMsg) -> u64 {
+    match run_ids(msg).as_slice() {
+        [id] => *id,
+        other => panic!("expected a batch of one, got {other:?}"),
+    }
+}
+
+/// The ids of a batch, in order.
+pub(super) fn run_ids(msg: WorkerProxyMsg) -> Vec<u64> {
     match msg {
-        WorkerProxyMsg::Run(j) => j.id,
+        WorkerProxyMsg::Run(jobs) => jobs.iter().map(|j| j.id).collect(),
         other => panic!("expected Run, got {other:?}"),
     }
 }
@@ -94,6 +117,7 @@ async fn the_measured_rtf_sets_the_retry_after() {
     // A worker reports a job at 1.2 s per audio second: rtf 0.2 → 0.4.
     q.cast(QueueMsg::WorkerIdle {
         worker: w.clone(),
+        worker_id: 0,
         rtf: Some(1.2),
         stage: false,
     })
@@ -114,6 +138,7 @@ async fn the_measured_rtf_sets_the_retry_after() {
 async fn a_down_worker_means_503_until_it_is_idle_again() {
     let (q, _) = queue(4, 0.0).await;
     q.cast(QueueMsg::WorkerDown {
+        worker: 0,
         retry_after: 7 * SEC,
     })
     .unwrap();
@@ -175,7 +200,13 @@ async fn a_crashed_job_goes_first_and_a_quarantined_input_is_refused() {
     let (w, mut runs) = probe::<WorkerProxyMsg>().await;
     q.cast(idle(&w, false)).unwrap();
     match next(&mut runs).await {
-        WorkerProxyMsg::Run(j) => assert_eq!((j.id, j.attempts), (7, 1), "the retry first"),
+        WorkerProxyMsg::Run(j) => {
+            assert_eq!(
+                (j.len(), j[0].id, j[0].attempts),
+                (1, 7, 1),
+                "the retry first"
+            )
+        }
         other => panic!("{other:?}"),
     }
     let (poison, rp) = job(9, 1.0, LONG);
@@ -206,7 +237,11 @@ async fn a_staged_job_counts_against_capacity_until_the_worker_asks_again() {
     assert_eq!(run_id(next(&mut runs).await), 3);
     // A requeued (unstaged) job goes first again.
     let (d, _rd) = job(4, 1.0, LONG);
-    q.cast(QueueMsg::WorkerDown { retry_after: SEC }).unwrap();
+    q.cast(QueueMsg::WorkerDown {
+        worker: 0,
+        retry_after: SEC,
+    })
+    .unwrap();
     q.cast(QueueMsg::Requeue(d)).unwrap();
     eventually("the requeued job waits", || {
         shared.status().queue_depth == 1

@@ -1,9 +1,10 @@
 //! The worker proxy's slots: an I/O-free state machine.
 //!
-//! It knows the child's [`Lifecycle`], the job *in flight* (being decoded),
-//! the job *staged* behind it (sent ahead, waiting), the staged jobs
-//! *skipped* (cancelled in the child, whose answers are dropped), and when
-//! the child was last heard from. It sends nothing, answers nobody and
+//! It knows the child's [`Lifecycle`], the batch *in flight* (being
+//! decoded: one job or more, each answered on its own), the batch *staged*
+//! behind it (sent ahead, waiting), the staged jobs *skipped* (cancelled in
+//! the child, whose answers are dropped), and when the child was last
+//! heard from. A lone job is a batch of one. It sends nothing, answers nobody and
 //! reads no clock: every method takes `now` and returns a decision that the
 //! actor ([`super::WorkerProxyActor`]) carries out (frames, replies, spans,
 //! timers). So every rule of the module docs' *Pairing* and *Liveness* is
@@ -22,6 +23,8 @@ pub trait SlotJob {
     fn client_gone(&self) -> bool;
     /// When it must have started decoding (its queue deadline).
     fn queue_deadline(&self) -> Instant;
+    /// Seconds of audio (for the batch's real-time factor).
+    fn audio_secs(&self) -> f64;
 }
 
 /// Where the child is in its life.
@@ -38,26 +41,62 @@ pub enum Lifecycle {
     Exited,
 }
 
-/// The job being decoded.
+/// The batch being decoded (one job or more).
 #[derive(Debug)]
 pub struct InFlight<J> {
-    /// The job.
-    pub job: J,
-    /// When it became the job in flight (its decode began).
+    /// Its jobs not answered yet, in the batch's order.
+    pub jobs: Vec<J>,
+    /// The id its decode deadline is keyed by (its first job's).
+    pub key: u64,
+    /// Jobs it started with.
+    pub size: usize,
+    /// When it became the batch in flight (its decode began).
     pub started_at: Instant,
     /// Its decode deadline, counted from `started_at`.
     pub deadline: Duration,
-    /// A `Cancel` was sent for it (its client left).
-    pub cancel_sent: bool,
+    /// Its jobs a `Cancel` was sent for (their clients left).
+    pub cancel_sent: Vec<u64>,
+    /// Audio seconds of its jobs answered `Done` so far.
+    pub done_audio_secs: f64,
 }
 
-/// A job sent to the child ahead of time, waiting for the one in flight.
+impl<J> InFlight<J> {
+    /// Whether it started as a batch of more than one job.
+    pub fn is_batch(&self) -> bool {
+        self.size > 1
+    }
+}
+
+/// A batch sent to the child ahead of time, waiting for the one in flight.
 #[derive(Debug)]
 pub struct Staged<J> {
-    /// The job.
-    pub job: J,
+    /// Its jobs still to be decoded, in the batch's order.
+    pub jobs: Vec<J>,
     /// When it was staged.
     pub staged_at: Instant,
+}
+
+/// A job of the batch in flight, answered ([`Slots::answered`]).
+#[derive(Debug)]
+pub struct Answered<J> {
+    /// The job.
+    pub job: J,
+    /// When its batch started decoding.
+    pub started_at: Instant,
+    /// Set when it was the batch's last job: the batch is done.
+    pub batch_done: Option<BatchDone>,
+}
+
+/// A batch whose every job is answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchDone {
+    /// Jobs it started with.
+    pub size: usize,
+    /// Its decode wall time.
+    pub decode_time: Duration,
+    /// Decode wall time over the audio of its jobs answered `Done` (the
+    /// drain rate the queue learns), if any was.
+    pub rtf: Option<f64>,
 }
 
 /// Where a job the queue sent goes ([`Slots::placement`]).
@@ -122,9 +161,9 @@ pub enum Liveness {
 /// Everything the proxy held when the child ended or broke pairing.
 #[derive(Debug)]
 pub struct Held<J> {
-    /// The job in flight, if not answered.
+    /// The batch in flight (its jobs not answered yet), if any.
     pub in_flight: Option<InFlight<J>>,
-    /// The staged job, if any.
+    /// The staged batch, if any.
     pub staged: Option<Staged<J>>,
 }
 
@@ -160,12 +199,19 @@ impl<J: SlotJob> Slots<J> {
         &self.lifecycle
     }
 
-    /// The job in flight.
+    /// The batch in flight.
     pub fn in_flight(&self) -> Option<&InFlight<J>> {
         self.in_flight.as_ref()
     }
 
-    /// The staged job.
+    /// The job `id` of the batch in flight, if it is one.
+    pub fn in_flight_job(&self, id: u64) -> Option<&J> {
+        self.in_flight
+            .as_ref()
+            .and_then(|f| f.jobs.iter().find(|j| j.id() == id))
+    }
+
+    /// The staged batch.
     pub fn staged(&self) -> Option<&Staged<J>> {
         self.staged.as_ref()
     }
@@ -198,9 +244,9 @@ impl<J: SlotJob> Slots<J> {
         }
     }
 
-    /// Where a job from the queue goes; the caller then [`Self::start`]s or
-    /// [`Self::stage`]s it once it is sent (or leaves the slots untouched if
-    /// it cannot be sent).
+    /// Where a batch from the queue goes; the caller then [`Self::start`]s
+    /// or [`Self::stage`]s it once it is sent (or leaves the slots
+    /// untouched if it cannot be sent).
     pub fn placement(&self) -> Placement {
         if !self.can_take_jobs() {
             Placement::Gone
@@ -213,39 +259,46 @@ impl<J: SlotJob> Slots<J> {
         }
     }
 
-    /// `job` is now the one the engine decodes (after [`Placement::Run`]).
-    pub fn start(&mut self, job: J, now: Instant, deadline: Duration) {
+    /// `jobs` (one or more) are now the batch the engine decodes (after
+    /// [`Placement::Run`]); `deadline` is the batch's.
+    pub fn start(&mut self, jobs: Vec<J>, now: Instant, deadline: Duration) {
         debug_assert!(self.in_flight.is_none());
+        let Some(key) = jobs.first().map(|j| j.id()) else {
+            return;
+        };
         self.in_flight = Some(InFlight {
-            job,
+            size: jobs.len(),
+            jobs,
+            key,
             started_at: now,
             deadline,
-            cancel_sent: false,
+            cancel_sent: Vec::new(),
+            done_audio_secs: 0.0,
         });
     }
 
-    /// `job` waits in the child behind the one in flight (after
+    /// `jobs` wait in the child behind the batch in flight (after
     /// [`Placement::Stage`]).
-    pub fn stage(&mut self, job: J, now: Instant) {
+    pub fn stage(&mut self, jobs: Vec<J>, now: Instant) {
         debug_assert!(self.staged.is_none());
+        if jobs.is_empty() {
+            return;
+        }
         self.staged = Some(Staged {
-            job,
+            jobs,
             staged_at: now,
         });
     }
 
     /// Whether an answer about `job_id` may be delivered (see *Pairing* in
-    /// [`super`]). A final answer (`Done`, `Failed`) of a skipped job
-    /// forgets it; its progress is dropped too.
+    /// [`super`]): only to a job of the batch in flight. A final answer
+    /// (`Done`, `Failed`) of a skipped job forgets it; its progress is
+    /// dropped too.
     pub fn pair(&mut self, job_id: u64, is_final: bool) -> Pairing {
         if matches!(self.lifecycle, Lifecycle::Dying(_) | Lifecycle::Exited) {
             return Pairing::Drop;
         }
-        if self
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| f.job.id() == job_id)
-        {
+        if self.in_flight_job(job_id).is_some() {
             return Pairing::Deliver;
         }
         if let Some(i) = self.skipped.iter().position(|&id| id == job_id) {
@@ -254,81 +307,152 @@ impl<J: SlotJob> Slots<J> {
             }
             return Pairing::Drop;
         }
-        Pairing::Broken(match (&self.in_flight, &self.staged) {
-            (Some(f), Some(s)) if s.job.id() == job_id => format!(
-                "worker answered job {job_id} (staged) while job {} was in flight",
-                f.job.id()
+        let ids = |jobs: &[J]| {
+            let ids: Vec<String> = jobs.iter().map(|j| j.id().to_string()).collect();
+            match ids.len() {
+                1 => format!("job {}", ids[0]),
+                _ => format!("jobs {}", ids.join(", ")),
+            }
+        };
+        let staged = self
+            .staged
+            .as_ref()
+            .is_some_and(|s| s.jobs.iter().any(|j| j.id() == job_id));
+        Pairing::Broken(match &self.in_flight {
+            Some(f) if staged => format!(
+                "worker answered job {job_id} (staged) while {} {} in flight",
+                ids(&f.jobs),
+                if f.jobs.len() == 1 { "was" } else { "were" }
             ),
-            (Some(f), _) => format!(
-                "worker answered job {job_id} while job {} was in flight",
-                f.job.id()
+            Some(f) => format!(
+                "worker answered job {job_id} while {} {} in flight",
+                ids(&f.jobs),
+                if f.jobs.len() == 1 { "was" } else { "were" }
             ),
-            (None, _) => format!("worker answered job {job_id} with no job in flight"),
+            None => format!("worker answered job {job_id} with no job in flight"),
         })
     }
 
-    /// The job in flight, answered (or failed): out of its slot.
+    /// The final answer of job `id` of the batch in flight arrived (`done`:
+    /// a transcript): the job, out of its slot; with [`BatchDone`] when it
+    /// was the batch's last, which then leaves the slot free.
+    pub fn answered(&mut self, id: u64, done: bool, now: Instant) -> Option<Answered<J>> {
+        let f = self.in_flight.as_mut()?;
+        let i = f.jobs.iter().position(|j| j.id() == id)?;
+        let job = f.jobs.remove(i);
+        if done {
+            f.done_audio_secs += job.audio_secs();
+        }
+        let started_at = f.started_at;
+        let batch_done = f.jobs.is_empty().then(|| {
+            let decode_time = now.saturating_duration_since(f.started_at);
+            let rtf =
+                (f.done_audio_secs > 0.0).then(|| decode_time.as_secs_f64() / f.done_audio_secs);
+            BatchDone {
+                size: f.size,
+                decode_time,
+                rtf,
+            }
+        });
+        if batch_done.is_some() {
+            self.in_flight = None;
+        }
+        Some(Answered {
+            job,
+            started_at,
+            batch_done,
+        })
+    }
+
+    /// The batch in flight, out of its slot (its jobs to be failed).
     pub fn take_in_flight(&mut self) -> Option<InFlight<J>> {
         self.in_flight.take()
     }
 
-    /// After the job in flight was answered: the staged job (if any) is in
-    /// flight from `now`, with the deadline `deadline` gives it; returns it
-    /// and how long it was staged.
+    /// After the batch in flight was answered: the staged batch (if any) is
+    /// in flight from `now`, with the deadline `deadline` gives it; returns
+    /// it and how long it was staged.
     pub fn promote(
         &mut self,
         now: Instant,
-        deadline: impl FnOnce(&J) -> Duration,
+        deadline: impl FnOnce(&[J]) -> Duration,
     ) -> Option<(&mut InFlight<J>, Duration)> {
         if self.in_flight.is_some() {
             return None;
         }
         let s = self.staged.take()?;
         let waited = now.saturating_duration_since(s.staged_at);
-        let deadline = deadline(&s.job);
-        self.start(s.job, now, deadline);
+        let deadline = deadline(&s.jobs);
+        self.start(s.jobs, now, deadline);
         self.in_flight.as_mut().map(|f| (f, waited))
     }
 
-    /// Whether the staged job must be taken back now, and why.
-    pub fn check_staged(&self, now: Instant, stopping: bool) -> Option<Unstage> {
-        let s = self.staged.as_ref()?;
-        if s.job.client_gone() {
-            Some(Unstage::ClientGone)
-        } else if now >= s.job.queue_deadline() {
-            Some(Unstage::Expired)
-        } else if stopping {
-            Some(Unstage::ShuttingDown)
-        } else {
-            None
+    /// The staged jobs that must be taken back now, and why.
+    pub fn check_staged(&self, now: Instant, stopping: bool) -> Vec<(u64, Unstage)> {
+        let Some(s) = self.staged.as_ref() else {
+            return Vec::new();
+        };
+        s.jobs
+            .iter()
+            .filter_map(|j| {
+                let why = if j.client_gone() {
+                    Unstage::ClientGone
+                } else if now >= j.queue_deadline() {
+                    Unstage::Expired
+                } else if stopping {
+                    Unstage::ShuttingDown
+                } else {
+                    return None;
+                };
+                Some((j.id(), why))
+            })
+            .collect()
+    }
+
+    /// Takes staged job `id` back; its answers will be dropped. The caller
+    /// sends the child a `Cancel` for it. The staged slot is free once its
+    /// last job is taken back.
+    pub fn unstage(&mut self, id: u64) -> Option<J> {
+        let s = self.staged.as_mut()?;
+        let i = s.jobs.iter().position(|j| j.id() == id)?;
+        let job = s.jobs.remove(i);
+        if s.jobs.is_empty() {
+            self.staged = None;
         }
+        self.skipped.push_back(id);
+        Some(job)
     }
 
-    /// Takes the staged job back; its answers will be dropped. The caller
-    /// sends the child a `Cancel` for it.
-    pub fn unstage(&mut self) -> Option<Staged<J>> {
-        let s = self.staged.take()?;
-        self.skipped.push_back(s.job.id());
-        Some(s)
+    /// The ids of the staged jobs, in order.
+    pub fn staged_ids(&self) -> Vec<u64> {
+        self.staged
+            .as_ref()
+            .map(|s| s.jobs.iter().map(|j| j.id()).collect())
+            .unwrap_or_default()
     }
 
-    /// The job in flight's id, once, when its client has gone: the caller
-    /// sends the child a `Cancel` for it.
-    pub fn cancel_in_flight_if_gone(&mut self) -> Option<u64> {
-        let f = self.in_flight.as_mut()?;
-        if f.cancel_sent || !f.job.client_gone() {
-            return None;
-        }
-        f.cancel_sent = true;
-        Some(f.job.id())
+    /// The ids of the batch in flight's jobs whose client has gone, once
+    /// each: the caller sends the child a `Cancel` for each.
+    pub fn cancel_in_flight_if_gone(&mut self) -> Vec<u64> {
+        let Some(f) = self.in_flight.as_mut() else {
+            return Vec::new();
+        };
+        let gone: Vec<u64> = f
+            .jobs
+            .iter()
+            .filter(|j| j.client_gone() && !f.cancel_sent.contains(&j.id()))
+            .map(|j| j.id())
+            .collect();
+        f.cancel_sent.extend(&gone);
+        gone
     }
 
-    /// The decode deadline of job `id` passed: its limit, if it is still
-    /// the job in flight.
-    pub fn decode_deadline_passed(&self, id: u64) -> Option<Duration> {
+    /// The decode deadline of the batch keyed `key` passed: its limit, if
+    /// it is still the batch in flight.
+    pub fn decode_deadline_passed(&self, key: u64) -> Option<Duration> {
         self.in_flight
             .as_ref()
-            .filter(|f| f.job.id() == id)
+            .filter(|f| f.key == key)
             .map(|f| f.deadline)
     }
 

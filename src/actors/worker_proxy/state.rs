@@ -38,6 +38,9 @@ impl SlotJob for Held {
     fn queue_deadline(&self) -> Instant {
         self.job.deadline
     }
+    fn audio_secs(&self) -> f64 {
+        self.job.audio_secs
+    }
 }
 
 impl AsRef<[i16]> for JobPayload {
@@ -74,42 +77,13 @@ impl WorkerProxyState {
         self.args.generation
     }
 
-    /// Answers the in-flight job (if any) with `err`.
-    pub(super) fn fail_in_flight(&mut self, err: AsrError) {
-        if let Some(f) = self.slots.take_in_flight() {
-            crate::telemetry::decode_error(&f.job.span, &err);
-            tracing::warn!(parent: &f.job.job.span, job_id = f.job.job.id, generation = self.generation(), error = %err, "job failed in the worker");
-            let _ = f.job.job.reply.send(Err(err));
-        }
-        self.args.shared.worker_busy(false);
-    }
-
-    /// The child died with `f` in flight: retry it, quarantine it, or fail
-    /// it, per `max_crash_retries`.
-    pub(super) fn crashed_in_flight(&mut self, f: Held, cause: &ExitCause) {
-        crate::telemetry::decode_failed(&f.span, "worker_crashed", cause);
-        let max = self.args.config.max_crash_retries;
-        let mut job = f.job;
-        if max == 0 {
-            let _ = job.reply.send(Err(AsrError::WorkerCrashed {
-                detail: cause.to_string(),
-            }));
-        } else if job.attempts < max {
-            job.attempts += 1;
-            let _ = self.args.queue.cast(QueueMsg::Retry(job));
-        } else {
-            tracing::error!(parent: &job.span, job_id = job.id, attempts = job.attempts + 1, "input crashed the worker repeatedly, quarantining it");
-            let _ = self.args.queue.cast(QueueMsg::Quarantine(job.fingerprint));
-            let _ = job.reply.send(Err(AsrError::Quarantined));
-        }
-    }
-
     /// Tells the queue it may send a job, if a slot is free. `rtf` is that
     /// of the job just finished, if any.
     pub(super) fn report_idle(&self, myself: &ActorRef<WorkerProxyMsg>, rtf: Option<f64>) {
         if let Some(stage) = self.slots.free_slot(self.stopping()) {
             let _ = self.args.queue.cast(QueueMsg::WorkerIdle {
                 worker: myself.clone(),
+                worker_id: self.args.plan.id,
                 rtf,
                 stage,
             });
@@ -142,11 +116,47 @@ impl WorkerProxyState {
             .unwrap_or(false)
     }
 
-    /// Sends `job` to the child; returns it with its `worker.decode` span.
-    /// Its header is encoded here, first: a job that cannot be sent is
-    /// refused (`Err`) before anything of it reaches the child or the slots.
-    pub(super) fn send_job(&self, job: QueuedJob) -> (Held, Result<(), AsrError>) {
-        let span = job.decode_span(self.generation(), self.hello.as_ref());
+    /// Sends `jobs` to the child as one batch (a lone job as before, more
+    /// after a [`Outgoing::Batch`] frame); returns those sent, with their
+    /// `worker.decode` spans, and those refused. Every header is encoded
+    /// here, first: a job that cannot be sent is refused before anything
+    /// of it reaches the child or the slots.
+    pub(super) fn send_batch(&self, jobs: Vec<QueuedJob>) -> (Vec<Held>, Vec<(Held, AsrError)>) {
+        let mut ready = Vec::with_capacity(jobs.len());
+        let mut refused = Vec::new();
+        for job in jobs {
+            match self.encode(job) {
+                (held, Ok(header)) => ready.push((held, header)),
+                (held, Err(err)) => refused.push((held, err)),
+            }
+        }
+        let mut sent = true;
+        if ready.len() > 1 {
+            sent = self.send(Outgoing::Batch(
+                ready.iter().map(|(h, _)| h.job.id).collect(),
+            ));
+        }
+        let mut held = Vec::with_capacity(ready.len());
+        for (h, header) in ready {
+            sent = sent
+                && self.send(Outgoing::Job {
+                    id: h.job.id,
+                    header,
+                    audio: h.job.payload.clone(),
+                });
+            held.push(h);
+        }
+        if !sent {
+            // The writer stopped: the child is dying; Exited follows and
+            // answers (or requeues) the jobs.
+            tracing::warn!(jobs = held.len(), "worker stdin closed at dispatch");
+        }
+        (held, refused)
+    }
+
+    /// Opens `job`'s `worker.decode` span and encodes its header.
+    fn encode(&self, job: QueuedJob) -> (Held, Result<Vec<u8>, AsrError>) {
+        let span = job.decode_span(self.args.plan.id, self.generation(), self.hello.as_ref());
         // The worker may ignore it; it makes the process boundary explicit.
         let traceparent = crate::telemetry::traceparent(&span);
         let header = asr_ipc::JobHeader {
@@ -158,24 +168,10 @@ impl WorkerProxyState {
             stream_segments: job.payload.stream_segments,
         };
         let held = Held { job, span };
-        let header = match asr_ipc::encode_job_header(&header) {
-            Ok(h) => h,
-            Err(e) => {
-                let detail = e.to_string();
-                return (held, Err(AsrError::Unsendable { detail }));
-            }
-        };
-        let sent = self.send(Outgoing::Job {
-            id: held.job.id,
-            header,
-            audio: held.job.payload.clone(),
+        let header = asr_ipc::encode_job_header(&header).map_err(|e| AsrError::Unsendable {
+            detail: e.to_string(),
         });
-        if !sent {
-            // The writer stopped: the child is dying; Exited follows and
-            // answers (or requeues) the job.
-            tracing::warn!(job_id = held.job.id, "worker stdin closed at dispatch");
-        }
-        (held, Ok(()))
+        (held, header)
     }
 
     /// Answers a job that could not be sent; the slots are untouched.
@@ -212,17 +208,17 @@ impl WorkerProxyState {
         let held = self.slots.break_pairing(detail.clone());
         self.guard.kill();
         let err = AsrError::WorkerProtocol { detail };
-        if let Some(f) = held.in_flight {
-            crate::telemetry::decode_error(&f.job.span, &err);
-            tracing::warn!(parent: &f.job.job.span, job_id = f.job.job.id, error = %err, "job failed: worker broke the protocol");
-            let _ = f.job.job.reply.send(Err(err.clone()));
+        for f in held.in_flight.map(|f| f.jobs).unwrap_or_default() {
+            crate::telemetry::decode_error(&f.span, &err);
+            tracing::warn!(parent: &f.job.span, job_id = f.job.id, error = %err, "job failed: worker broke the protocol");
+            let _ = f.job.reply.send(Err(err.clone()));
         }
-        if let Some(s) = held.staged {
-            let Held { mut job, span } = s.job;
+        for s in held.staged.map(|s| s.jobs).unwrap_or_default() {
+            let Held { mut job, span } = s;
             job.end_queue_wait(Code::WorkerProtocolError.name());
             crate::telemetry::decode_error(&span, &err);
             tracing::warn!(parent: &job.span, job_id = job.id, error = %err, "staged job failed: worker broke the protocol");
-            let _ = job.reply.send(Err(err));
+            let _ = job.reply.send(Err(err.clone()));
         }
     }
 
@@ -257,11 +253,15 @@ impl WorkerProxyState {
                 self.args.shared.worker_heartbeat_late(true);
             }
             Liveness::Unresponsive(silent) => {
-                let job_id = self.slots.in_flight().map(|f| f.job.job.id);
+                let job_ids: Vec<u64> = self
+                    .slots
+                    .in_flight()
+                    .map(|f| f.jobs.iter().map(|h| h.job.id).collect())
+                    .unwrap_or_default();
                 tracing::error!(
                     generation,
                     ?silent,
-                    ?job_id,
+                    ?job_ids,
                     "no heartbeat from the worker within the timeout, killing it"
                 );
                 self.kill_loaded(KillReason::Unresponsive { silent });
@@ -270,74 +270,97 @@ impl WorkerProxyState {
         }
     }
 
-    /// `held` is now the one the engine decodes: start its decode deadline.
-    pub(super) fn start(&mut self, myself: &ActorRef<WorkerProxyMsg>, held: Held) {
-        let deadline = self.args.config.decode_deadline(held.job.audio_secs);
-        let id = held.job.id;
-        self.slots.start(held, Instant::now(), deadline);
-        self.args.shared.worker_busy(true);
-        myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+    /// The decode deadline of a batch: the node's floor plus its factor
+    /// times the batch's total audio (as for one job of the summed length,
+    /// which a sequential decode of the batch also meets).
+    fn batch_deadline(&self, jobs: &[Held]) -> Duration {
+        let audio: f64 = jobs.iter().map(|h| h.job.audio_secs).sum();
+        self.args.config.decode_deadline(audio)
     }
 
-    /// The in-flight job was answered: the staged job (if any) takes its place.
+    /// `jobs` are now the batch the engine decodes: start its decode
+    /// deadline.
+    pub(super) fn start(&mut self, myself: &ActorRef<WorkerProxyMsg>, jobs: Vec<Held>) {
+        let Some(key) = jobs.first().map(|h| h.job.id) else {
+            return;
+        };
+        let deadline = self.batch_deadline(&jobs);
+        self.slots.start(jobs, Instant::now(), deadline);
+        self.args.shared.worker_busy(true);
+        myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(key));
+    }
+
+    /// The batch in flight was answered: the staged batch (if any) takes
+    /// its place.
     pub(super) fn promote(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
         let config = self.args.config.clone();
-        let promoted = self
-            .slots
-            .promote(Instant::now(), |h| config.decode_deadline(h.job.audio_secs));
+        let promoted = self.slots.promote(Instant::now(), |jobs| {
+            config.decode_deadline(jobs.iter().map(|h| h.job.audio_secs).sum())
+        });
         match promoted {
             Some((f, staged_for)) => {
-                let (id, deadline) = (f.job.job.id, f.deadline);
-                tracing::debug!(parent: &f.job.job.span, job_id = id, "staged job in flight");
-                f.job.job.end_queue_wait("dispatched");
-                crate::telemetry::decode_started_after_staging(&f.job.span, staged_for);
+                let (key, deadline) = (f.key, f.deadline);
+                for h in &mut f.jobs {
+                    tracing::debug!(parent: &h.job.span, job_id = h.job.id, "staged job in flight");
+                    h.job.end_queue_wait("dispatched");
+                    crate::telemetry::decode_started_after_staging(&h.span, staged_for);
+                }
                 self.args.shared.worker_busy(true);
-                myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(id));
+                myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(key));
             }
             None => self.args.shared.worker_busy(false),
         }
     }
 
-    /// Takes the staged job back from the child (it may not decode it).
-    pub(super) fn unstage(&mut self, why: &'static str) -> Option<QueuedJob> {
-        let s = self.slots.unstage()?;
-        let Held { mut job, span } = s.job;
+    /// Takes staged job `id` back from the child (it may not decode it).
+    pub(super) fn unstage(&mut self, id: u64, why: &'static str) -> Option<QueuedJob> {
+        let Held { mut job, span } = self.slots.unstage(id)?;
         self.send(Outgoing::Cancel(job.id));
         job.end_queue_wait(why);
         crate::telemetry::decode_skipped(&span, why);
         Some(job)
     }
 
+    /// Takes every staged job back from the child.
+    pub(super) fn unstage_all(&mut self, why: &'static str) -> Vec<QueuedJob> {
+        let ids = self.slots.staged_ids();
+        ids.into_iter()
+            .filter_map(|id| self.unstage(id, why))
+            .collect()
+    }
+
     /// The periodic check ([`WorkerProxyMsg::Tick`]).
     pub(super) fn tick(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
         self.check_heartbeat();
         let now = Instant::now();
-        match self.slots.check_staged(now, self.stopping()) {
-            None => {}
-            Some(why @ slots::Unstage::ClientGone) => {
-                if let Some(job) = self.unstage(why.label()) {
+        let mut freed = false;
+        for (id, why) in self.slots.check_staged(now, self.stopping()) {
+            let Some(job) = self.unstage(id, why.label()) else {
+                continue;
+            };
+            match why {
+                slots::Unstage::ClientGone => {
                     tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
+                    freed = true;
                 }
-                self.report_idle(myself, None);
-            }
-            Some(why @ slots::Unstage::Expired) => {
-                if let Some(job) = self.unstage(why.label()) {
+                slots::Unstage::Expired => {
                     let waited = now - job.admitted_at;
                     tracing::info!(parent: &job.span, job_id = job.id, ?waited, "job waited past its deadline");
                     crate::metrics::queue_timeout();
                     let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+                    freed = true;
                 }
-                self.report_idle(myself, None);
-            }
-            Some(why @ slots::Unstage::ShuttingDown) => {
-                if let Some(job) = self.unstage(why.label()) {
+                slots::Unstage::ShuttingDown => {
                     let _ = job.reply.send(Err(AsrError::ShuttingDown));
                 }
             }
         }
-        if let Some(id) = self.slots.cancel_in_flight_if_gone() {
-            if let Some(f) = self.slots.in_flight() {
-                tracing::info!(parent: &f.job.job.span, job_id = id, "client gone, cancelling the job in the worker");
+        if freed {
+            self.report_idle(myself, None);
+        }
+        for id in self.slots.cancel_in_flight_if_gone() {
+            if let Some(h) = self.slots.in_flight_job(id) {
+                tracing::info!(parent: &h.job.span, job_id = id, "client gone, cancelling the job in the worker");
             }
             self.send(Outgoing::Cancel(id));
         }
@@ -372,6 +395,7 @@ impl WorkerProxyState {
         );
         self.args.shared.worker_loaded(&hello);
         let _ = self.args.supervisor.cast(SupervisorMsg::WorkerLoaded {
+            worker: self.args.plan.id,
             generation,
             hello: hello.clone(),
         });
@@ -389,16 +413,15 @@ impl WorkerProxyState {
         if !self.deliverable(result.job_id, true) {
             return;
         }
-        let Some(f) = self.slots.take_in_flight() else {
+        let Some(a) = self.slots.answered(result.job_id, true, Instant::now()) else {
             return; // (`deliverable` said it is in flight)
         };
         let generation = self.generation();
         if let Some(idle) = result.timings.idle_before_us {
             crate::metrics::engine_idle(Duration::from_micros(idle));
         }
-        let Held { job, span } = f.job;
-        let decode_time = f.started_at.elapsed();
-        let rtf = (job.audio_secs > 0.0).then(|| decode_time.as_secs_f64() / job.audio_secs);
+        let Held { job, span } = a.job;
+        let decode_time = a.started_at.elapsed();
         crate::telemetry::decode_succeeded(&span, job.audio_secs, &result, decode_time);
         tracing::info!(
             parent: &job.span,
@@ -408,18 +431,39 @@ impl WorkerProxyState {
             decode_ms = decode_time.as_millis() as u64,
             "job done"
         );
-        // Publish "idle" (or the staged job in flight) and ask for the next
-        // job before the client can see its answer, so a status read right
-        // after the answer never shows this job still in flight.
-        self.promote(myself);
-        self.report_idle(myself, rtf);
+        // Publish "idle" (or the staged batch in flight) and ask for the
+        // next batch before the client can see its answer, so a status read
+        // right after the answer never shows this job still in flight.
+        self.batch_answered(myself, a.batch_done);
         let _ = job.reply.send(Ok(Transcript {
             job_id: job.id,
-            queue_wait: f.started_at - job.admitted_at,
+            queue_wait: a.started_at - job.admitted_at,
             decode_time,
             worker_generation: generation,
             result,
         }));
+    }
+
+    /// After an answer: if it was the batch's last, the staged batch is
+    /// promoted and the queue asked for more, with the batch's real-time
+    /// factor.
+    fn batch_answered(
+        &mut self,
+        myself: &ActorRef<WorkerProxyMsg>,
+        done: Option<slots::BatchDone>,
+    ) {
+        let Some(done) = done else { return };
+        if done.size > 1 {
+            tracing::debug!(
+                generation = self.generation(),
+                jobs = done.size,
+                decode_ms = done.decode_time.as_millis() as u64,
+                rtf = done.rtf,
+                "batch done"
+            );
+        }
+        self.promote(myself);
+        self.report_idle(myself, done.rtf);
     }
 
     pub(super) fn on_failed(
@@ -431,54 +475,66 @@ impl WorkerProxyState {
         if !self.deliverable(job_id, true) {
             return;
         }
-        let Some(f) = self.slots.take_in_flight() else {
+        let Some(a) = self.slots.answered(job_id, false, Instant::now()) else {
             return; // (`deliverable` said it is in flight)
         };
-        self.promote(myself);
-        self.report_idle(myself, None);
+        self.batch_answered(myself, a.batch_done);
         let error = AsrError::Rejected(error);
-        crate::telemetry::decode_error(&f.job.span, &error);
-        tracing::info!(parent: &f.job.job.span, job_id, generation = self.generation(), error = %error, "worker refused job");
-        let _ = f.job.job.reply.send(Err(error));
+        crate::telemetry::decode_error(&a.job.span, &error);
+        tracing::info!(parent: &a.job.job.span, job_id, generation = self.generation(), error = %error, "worker refused job");
+        let _ = a.job.job.reply.send(Err(error));
     }
 
-    pub(super) fn on_run(&mut self, myself: &ActorRef<WorkerProxyMsg>, mut job: QueuedJob) {
+    pub(super) fn on_run(&mut self, myself: &ActorRef<WorkerProxyMsg>, jobs: Vec<QueuedJob>) {
         match self.slots.placement() {
             Placement::Gone => {
-                // Lost a race with the child's exit: the queue serves it to
-                // the next worker.
-                tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
-                job.end_queue_wait("requeued");
-                let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                // Lost a race with the child's exit: the queue serves them
+                // to the next worker (first in line, in order).
+                for mut job in jobs.into_iter().rev() {
+                    tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
+                    job.end_queue_wait("requeued");
+                    let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                }
                 return;
             }
             Placement::Requeue => {
-                // Two answers to one request for work crossed: keep it first
-                // in line.
-                tracing::debug!(
-                    job_id = job.id,
-                    "no free slot, returning the job to the queue"
-                );
-                job.end_queue_wait("requeued");
-                let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                // Two answers to one request for work crossed: keep them
+                // first in line.
+                for mut job in jobs.into_iter().rev() {
+                    tracing::debug!(
+                        job_id = job.id,
+                        "no free slot, returning the job to the queue"
+                    );
+                    job.end_queue_wait("requeued");
+                    let _ = self.args.queue.cast(QueueMsg::Requeue(job));
+                }
                 return;
             }
             Placement::Run => {
-                // (A no-op unless the queue sent it for staging and the job
-                // in flight finished meanwhile.)
-                job.end_queue_wait("dispatched");
-                match self.send_job(job) {
-                    (held, Ok(())) => self.start(myself, held),
-                    (held, Err(err)) => self.refuse_unsendable(held, err),
+                // (A no-op unless the queue sent them for staging and the
+                // batch in flight finished meanwhile.)
+                let mut jobs = jobs;
+                for job in &mut jobs {
+                    job.end_queue_wait("dispatched");
+                }
+                let (sent, refused) = self.send_batch(jobs);
+                for (held, err) in refused {
+                    self.refuse_unsendable(held, err);
+                }
+                if !sent.is_empty() {
+                    self.start(myself, sent);
                 }
             }
-            Placement::Stage => match self.send_job(job) {
-                (held, Ok(())) => {
-                    tracing::debug!(parent: &held.job.span, job_id = held.job.id, "job staged in the worker");
-                    self.slots.stage(held, Instant::now());
+            Placement::Stage => {
+                let (sent, refused) = self.send_batch(jobs);
+                for (held, err) in refused {
+                    self.refuse_unsendable(held, err);
                 }
-                (held, Err(err)) => self.refuse_unsendable(held, err),
-            },
+                for h in &sent {
+                    tracing::debug!(parent: &h.job.span, job_id = h.job.id, "job staged in the worker");
+                }
+                self.slots.stage(sent, Instant::now());
+            }
         }
         self.report_idle(myself, None);
     }
@@ -495,16 +551,22 @@ impl WorkerProxyState {
         let _ = self.args.queue.cast(QueueMsg::WorkerGone {
             worker: myself.clone(),
         });
-        // The staged job never reached the engine: it goes back to the front
-        // of the queue, behind the in-flight job's retry.
-        if let Some(s) = held.staged {
-            let Held { mut job, span } = s.job;
+        // The staged jobs never reached the engine: they go back to the
+        // front of the queue (in order), behind the in-flight jobs' retries.
+        for s in held
+            .staged
+            .map(|s| s.jobs)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+        {
+            let Held { mut job, span } = s;
             job.end_queue_wait("requeued");
             crate::telemetry::decode_skipped(&span, "worker_exited");
             let _ = self.args.queue.cast(QueueMsg::Requeue(job));
         }
         if let Some(f) = held.in_flight {
-            self.crashed_in_flight(f.job, &cause);
+            self.crashed_in_flight(f, &cause);
         }
         let exit = WorkerExit {
             cause,
@@ -512,10 +574,11 @@ impl WorkerProxyState {
             reported_load_failure: self.load_failure.take(),
         };
         let desc = exit.to_string();
-        let _ = self
-            .args
-            .supervisor
-            .cast(SupervisorMsg::WorkerExited { generation, exit });
+        let _ = self.args.supervisor.cast(SupervisorMsg::WorkerExited {
+            worker: self.args.plan.id,
+            generation,
+            exit,
+        });
         let _ = myself.cast(WorkerProxyMsg::Stop(desc));
     }
 }

@@ -1,7 +1,7 @@
 //! [`RawForm`]: the text fields as sent, and their validation into a
 //! [`TranscriptionForm`].
 
-use super::{TranscriptionForm, MAX_BEAM_SIZE, MAX_LANGUAGE_DETECTION_SEGMENTS};
+use super::{TranscriptionForm, MAX_BATCH_SIZE, MAX_BEAM_SIZE, MAX_LANGUAGE_DETECTION_SEGMENTS};
 use crate::audio::Upload;
 use crate::error_code::Code;
 use crate::http::error::ApiError;
@@ -20,6 +20,7 @@ pub(super) struct RawForm {
     pub(super) temperature: Option<String>,
     pub(super) granularities: Vec<String>,
     pub(super) beam_size: Option<String>,
+    pub(super) batch_size: Option<String>,
     pub(super) vad_filter: Option<String>,
     pub(super) stream: Option<String>,
     pub(super) chunking_strategy: Option<String>,
@@ -48,6 +49,7 @@ impl RawForm {
             "response_format" => &mut self.response_format,
             "temperature" => &mut self.temperature,
             "beam_size" => &mut self.beam_size,
+            "batch_size" => &mut self.batch_size,
             "vad_filter" => &mut self.vad_filter,
             "stream" => &mut self.stream,
             "chunking_strategy" => &mut self.chunking_strategy,
@@ -136,6 +138,24 @@ impl RawForm {
                         ApiError::invalid_param(
                             "beam_size",
                             format!("beam_size must be an integer from 1 to {MAX_BEAM_SIZE}"),
+                        )
+                    })?,
+            ),
+        };
+
+        let batch_size = match &self.batch_size {
+            None => None,
+            Some(b) => Some(
+                b.parse::<u32>()
+                    .ok()
+                    .filter(|b| (1..=MAX_BATCH_SIZE).contains(b))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            "batch_size",
+                            format!(
+                                "batch_size must be an integer from 1 (sequential) to \
+                                 {MAX_BATCH_SIZE}"
+                            ),
                         )
                     })?,
             ),
@@ -265,6 +285,7 @@ impl RawForm {
             temperature,
             granularities,
             beam_size,
+            batch_size,
             vad_filter,
             stream,
             hotwords: self.hotwords,

@@ -12,6 +12,7 @@
 //! | `temperature` | 0..=1; 0 (default) = faster-whisper's fallback list 0, 0.2, …, 1.0; t > 0 = the list t, t + 0.2, … up to 1.0 |
 //! | `timestamp_granularities[]` | `segment` and/or `word` (repeatable); `word` turns on word timestamps and needs `verbose_json` (as at OpenAI) |
 //! | `beam_size` (extension) | beam width 1..=[`MAX_BEAM_SIZE`]; default: the node's `--beam-size` |
+//! | `batch_size` (extension) | audio longer than 30 s: 1 = the sequential seek loop (each 30 s window conditioned on the previous text), 2..=[`MAX_BATCH_SIZE`] = batched long-form decoding (windows cut at speech pauses, this many per engine call, no conditioning across windows: faster, see BENCHMARKS.md); default: the node's `--batch-size` with `vad_filter` on and no `stream`, else 1. Shorter audio is always decoded sequentially |
 //! | `vad_filter` (extension) | `true`/`false` (`1`/`0`): voice-activity detection first, so only speech is decoded and silence cannot be "transcribed"; times stay those of the original audio. Default [`DEFAULT_VAD_FILTER`] |
 //! | `chunking_strategy` | `auto` or `{"type": "server_vad", …}`: voice-activity detection on (as `vad_filter=true`; the node's VAD settings apply); `vad_filter` wins when both are sent |
 //! | `known_speaker_names[]`, `known_speaker_references[]`, `response_format=diarized_json` | 400 `unsupported_parameter`: the node does not identify speakers |
@@ -99,6 +100,9 @@ pub const MAX_FIELDS: usize = 32;
 /// Largest accepted `beam_size`.
 pub use asr_ipc::MAX_BEAM_SIZE;
 
+/// Largest accepted `batch_size`.
+pub use asr_ipc::MAX_BATCH_SIZE;
+
 /// `vad_filter` when the form does not say: on. Measured with `tiny.en`
 /// (tests/fixtures/longform/README.md), voice-activity detection first made
 /// long clips with pauses at least as accurate as without it, cost ~1 ms per
@@ -176,6 +180,8 @@ pub struct TranscriptionForm {
     pub granularities: Granularities,
     /// Requested beam size.
     pub beam_size: Option<u32>,
+    /// Requested windows per engine call (`None`: the node's default).
+    pub batch_size: Option<u32>,
     /// Requested voice-activity detection (`None`: [`DEFAULT_VAD_FILTER`]).
     pub vad_filter: Option<bool>,
     /// Answer with Server-Sent Events as segments are decoded.
@@ -199,6 +205,8 @@ impl TranscriptionForm {
             language: self.language.map(str::to_string),
             task: Task::Transcribe,
             beam_size: self.beam_size.unwrap_or(default_beam_size),
+            // 0: the node fills in its `--batch-size`.
+            batch_size: self.batch_size.unwrap_or(0),
             temperatures: temperature_schedule(self.temperature, &defaults.temperatures),
             initial_prompt: self.prompt.clone(),
             word_timestamps: self.granularities.word,
@@ -310,6 +318,7 @@ where
             | "timestamp_granularities[]"
             | "timestamp_granularities"
             | "beam_size"
+            | "batch_size"
             | "vad_filter"
             | "stream"
             | "chunking_strategy"

@@ -50,6 +50,7 @@ async fn a_full_form_parses() {
             text("timestamp_granularities[]", "word"),
             text("timestamp_granularities[]", "segment"),
             text("beam_size", "2"),
+            text("batch_size", "16"),
             text("vad_filter", "False"),
             text("stream", "TRUE"),
             text("chunking_strategy", "auto"),
@@ -76,6 +77,7 @@ async fn a_full_form_parses() {
     assert_eq!(o.initial_prompt.as_deref(), Some(" Names: Ada, Grace."));
     assert_eq!(o.temperatures, vec![0.3, 0.5, 0.7, 0.9]);
     assert_eq!(o.beam_size, 2);
+    assert_eq!(o.batch_size, 16);
     assert!(o.word_timestamps);
     assert!(!o.vad_filter);
     assert!(form.stream);
@@ -114,6 +116,7 @@ async fn defaults_when_only_a_file_is_sent() {
     assert!(!form.stream);
     let o = form.decode_options(3);
     assert_eq!(o.beam_size, 3);
+    assert_eq!(o.batch_size, 0, "0: the node's --batch-size");
     assert_eq!(o.vad_filter, DEFAULT_VAD_FILTER);
     assert_eq!(o.temperatures, DecodeOptions::default().temperatures);
     assert_eq!(o.language, None);
@@ -188,6 +191,10 @@ async fn bad_parameters_are_400_with_param() {
         (text("language", "klingon"), "language"),
         (text("beam_size", "0"), "beam_size"),
         (text("beam_size", "99"), "beam_size"),
+        (text("batch_size", "0"), "batch_size"),
+        (text("batch_size", "65"), "batch_size"),
+        (text("batch_size", "-1"), "batch_size"),
+        (text("batch_size", "eight"), "batch_size"),
         (text("vad_filter", "maybe"), "vad_filter"),
         (
             text("timestamp_granularities[]", "sentence"),

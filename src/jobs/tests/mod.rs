@@ -20,7 +20,8 @@ use tokio::sync::{watch, Notify};
 use super::service::engine::{Engine, EngineLimits, EngineLoad};
 use super::*;
 use crate::api::{
-    AsrError, DecodeOptions, JobClass, JobResult, Progress, Segment, Transcript, TranscriptionRequest,
+    AsrError, DecodeOptions, JobClass, JobResult, Progress, Segment, Transcript,
+    TranscriptionRequest,
 };
 use crate::api::{Granularities, ResponseFormat};
 use crate::config::JobsConfig;
@@ -82,7 +83,9 @@ impl Engine for Fake {
             // Every async job must queue behind realtime and sync work.
             let class = req.class;
             return Box::pin(async move {
-                Err(AsrError::Internal(format!("an async job came as {class:?}")))
+                Err(AsrError::Internal(format!(
+                    "an async job came as {class:?}"
+                )))
             });
         }
         let scripted = self.answers.lock().unwrap().pop_front();

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include <ctranslate2/ops/gather.h>
 #include <ctranslate2/storage_view.h>
 
 #include "rust/cxx.h"
@@ -36,4 +37,19 @@ inline rust::String to_string(const StorageView& storage) {
     oss << storage;
 
     return rust::String(oss.str());
+}
+
+// whisper-node's patch: the items `indices` of a batch (along the first
+// dimension), as a new storage on the same device (ops::Gather).
+inline std::unique_ptr<StorageView> select_batch(
+    const StorageView& storage,
+    const rust::Slice<const int32_t> indices
+) {
+    const std::vector<int32_t> ids(indices.begin(), indices.end());
+    const StorageView index(
+        {static_cast<ctranslate2::dim_t>(ids.size())}, ids, storage.device()
+    );
+    auto out = std::make_unique<StorageView>(storage.dtype(), storage.device());
+    ctranslate2::ops::Gather(0, 0)(storage, index, *out);
+    return out;
 }

@@ -55,6 +55,25 @@ impl Clock {
         out
     }
 
+    /// Records a phase timed elsewhere (one engine call shared by the
+    /// windows of several jobs), from [`unix_now_ns`] readings.
+    pub fn record(
+        &mut self,
+        name: &str,
+        window: Option<u32>,
+        temperature: Option<f32>,
+        start_unix_ns: u64,
+        end_unix_ns: u64,
+    ) {
+        self.phases.push(Phase {
+            name: name.to_string(),
+            start_unix_ns,
+            end_unix_ns,
+            window,
+            temperature,
+        });
+    }
+
     /// The recorded phases and the total.
     pub fn finish(self) -> Timings {
         Timings {
@@ -64,4 +83,12 @@ impl Clock {
             idle_before_us: None,
         }
     }
+}
+
+/// Wall-clock time now, nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

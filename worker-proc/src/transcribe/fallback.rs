@@ -7,6 +7,7 @@ use ct2rs::sys::WhisperOptions;
 use super::{engine_err, Clock, Pipeline};
 use crate::engine::{Backend, Generation};
 use crate::segments::{compression_ratio, decimal, MAX_LENGTH, TIME_PRECISION};
+use crate::tokenizer::WhisperTokenizer;
 
 /// The outcome of [`generate_with_fallback`] for one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,18 @@ impl<B: Backend> Pipeline<B> {
         }
     }
 
+    /// A window's prompt as vocabulary strings.
+    pub(super) fn prompt_strings(&self, prompt: &[u32]) -> Result<Vec<&str>, WorkerError> {
+        prompt
+            .iter()
+            .map(|&id| {
+                self.tokenizer.id_to_token(id).ok_or_else(|| {
+                    WorkerError::Engine(format!("token id {id} is not in the vocabulary"))
+                })
+            })
+            .collect()
+    }
+
     /// faster-whisper's `generate_with_fallback`.
     pub fn generate_with_fallback(
         &self,
@@ -67,20 +80,8 @@ impl<B: Backend> Pipeline<B> {
         clock: &mut Clock,
         window: u32,
     ) -> Result<WindowDecode, WorkerError> {
-        let prompt_strs: Vec<&str> = prompt
-            .iter()
-            .map(|&id| {
-                self.tokenizer.id_to_token(id).ok_or_else(|| {
-                    WorkerError::Engine(format!("token id {id} is not in the vocabulary"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let cr_threshold = opts.compression_ratio_threshold.map(decimal);
-        let lp_threshold = opts.log_prob_threshold.map(decimal);
-        let ns_threshold = opts.no_speech_threshold.map(decimal);
-        let mut all: Vec<WindowDecode> = Vec::new();
-        let mut below_cr: Vec<usize> = Vec::new();
-        let mut last_t = 0.0f64;
+        let prompt_strs = self.prompt_strings(prompt)?;
+        let mut attempts = Attempts::default();
         for &t in &opts.temperatures {
             let wopts = self.whisper_options(opts, t);
             let generation = clock
@@ -88,60 +89,93 @@ impl<B: Backend> Pipeline<B> {
                     self.backend.generate(encoded, &prompt_strs, &wopts)
                 })
                 .map_err(engine_err)?;
-            let seq_len = generation.tokens.len() as f64;
-            let cum_logprob = generation.score as f64 * seq_len.powf(opts.length_penalty as f64);
-            let avg_logprob = cum_logprob / (seq_len + 1.0);
-            let text = self
-                .tokenizer
-                .decode(&generation.tokens)
-                .map_err(engine_err)?;
-            let cr = compression_ratio(text.trim());
-            let t64 = decimal(t);
-            last_t = t64;
-            let no_speech_prob = generation.no_speech_prob as f64;
-            all.push(WindowDecode {
-                generation,
-                avg_logprob,
-                temperature: t64,
-                compression_ratio: cr,
-            });
-            let mut needs_fallback = false;
-            if let Some(th) = cr_threshold {
-                if cr > th {
-                    needs_fallback = true;
-                } else {
-                    below_cr.push(all.len() - 1);
-                }
-            }
-            if let Some(th) = lp_threshold {
-                if avg_logprob < th {
-                    needs_fallback = true;
-                }
-            }
-            if let (Some(ns), Some(lp)) = (ns_threshold, lp_threshold) {
-                if no_speech_prob > ns && avg_logprob < lp {
-                    needs_fallback = false; // silence
-                }
-            }
-            if !needs_fallback {
-                return Ok(all.pop().expect("just pushed"));
+            if let Some(accepted) = attempts.push(&self.tokenizer, opts, t, generation)? {
+                return Ok(accepted);
             }
         }
-        // Every temperature failed: the best mean log-probability among the
-        // results under the compression threshold (or among all), first wins.
-        let candidates: Vec<usize> = if below_cr.is_empty() {
-            (0..all.len()).collect()
+        Ok(attempts.best())
+    }
+}
+
+/// The attempts at one window, temperature after temperature (the state of
+/// `generate_with_fallback` between two `generate` calls).
+#[derive(Debug, Clone, Default)]
+pub struct Attempts {
+    all: Vec<WindowDecode>,
+    below_cr: Vec<usize>,
+    last_t: f64,
+}
+
+impl Attempts {
+    /// Judges the result of the attempt at temperature `t`: `Some` when it
+    /// is accepted (no fallback needed), `None` when the next temperature
+    /// should be tried.
+    pub fn push(
+        &mut self,
+        tokenizer: &WhisperTokenizer,
+        opts: &DecodeOptions,
+        t: f32,
+        generation: Generation,
+    ) -> Result<Option<WindowDecode>, WorkerError> {
+        let cr_threshold = opts.compression_ratio_threshold.map(decimal);
+        let lp_threshold = opts.log_prob_threshold.map(decimal);
+        let ns_threshold = opts.no_speech_threshold.map(decimal);
+        let seq_len = generation.tokens.len() as f64;
+        let cum_logprob = generation.score as f64 * seq_len.powf(opts.length_penalty as f64);
+        let avg_logprob = cum_logprob / (seq_len + 1.0);
+        let text = tokenizer.decode(&generation.tokens).map_err(engine_err)?;
+        let cr = compression_ratio(text.trim());
+        let t64 = decimal(t);
+        self.last_t = t64;
+        let no_speech_prob = generation.no_speech_prob as f64;
+        self.all.push(WindowDecode {
+            generation,
+            avg_logprob,
+            temperature: t64,
+            compression_ratio: cr,
+        });
+        let mut needs_fallback = false;
+        if let Some(th) = cr_threshold {
+            if cr > th {
+                needs_fallback = true;
+            } else {
+                self.below_cr.push(self.all.len() - 1);
+            }
+        }
+        if let Some(th) = lp_threshold {
+            if avg_logprob < th {
+                needs_fallback = true;
+            }
+        }
+        if let (Some(ns), Some(lp)) = (ns_threshold, lp_threshold) {
+            if no_speech_prob > ns && avg_logprob < lp {
+                needs_fallback = false; // silence
+            }
+        }
+        if needs_fallback {
+            Ok(None)
         } else {
-            below_cr
+            Ok(self.all.pop())
+        }
+    }
+
+    /// Every temperature failed: the best mean log-probability among the
+    /// results under the compression threshold (or among all), first
+    /// wins, reported at the last temperature tried.
+    pub fn best(mut self) -> WindowDecode {
+        let candidates: Vec<usize> = if self.below_cr.is_empty() {
+            (0..self.all.len()).collect()
+        } else {
+            std::mem::take(&mut self.below_cr)
         };
         let mut best = candidates[0];
         for &i in &candidates[1..] {
-            if all[i].avg_logprob > all[best].avg_logprob {
+            if self.all[i].avg_logprob > self.all[best].avg_logprob {
                 best = i;
             }
         }
-        let mut chosen = all.swap_remove(best);
-        chosen.temperature = last_t;
-        Ok(chosen)
+        let mut chosen = self.all.swap_remove(best);
+        chosen.temperature = self.last_t;
+        chosen
     }
 }

@@ -25,18 +25,30 @@
 //! `prefix`, `hotwords`, `max_new_tokens`, `multilingual` (per-window
 //! language detection), `hallucination_silence_threshold`.
 //!
+//! Batched long-form decoding ([`Pipeline::transcribe_many`], module
+//! `batched`): windows cut at speech pauses and decoded several per engine
+//! call, without conditioning on previous text; chosen per job by
+//! `DecodeOptions::batch_size` for audio longer than one window.
+//!
 //! Every engine call is timed as a [`Phase`] with wall-clock start and end.
 
+mod batched;
 mod clock;
 mod fallback;
 mod plan;
+mod round;
 mod seek;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_batched;
+mod windows;
 
+pub use batched::BatchItem;
 pub use clock::Clock;
-pub use fallback::WindowDecode;
+pub use fallback::{Attempts, WindowDecode};
 pub use plan::{plan, validate_audio, LanguagePlan, Plan};
+pub use windows::{fixed_windows, merge_chunks, Window};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -103,6 +115,13 @@ impl<B: Backend> Pipeline<B> {
     /// is called after every window with the segments that window finished
     /// (final: the same as in the result).
     ///
+    /// With `opts.batch_size` above 1 and audio longer than one window
+    /// (30 s), the clip is decoded by the batched long-form pipeline
+    /// ([`Pipeline::transcribe_many`] with this one clip, `batch_size`
+    /// windows per engine call, [`Pipeline::cancel`] as its cancel flag);
+    /// otherwise (0, 1, or a clip that fits one window) by the sequential
+    /// seek loop.
+    ///
     /// With `opts.vad_filter`, only the speech found by [`crate::vad`] is
     /// decoded (the chunks concatenated, as faster-whisper does), and every
     /// segment and word time is mapped back to the original timeline;
@@ -118,6 +137,23 @@ impl<B: Backend> Pipeline<B> {
     ) -> Result<Transcript, WorkerError> {
         validate_audio(samples)?;
         let plan = plan(opts, &self.tokenizer, self.multilingual)?;
+        let window_samples = self.extractor.config().n_samples();
+        if opts.batch_size > 1 && samples.len() > window_samples {
+            let cancel = Arc::clone(&self.cancel);
+            let item = BatchItem {
+                samples,
+                opts,
+                cancel: Some(&cancel),
+            };
+            return self
+                .transcribe_many(
+                    &[item],
+                    opts.batch_size as usize,
+                    &mut |_, done, total, segments| progress(done, total, segments),
+                )
+                .pop()
+                .unwrap_or(Err(WorkerError::Cancelled));
+        }
         let mut clock = Clock::start();
         if !opts.vad_filter {
             return self.decode_clip(samples, opts, plan, clock, None, progress);

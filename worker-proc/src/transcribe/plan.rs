@@ -116,6 +116,13 @@ pub fn plan(
     if !opts.max_initial_timestamp.is_finite() || opts.max_initial_timestamp < 0.0 {
         return Err(invalid("max_initial_timestamp must be a number >= 0"));
     }
+    if opts.batch_size > asr_ipc::MAX_BATCH_SIZE {
+        return Err(invalid(format!(
+            "batch_size must be between 0 and {}, got {}",
+            asr_ipc::MAX_BATCH_SIZE,
+            opts.batch_size
+        )));
+    }
     let requested = opts
         .language
         .as_deref()

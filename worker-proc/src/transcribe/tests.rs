@@ -64,6 +64,14 @@ pub(crate) struct Script {
     pub encodes: RefCell<usize>,
     /// Language detection answers, in order; then `<|en|>` at 0.9.
     pub detections: RefCell<VecDeque<(String, f32)>>,
+    /// Windows of each `encode_batch` call.
+    pub encode_batches: RefCell<Vec<usize>>,
+    /// Windows of each `generate_batch` call.
+    pub generate_batches: RefCell<Vec<usize>>,
+    /// `(text tokens, num_frames)` of each `align_batch` call.
+    pub align_batches: RefCell<Vec<Vec<(usize, usize)>>>,
+    /// Indices of each `select` call.
+    pub selects: RefCell<Vec<Vec<usize>>>,
 }
 
 impl Script {
@@ -74,6 +82,10 @@ impl Script {
             temps: RefCell::new(vec![]),
             encodes: RefCell::new(0),
             detections: RefCell::default(),
+            encode_batches: RefCell::default(),
+            generate_batches: RefCell::default(),
+            align_batches: RefCell::default(),
+            selects: RefCell::default(),
         }
     }
 }
@@ -106,6 +118,49 @@ impl Backend for Script {
     fn align(&self, _: &(), _: &[usize], _: &[usize], _: usize, _: i64) -> Result<Alignment> {
         Ok(Alignment::default())
     }
+    fn encode_batch(&self, mel: &mut [f32], batch: usize, n_mels: usize, n: usize) -> Result<()> {
+        assert_eq!(mel.len(), batch * n_mels * n);
+        self.encode_batches.borrow_mut().push(batch);
+        Ok(())
+    }
+    fn generate_batch(
+        &self,
+        encoded: &(),
+        prompts: &[Vec<&str>],
+        o: &WhisperOptions,
+    ) -> Result<Vec<Generation>> {
+        self.generate_batches.borrow_mut().push(prompts.len());
+        prompts
+            .iter()
+            .map(|p| self.generate(encoded, p, o))
+            .collect()
+    }
+    fn select(&self, _: &(), indices: &[usize]) -> Result<()> {
+        self.selects.borrow_mut().push(indices.to_vec());
+        Ok(())
+    }
+    fn detect_language_batch(&self, encoded: &()) -> Result<Vec<Vec<(String, f32)>>> {
+        let n = *self.encode_batches.borrow().last().unwrap_or(&1);
+        (0..n).map(|_| self.detect_language(encoded)).collect()
+    }
+    fn align_batch(
+        &self,
+        _: &(),
+        _: &[usize],
+        text_tokens: &[Vec<usize>],
+        num_frames: &[usize],
+        _: i64,
+    ) -> Result<Vec<Alignment>> {
+        assert_eq!(text_tokens.len(), num_frames.len());
+        self.align_batches.borrow_mut().push(
+            text_tokens
+                .iter()
+                .zip(num_frames)
+                .map(|(t, &n)| (t.len(), n))
+                .collect(),
+        );
+        Ok(vec![Alignment::default(); text_tokens.len()])
+    }
 }
 
 pub(crate) fn pipeline(gens: Vec<Generation>) -> Pipeline<Script> {
@@ -119,7 +174,7 @@ pub(crate) fn pipeline(gens: Vec<Generation>) -> Pipeline<Script> {
     }
 }
 
-fn gen(tokens: Vec<u32>, score: f32, no_speech: f32) -> Generation {
+pub(crate) fn gen(tokens: Vec<u32>, score: f32, no_speech: f32) -> Generation {
     Generation {
         tokens,
         score,
@@ -352,7 +407,7 @@ fn invalid_options_are_refused() {
 }
 
 /// `hello.wav` (4.2 s of espeak-ng speech) between stretches of silence.
-fn speech_between_silences() -> Vec<f32> {
+pub(crate) fn speech_between_silences() -> Vec<f32> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/speech/hello.wav");
     let hello = crate::transcribe_cmd::read_wav(&path).unwrap();

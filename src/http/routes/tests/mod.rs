@@ -60,6 +60,8 @@ impl Backend for Fake {
             worker_generation: 1,
             worker_restarts: 1,
             last_worker_exit: None,
+            workers_accepting: usize::from(self.ready),
+            workers: Vec::new(),
             model: Some("tiny.en".into()),
             device: Some("cpu".into()),
             compute_type: Some("int8".into()),

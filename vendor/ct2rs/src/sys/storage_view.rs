@@ -42,6 +42,8 @@ pub(crate) mod ffi {
         fn owns_data(self: &StorageView) -> bool;
 
         fn to_string(storage: &StorageView) -> String;
+
+        fn select_batch(storage: &StorageView, indices: &[i32]) -> Result<UniquePtr<StorageView>>;
     }
 }
 
@@ -97,6 +99,14 @@ impl<'a> StorageView<'a> {
     /// Returns true if this storage is empty.
     pub fn empty(&self) -> bool {
         self.size() == 0
+    }
+
+    /// The items `indices` of this batch (along the first dimension), in
+    /// that order, copied into a new storage on the same device
+    /// (whisper-node's patch: a batched encoder output, cut down to the
+    /// windows decoded again).
+    pub fn select_batch(&self, indices: &[i32]) -> Result<StorageView<'static>> {
+        Ok(StorageView::from_cxx(ffi::select_batch(self, indices)?))
     }
 }
 
