@@ -104,6 +104,7 @@ impl AsrNode {
         let args = SupervisorArgs {
             config: config.clone(),
             shared: shared.clone(),
+            plans,
             startup,
         };
         let spawned = match host {

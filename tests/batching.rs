@@ -13,7 +13,17 @@ use std::time::Duration;
 use common::speech::speak;
 use common::*;
 
-const FI: &str = "--enable-fault-injection";
+/// Fault injection on, and the first job waits (up to 10 s) for three more
+/// to form a batch of 4.
+const FAULTY_BATCH_OF_4: [&str; 7] = [
+    "--enable-fault-injection",
+    "--max-batch",
+    "4",
+    "--batch-wait-ms",
+    "10000",
+    "--max-queue-wait-secs",
+    "120",
+];
 
 /// Four short clips with words no other clip has.
 const CLIPS: [(&str, &[&str]); 4] = [
@@ -96,15 +106,7 @@ async fn a_batch_of_four_different_clips_gives_each_client_its_own_words() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_batch_answers_every_job_of_it_each_retried_alone() {
-    let svc = Service::start(&[
-        FI,
-        "--max-batch",
-        "4",
-        "--batch-wait-ms",
-        "10000",
-        "--max-queue-wait-secs",
-        "120",
-    ]);
+    let svc = Service::start(&FAULTY_BATCH_OF_4);
     let (_, h) = svc.get_json("/health").await;
     let pid = h["worker_pid"].as_u64().unwrap() as u32;
     // Clip 0's fault holds the batch in the worker for 4 s (and again when
@@ -150,15 +152,7 @@ async fn a_worker_killed_mid_batch_answers_every_job_of_it_each_retried_alone() 
 
 #[tokio::test]
 async fn a_job_that_crashes_the_worker_alone_twice_is_quarantined_and_the_others_succeed() {
-    let svc = Service::start(&[
-        FI,
-        "--max-batch",
-        "4",
-        "--batch-wait-ms",
-        "10000",
-        "--max-queue-wait-secs",
-        "120",
-    ]);
+    let svc = Service::start(&FAULTY_BATCH_OF_4);
     let answers = post_all(
         &svc,
         [vec![], vec![], vec![("x-fault-inject", "crash")], vec![]],

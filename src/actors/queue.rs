@@ -316,8 +316,13 @@ impl QueueState {
 
     fn take_front(&mut self) -> Option<QueuedJob> {
         let job = self.jobs.pop_front()?;
-        self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+        self.forget_audio(&job);
         Some(job)
+    }
+
+    /// `job` left `jobs`: its audio stops counting as queued.
+    fn forget_audio(&mut self, job: &QueuedJob) {
+        self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
     }
 
     /// Takes the jobs at the front whose client left (dropped) or whose
@@ -341,6 +346,7 @@ impl QueueState {
             }
             batch::Dropped::Expired => {
                 let waited = now - job.admitted_at;
+                tracing::info!(parent: &job.span, job_id = job.id, ?waited, "job waited past its deadline");
                 crate::metrics::queue_timeout();
                 job.end_queue_wait("expired");
                 let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
@@ -402,15 +408,15 @@ impl QueueState {
             let room = self.limits.max_batch.saturating_sub(1);
             let (members, dropped) = batch::take_members(&mut self.jobs, &head, room, now);
             for (job, why) in dropped {
-                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+                self.forget_audio(&job);
                 self.drop_stale(job, why, now);
+            }
+            for job in &members {
+                self.forget_audio(job);
             }
             let mut jobs = Vec::with_capacity(1 + members.len());
             jobs.push(head);
             jobs.extend(members);
-            for job in &mut jobs[1..] {
-                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
-            }
             // A staged job still waits: the proxy ends its queue wait when the
             // engine starts it.
             if !stage {
@@ -450,17 +456,15 @@ impl QueueState {
     /// neither hold queue slots nor reach the worker.
     fn sweep_gone(&mut self) {
         let before = self.jobs.len();
-        let mut kept = VecDeque::with_capacity(before);
-        for mut job in self.jobs.drain(..) {
+        let now = Instant::now();
+        for job in std::mem::take(&mut self.jobs) {
             if job.reply.is_closed() {
-                tracing::info!(parent: &job.span, job_id = job.id, "client gone, dropping job before decode");
-                job.end_queue_wait("client_gone");
-                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
+                self.forget_audio(&job);
+                self.drop_stale(job, batch::Dropped::ClientGone, now);
             } else {
-                kept.push_back(job);
+                self.jobs.push_back(job);
             }
         }
-        self.jobs = kept;
         if self.jobs.len() != before {
             self.publish();
         }
@@ -473,13 +477,9 @@ impl QueueState {
             .iter()
             .position(|j| j.id == id && j.attempts == attempt)
         {
-            if let Some(mut job) = self.jobs.remove(pos) {
-                self.queued_audio_secs = (self.queued_audio_secs - job.audio_secs).max(0.0);
-                let waited = job.admitted_at.elapsed();
-                tracing::info!(parent: &job.span, job_id = id, ?waited, "job waited past its deadline");
-                crate::metrics::queue_timeout();
-                job.end_queue_wait("expired");
-                let _ = job.reply.send(Err(AsrError::QueueTimeout { waited }));
+            if let Some(job) = self.jobs.remove(pos) {
+                self.forget_audio(&job);
+                self.drop_stale(job, batch::Dropped::Expired, Instant::now());
             }
         }
         self.publish();

@@ -123,8 +123,7 @@ impl Shared {
 
     /// Workers in the pool.
     pub fn pool_size(&self) -> usize {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.workers.len()
+        self.with(|g| g.workers.len())
     }
 
     /// The view worker `id`'s proxy writes its state through.
@@ -140,37 +139,56 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// [`Self::with`] for a change: readers waiting in [`Self::subscribe`]
-    /// are woken.
+    /// A change: the node's gauges are published and readers waiting in
+    /// [`Self::subscribe`] are woken.
     fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let r = self.with(f);
+        self.publish_after(false, f)
+    }
+
+    /// A change of workers' state: [`Self::update`], and the workers'
+    /// gauges too.
+    fn update_workers<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        self.publish_after(true, f)
+    }
+
+    fn publish_after<R>(&self, workers: bool, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let r = self.with(|g| {
+            let r = f(g);
+            Self::publish(g, self.queue_capacity, workers);
+            r
+        });
         self.changed.send_replace(());
         r
+    }
+
+    /// Publishes the gauges of `g` (the workers' with `workers`).
+    fn publish(g: &Inner, queue_capacity: usize, workers: bool) {
+        crate::metrics::node_gauges(crate::metrics::NodeGauges {
+            worker_state: pool_state(&g.workers),
+            worker_generation: g.workers.first().map_or(0, |w| w.generation),
+            in_flight: g.workers.iter().map(|w| w.in_flight).sum(),
+            queue_depth: g.queue_depth,
+            queue_capacity,
+            ready: g.ready(),
+            workers_accepting: g.accepting(),
+        });
+        if workers {
+            for w in &g.workers {
+                crate::metrics::worker_gauges(w.id, w.state, w.generation);
+            }
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         // A poisoned lock only means a writer panicked mid-update of plain
         // data; the data is still usable.
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let r = f(&mut g);
-        crate::metrics::node_gauges(crate::metrics::NodeGauges {
-            worker_state: pool_state(&g.workers),
-            worker_generation: g.workers.first().map_or(0, |w| w.generation),
-            in_flight: g.workers.iter().map(|w| w.in_flight).sum(),
-            queue_depth: g.queue_depth,
-            queue_capacity: self.queue_capacity,
-            ready: g.ready(),
-            workers_accepting: g.accepting(),
-        });
-        for w in &g.workers {
-            crate::metrics::worker_gauges(w.id, w.state, w.generation);
-        }
-        r
+        f(&mut g)
     }
 
     /// A change of worker `id` (ignored for an id outside the pool).
     fn update_worker(&self, id: usize, f: impl FnOnce(&mut WorkerStatus)) {
-        self.update(|s| {
+        self.update_workers(|s| {
             if let Some(w) = s.worker(id) {
                 f(w);
             }
@@ -185,7 +203,7 @@ impl Shared {
 
     /// Worker `id` exited (or its proxy failed); a restart is pending.
     pub fn worker_exited(&self, id: usize, cause: String) {
-        self.update(|s| {
+        self.update_workers(|s| {
             if let Some(w) = s.worker(id) {
                 w.state = WorkerState::Restarting;
                 w.pid = None;
@@ -204,7 +222,7 @@ impl Shared {
 
     /// Every worker is stopped for good (load failure or shutdown).
     pub fn worker_stopped(&self) {
-        self.update(|s| {
+        self.update_workers(|s| {
             for w in &mut s.workers {
                 w.state = WorkerState::Stopped;
                 w.pid = None;
@@ -310,7 +328,7 @@ impl WorkerShared {
 
     /// The worker loaded its model.
     pub fn worker_loaded(&self, hello: &asr_ipc::Hello) {
-        self.shared.update(|s| {
+        self.shared.update_workers(|s| {
             if let Some(w) = s.worker(self.id) {
                 w.state = WorkerState::Ready;
             }
@@ -395,19 +413,11 @@ mod tests {
         w.worker_spawned(42, 0);
         assert_eq!(s.status().worker_pid, Some(42));
         w.worker_loaded(&asr_ipc::Hello {
-            protocol_version: 1,
-            worker_version: "0".into(),
-            model: "tiny.en".into(),
-            multilingual: false,
-            device: "cpu".into(),
-            compute_type: "int8".into(),
-            threads: 2,
-            load_ms: 300,
-            pid: 42,
             engine: asr_ipc::EngineInfo {
                 version: "4.8.4".into(),
                 ..Default::default()
             },
+            ..hello(42)
         });
         assert_eq!(
             s.status().engine.map(|e| e.version).as_deref(),
@@ -423,18 +433,7 @@ mod tests {
         assert_eq!(st.worker_state, WorkerState::Restarting);
         assert_eq!(st.in_flight, 0);
         w.worker_spawned(43, 1);
-        w.worker_loaded(&asr_ipc::Hello {
-            protocol_version: 1,
-            worker_version: "0".into(),
-            model: "tiny.en".into(),
-            multilingual: false,
-            device: "cpu".into(),
-            compute_type: "int8".into(),
-            threads: 2,
-            load_ms: 300,
-            pid: 43,
-            engine: Default::default(),
-        });
+        w.worker_loaded(&hello(43));
         s.set_shutting_down();
         assert!(!s.status().ready, "draining is not ready");
     }
@@ -449,18 +448,7 @@ mod tests {
             WorkerState::Starting,
             "only a loaded worker can be late"
         );
-        w.worker_loaded(&asr_ipc::Hello {
-            protocol_version: asr_ipc::PROTOCOL_VERSION,
-            worker_version: "0".into(),
-            model: "tiny.en".into(),
-            multilingual: false,
-            device: "cpu".into(),
-            compute_type: "int8".into(),
-            threads: 2,
-            load_ms: 300,
-            pid: 42,
-            engine: Default::default(),
-        });
+        w.worker_loaded(&hello(42));
         w.worker_busy(true);
         w.worker_heartbeat_late(true);
         let st = s.status();

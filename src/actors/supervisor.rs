@@ -92,6 +92,8 @@ pub struct SupervisorArgs {
     pub config: Arc<NodeConfig>,
     /// Published state.
     pub shared: Arc<Shared>,
+    /// The pool: one worker per plan ([`crate::workers::plan`]).
+    pub plans: Vec<WorkerPlan>,
     /// Answered once every worker loaded (or one failed to).
     pub startup: Startup,
 }
@@ -246,8 +248,6 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Validated by AsrNode::start; a bad pool cannot get here.
-        let plans = crate::workers::plan(&args.config)?;
         let limits = QueueLimits {
             capacity: args.config.effective_queue_capacity(),
             max_audio_secs: args.config.queue_max_audio_secs,
@@ -281,7 +281,8 @@ impl Actor for SupervisorActor {
             startup: Some(args.startup),
             ingress,
             queue,
-            workers: plans
+            workers: args
+                .plans
                 .into_iter()
                 .map(|plan| WorkerSlot {
                     plan,

@@ -22,7 +22,7 @@ use asr_ipc::{Fault, FrameError, FromWorker, Job, Segment, WorkerError};
 
 use crate::cancels::Cancels;
 use crate::engine::Engine;
-use crate::protocol::{done_frame, write_to_parent, SharedOut};
+use crate::protocol::{done_frame, panic_message, write_to_parent, SharedOut};
 use crate::transcribe::BatchItem;
 use crate::transcribe::{Pipeline, Transcript};
 use crate::{fault, log_error, log_info, log_warn};
@@ -120,23 +120,15 @@ pub fn run_batch(
     }
     let results: Vec<Result<Transcript, WorkerError>> = match outcome {
         Ok(r) if r.len() == jobs.len() => r,
-        Ok(r) => {
-            let what = format!(
-                "the batch decoder gave {} results for {} jobs",
-                r.len(),
-                jobs.len()
-            );
-            log_error!("{what}");
-            jobs.iter()
-                .map(|_| Err(WorkerError::Engine(format!("internal error: {what}"))))
-                .collect()
-        }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        other => {
+            let what = match other {
+                Ok(r) => format!(
+                    "the batch decoder gave {} results for {} jobs",
+                    r.len(),
+                    jobs.len()
+                ),
+                Err(panic) => panic_message(panic.as_ref()),
+            };
             log_error!("batch {ids:?}: internal error: {what}");
             jobs.iter()
                 .map(|_| Err(WorkerError::Engine(format!("internal error: {what}"))))

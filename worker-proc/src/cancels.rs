@@ -80,10 +80,7 @@ impl Cancels {
 
     /// Job `id` was answered.
     pub fn finish(&self, id: u64) {
-        let mut st = self.lock();
-        st.running = None;
-        st.pending.remove(&id);
-        st.cancelled.remove(&id);
+        self.finish_batch(&[id]);
         self.running_cancelled.store(false, Ordering::Release);
     }
 

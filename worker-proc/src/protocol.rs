@@ -460,7 +460,15 @@ fn spawn_reader(cancels: Arc<Cancels>) -> mpsc::Receiver<Inbound> {
     rx
 }
 
-/// Decodes one job and writes its answer. Errors are write errors only.
+/// The message of a panic caught with `catch_unwind`.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// The `Done` frame of a finished job; `idle_before`: the engine's idle
 /// time before it (for `Timings::idle_before_us`).
 pub(crate) fn done_frame(
@@ -482,6 +490,7 @@ pub(crate) fn done_frame(
     })
 }
 
+/// Decodes one job and writes its answer. Errors are write errors only.
 fn run_job(
     pipeline: &mut Pipeline<Engine>,
     job: Job,
@@ -570,11 +579,7 @@ fn run_job(
             FromWorker::Failed { job_id, error }
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = panic_message(panic.as_ref());
             log_error!("job {id}: internal error: {what}");
             FromWorker::Failed {
                 job_id,

@@ -319,13 +319,9 @@ impl<J: SlotJob> Slots<J> {
             .as_ref()
             .is_some_and(|s| s.jobs.iter().any(|j| j.id() == job_id));
         Pairing::Broken(match &self.in_flight {
-            Some(f) if staged => format!(
-                "worker answered job {job_id} (staged) while {} {} in flight",
-                ids(&f.jobs),
-                if f.jobs.len() == 1 { "was" } else { "were" }
-            ),
             Some(f) => format!(
-                "worker answered job {job_id} while {} {} in flight",
+                "worker answered job {job_id}{} while {} {} in flight",
+                if staged { " (staged)" } else { "" },
                 ids(&f.jobs),
                 if f.jobs.len() == 1 { "was" } else { "were" }
             ),

@@ -19,6 +19,7 @@ use crate::actors::child::{ChildGuard, ProcessExit};
 use crate::actors::queue::{JobPayload, QueueMsg, QueuedJob};
 use crate::actors::supervisor::SupervisorMsg;
 use crate::api::{AsrError, Transcript};
+use crate::config::NodeConfig;
 
 /// A job in a slot, with its `worker.decode` span (see
 /// [`QueuedJob::decode_span`](crate::actors::job::QueuedJob::decode_span)). A staged job's `queue.wait` span
@@ -118,16 +119,15 @@ impl WorkerProxyState {
 
     /// Sends `jobs` to the child as one batch (a lone job as before, more
     /// after a [`Outgoing::Batch`] frame); returns those sent, with their
-    /// `worker.decode` spans, and those refused. Every header is encoded
-    /// here, first: a job that cannot be sent is refused before anything
-    /// of it reaches the child or the slots.
-    pub(super) fn send_batch(&self, jobs: Vec<QueuedJob>) -> (Vec<Held>, Vec<(Held, AsrError)>) {
+    /// `worker.decode` spans. Every header is encoded here, first: a job
+    /// that cannot be sent is refused ([`Self::refuse_unsendable`]) before
+    /// anything of it reaches the child or the slots.
+    pub(super) fn send_batch(&self, jobs: Vec<QueuedJob>) -> Vec<Held> {
         let mut ready = Vec::with_capacity(jobs.len());
-        let mut refused = Vec::new();
         for job in jobs {
             match self.encode(job) {
                 (held, Ok(header)) => ready.push((held, header)),
-                (held, Err(err)) => refused.push((held, err)),
+                (held, Err(err)) => self.refuse_unsendable(held, err),
             }
         }
         let mut sent = true;
@@ -151,7 +151,7 @@ impl WorkerProxyState {
             // answers (or requeues) the jobs.
             tracing::warn!(jobs = held.len(), "worker stdin closed at dispatch");
         }
-        (held, refused)
+        held
     }
 
     /// Opens `job`'s `worker.decode` span and encodes its header.
@@ -273,9 +273,8 @@ impl WorkerProxyState {
     /// The decode deadline of a batch: the node's floor plus its factor
     /// times the batch's total audio (as for one job of the summed length,
     /// which a sequential decode of the batch also meets).
-    fn batch_deadline(&self, jobs: &[Held]) -> Duration {
-        let audio: f64 = jobs.iter().map(|h| h.job.audio_secs).sum();
-        self.args.config.decode_deadline(audio)
+    fn batch_deadline(config: &NodeConfig, jobs: &[Held]) -> Duration {
+        config.decode_deadline(jobs.iter().map(|h| h.job.audio_secs).sum())
     }
 
     /// `jobs` are now the batch the engine decodes: start its decode
@@ -284,7 +283,7 @@ impl WorkerProxyState {
         let Some(key) = jobs.first().map(|h| h.job.id) else {
             return;
         };
-        let deadline = self.batch_deadline(&jobs);
+        let deadline = Self::batch_deadline(&self.args.config, &jobs);
         self.slots.start(jobs, Instant::now(), deadline);
         self.args.shared.worker_busy(true);
         myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(key));
@@ -294,9 +293,9 @@ impl WorkerProxyState {
     /// its place.
     pub(super) fn promote(&mut self, myself: &ActorRef<WorkerProxyMsg>) {
         let config = self.args.config.clone();
-        let promoted = self.slots.promote(Instant::now(), |jobs| {
-            config.decode_deadline(jobs.iter().map(|h| h.job.audio_secs).sum())
-        });
+        let promoted = self
+            .slots
+            .promote(Instant::now(), |jobs| Self::batch_deadline(&config, jobs));
         match promoted {
             Some((f, staged_for)) => {
                 let (key, deadline) = (f.key, f.deadline);
@@ -487,24 +486,20 @@ impl WorkerProxyState {
 
     pub(super) fn on_run(&mut self, myself: &ActorRef<WorkerProxyMsg>, jobs: Vec<QueuedJob>) {
         match self.slots.placement() {
-            Placement::Gone => {
-                // Lost a race with the child's exit: the queue serves them
-                // to the next worker (first in line, in order).
+            placement @ (Placement::Gone | Placement::Requeue) => {
+                // Gone: lost a race with the child's exit, the queue serves
+                // them to the next worker. Requeue: two answers to one
+                // request for work crossed. Either way they go back first
+                // in line, in order.
                 for mut job in jobs.into_iter().rev() {
-                    tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
-                    job.end_queue_wait("requeued");
-                    let _ = self.args.queue.cast(QueueMsg::Requeue(job));
-                }
-                return;
-            }
-            Placement::Requeue => {
-                // Two answers to one request for work crossed: keep them
-                // first in line.
-                for mut job in jobs.into_iter().rev() {
-                    tracing::debug!(
-                        job_id = job.id,
-                        "no free slot, returning the job to the queue"
-                    );
+                    if placement == Placement::Gone {
+                        tracing::warn!(parent: &job.span, job_id = job.id, "job dispatched to a worker that is gone, requeueing");
+                    } else {
+                        tracing::debug!(
+                            job_id = job.id,
+                            "no free slot, returning the job to the queue"
+                        );
+                    }
                     job.end_queue_wait("requeued");
                     let _ = self.args.queue.cast(QueueMsg::Requeue(job));
                 }
@@ -517,19 +512,13 @@ impl WorkerProxyState {
                 for job in &mut jobs {
                     job.end_queue_wait("dispatched");
                 }
-                let (sent, refused) = self.send_batch(jobs);
-                for (held, err) in refused {
-                    self.refuse_unsendable(held, err);
-                }
+                let sent = self.send_batch(jobs);
                 if !sent.is_empty() {
                     self.start(myself, sent);
                 }
             }
             Placement::Stage => {
-                let (sent, refused) = self.send_batch(jobs);
-                for (held, err) in refused {
-                    self.refuse_unsendable(held, err);
-                }
+                let sent = self.send_batch(jobs);
                 for h in &sent {
                     tracing::debug!(parent: &h.job.span, job_id = h.job.id, "job staged in the worker");
                 }
