@@ -43,12 +43,18 @@ fn speech() -> Vec<i16> {
     reader.samples::<i16>().map(|s| s.expect("pcm")).collect()
 }
 
-/// [`speech`] repeated to at least 65 s: three 30 s windows.
+/// At least 65 s of distinct speech, three 30 s windows: the repository's
+/// 62 s read passage (`tests/fixtures/speech/long60.wav`) then [`speech`].
+/// Not one clip repeated: Whisper meets repeated audio with repetition and
+/// temperature fallback, which samples, so its segments differ run to run.
 fn three_windows_of_speech() -> Vec<i16> {
-    let samples = speech();
-    let mut long = Vec::new();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/speech/long60.wav");
+    let mut reader = hound::WavReader::open(&path).expect("tests/fixtures/speech/long60.wav");
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    let mut long: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("pcm")).collect();
     while long.len() < 16_000 * 65 {
-        long.extend_from_slice(&samples);
+        long.extend_from_slice(&speech());
     }
     long
 }
