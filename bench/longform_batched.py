@@ -13,10 +13,18 @@ hits all alike), all tiny.en int8, --threads engine threads, beam 5,
 language en, VAD on:
   node sequential   worker-proc transcribe --vad --batch-size 1 (the seek
                     loop, each window conditioned on the previous text)
-  node batched B    worker-proc transcribe --vad --batch-size B, B in --batches
-  fw batched 8      faster-whisper BatchedInferencePipeline(batch_size=8)
-                    with its defaults (Silero VAD, chunks merged to 30 s,
-                    no timestamps, first temperature only), in this process
+  node batched B, verbose_json
+                    worker-proc transcribe --vad --batch-size B, B in
+                    --batches (timestamps: what a verbose_json, srt or vtt
+                    answer decodes)
+  node batched B, json
+                    the same with --text-only (what a json or text answer
+                    decodes: no timestamp tokens)
+  fw batched B      faster-whisper BatchedInferencePipeline(batch_size=B),
+                    B in --fw-batches, with its defaults (Silero VAD, chunks
+                    merged to 30 s, no timestamps, first temperature only),
+                    in this process; "time / fw batched" is against the
+                    first of them (8: issue 13's target)
 
 Timed: the worker's own decode time (`timings_ms.total_all`, second of
 `--runs 2`: the first warms the engine up; VAD, features, engine; not the
@@ -83,10 +91,10 @@ def ensure_clips(work, py):
     return out
 
 
-def run_worker(worker, model, threads, wav, beam, batch, runs):
+def run_worker(worker, model, threads, wav, beam, batch, runs, text_only=False):
     cmd = [str(worker), "--model-dir", str(model), "--threads", str(threads), "--compute-type", "int8",
            "transcribe", str(wav), "--json", "--runs", str(runs), "--beam-size", str(beam), "--language", "en",
-           "--vad", "--batch-size", str(batch)]
+           "--vad", "--batch-size", str(batch)] + (["--text-only"] if text_only else [])
     doc = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     secs = doc["timings_ms"]["total_all"][-1] / 1000.0
     return secs, doc["text"], len(doc["segments"])
@@ -116,8 +124,8 @@ def main():
     ap.add_argument("--bin-dir", default=str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--beam", type=int, default=5)
-    ap.add_argument("--batches", default="4,8,16")
-    ap.add_argument("--fw-batch", type=int, default=8)
+    ap.add_argument("--batches", default="8,16")
+    ap.add_argument("--fw-batches", default="8,16")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--worker-runs", type=int, default=2, help="decodes per worker process; the last one is timed (2: the first warms up)")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 clip, batch 8 only; does not touch BENCHMARKS.md")
@@ -125,8 +133,9 @@ def main():
     ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.batches, args.markdown = 1, "8", ""
+        args.rounds, args.batches, args.fw_batches, args.markdown = 1, "16", "8", ""
     batches = [int(b) for b in args.batches.split(",") if b]
+    fw_batches = [int(b) for b in args.fw_batches.split(",") if b]
     clips = ensure_clips(Path(args.work), sys.executable)
     if args.quick:
         clips = clips[:1]
@@ -136,10 +145,12 @@ def main():
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     load_before = os.getloadavg()
     fw = FwBatched(args.model_dir, args.threads)
-    fw.run(clips[0][1], args.beam, args.fw_batch)  # warm-up, not recorded
+    fw.run(clips[0][1], args.beam, fw_batches[0])  # warm-up, not recorded
 
-    contenders = [("node sequential", "worker", 1)] + [(f"node batched {b}", "worker", b) for b in batches] + \
-        [(f"fw batched {args.fw_batch}", "fw", args.fw_batch)]
+    contenders = [("node sequential", "worker", 1)] + \
+        [(f"node batched {b}, verbose_json", "worker", b) for b in batches] + \
+        [(f"node batched {b}, json", "text", b) for b in batches] + \
+        [(f"fw batched {b}", "fw", b) for b in fw_batches]
     times = {(c, n): [] for c, *_ in clips for n, *_ in contenders}
     texts = {}
     loads = []
@@ -147,8 +158,9 @@ def main():
     for r in range(args.rounds):
         for clip, wav, ref, dur in clips:
             for name, kind, b in contenders:
-                if kind == "worker":
-                    secs, text, nseg = run_worker(worker, args.model_dir, args.threads, wav, args.beam, b, args.worker_runs)
+                if kind in ("worker", "text"):
+                    secs, text, nseg = run_worker(worker, args.model_dir, args.threads, wav, args.beam, b, args.worker_runs,
+                                                  text_only=kind == "text")
                 else:
                     secs, text, nseg = fw.run(wav, args.beam, b)
                 times[(clip, name)].append(secs)
@@ -158,7 +170,7 @@ def main():
     rows = []
     for clip, wav, ref, dur in clips:
         seq = statistics.median(times[(clip, "node sequential")])
-        fwb = statistics.median(times[(clip, f"fw batched {args.fw_batch}")])
+        fwb = statistics.median(times[(clip, f"fw batched {fw_batches[0]}")])
         for name, kind, b in contenders:
             med = statistics.median(times[(clip, name)])
             text, nseg = texts[(clip, name)]
@@ -192,9 +204,12 @@ def render(rep):
                  f"| **{r['speedup_vs_sequential']:.2f}×** | {r['vs_fw_batched']:.2f} | {100 * r['wer']:.1f} % | {r['segments']} |")
     L.append("")
     L.append("*node sequential*: `worker-proc transcribe --vad --batch-size 1` (the seek loop); *node batched B*: `--batch-size B` "
-             "(VAD chunks merged up to 30 s, B windows per engine call, no conditioning on previous text); decode time of the "
-             f"last of {rep['worker_runs']} run(s) in one process. *fw batched*: faster-whisper's `BatchedInferencePipeline(batch_size=8)` "
-             "with its defaults, same model, threads and beam. WER after `bench/textnorm.py`.")
+             "(VAD chunks merged up to 30 s, B windows per engine call, no conditioning on previous text), *verbose_json* with "
+             "timestamps (what `verbose_json`, `srt` and `vtt` answers decode), *json* with `--text-only` (what `json` and `text` "
+             "answers decode: no timestamp tokens, chunks cut at 160 ms pauses); decode time of the "
+             f"last of {rep['worker_runs']} run(s) in one process. *fw batched B*: faster-whisper's `BatchedInferencePipeline(batch_size=B)` "
+             "with its defaults, same model, threads and beam; *time / fw batched* is against the first fw row. "
+             "WER after `bench/textnorm.py`.")
     return "\n".join(L)
 
 

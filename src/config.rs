@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// `--batch-size` when not given: windows of long audio decoded per engine
 /// call (1 = sequential). See [`NodeConfig::batch_size`].
-pub const DEFAULT_BATCH_SIZE: u32 = 8;
+pub const DEFAULT_BATCH_SIZE: u32 = 16;
 
 /// Everything the actor tree needs. Embedding hosts build this directly
 /// (it implements `Default`) or parse it with clap as part of their own CLI.

@@ -120,6 +120,46 @@ async fn batched_two_minute_clip_keeps_every_part_at_its_own_time() {
     assert!(seeks.len() >= 3, "windows: {seeks:?}");
 }
 
+#[tokio::test]
+async fn batched_text_answer_has_every_part_once() {
+    // A `json` answer needs no times: the windows are decoded without
+    // timestamp tokens, cut at short pauses, and not continued. No part may
+    // be lost or repeated where windows join.
+    let clip = clip();
+    let a = SVC
+        .transcribe(
+            &clip.path,
+            &[("response_format", "json"), GREEDY, ("batch_size", "8")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let text = a.json()["text"].as_str().unwrap().to_string();
+    let words: Vec<String> = text.split_whitespace().map(norm).collect();
+    let mut problems = Vec::new();
+    let (mut total, mut missing) = (0, Vec::new());
+    for (i, part) in clip.parts.iter().enumerate() {
+        let mut heard = 0;
+        for k in &part.keywords {
+            total += 1;
+            match words.iter().filter(|w| *w == k).count() {
+                0 => missing.push(format!("part {}: {k:?}", i + 1)),
+                1 => heard += 1,
+                n => problems.push(format!("part {}: {k:?} heard {n} times", i + 1)),
+            }
+        }
+        if heard == 0 {
+            problems.push(format!("part {}: none of {:?} heard", i + 1, part.keywords));
+        }
+    }
+    if missing.len() * 10 > total {
+        problems.push(format!(
+            "{} of {total} key words missing: {missing:?}",
+            missing.len()
+        ));
+    }
+    assert!(problems.is_empty(), "{problems:#?}\ntranscript: {text}");
+}
+
 /// Transcribes the clip with `batch_size` (word timestamps, greedy), checks
 /// its segments, words and parts, and returns the `verbose_json` answer.
 async fn check_two_minute_clip(batch_size: &str) -> Value {

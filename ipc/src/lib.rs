@@ -99,7 +99,8 @@ pub use result::*;
 ///
 /// 7: `DecodeOptions::batch_size` (batched long-form decoding).
 /// 8: `ToWorker::Batch` (several jobs decoded together).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// 9: `DecodeOptions::text_only`.
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Largest frame either side accepts: 64 MiB. Audio never comes near it (it
 /// travels in chunks of [`CHUNK_SAMPLES`]); the largest other frames are

@@ -381,6 +381,7 @@ async fn transcribe_request<B: Backend>(
     })?;
     let mut options = form.decode_options(config.beam_size);
     options.task = task;
+    options.text_only = form.answers_text_only();
     let hint = form.file_hint.clone();
     let file = Arc::new(form.file);
     let decode_span = tracing::info_span!(

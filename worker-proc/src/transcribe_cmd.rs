@@ -85,6 +85,10 @@ pub struct TranscribeArgs {
     /// node's `batch_size`).
     #[arg(long, default_value_t = 0)]
     pub batch_size: u32,
+    /// Decode as for a `json` or `text` answer (the node's `text_only`):
+    /// batched long-form windows without timestamp tokens.
+    #[arg(long)]
+    pub text_only: bool,
 }
 
 /// Reads a 16 kHz mono WAV as f32 samples in [-1, 1] (integer PCM is
@@ -182,6 +186,7 @@ fn options(args: &TranscribeArgs) -> DecodeOptions {
             ..VadOptions::default()
         },
         batch_size: args.batch_size,
+        text_only: args.text_only,
         ..DecodeOptions::default()
     };
     if let Some(t) = &args.temperatures {

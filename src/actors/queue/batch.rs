@@ -10,9 +10,9 @@
 //! - the same priority class ([`crate::api::JobClass`]): a batch never
 //!   takes a job of a lower class ahead of a waiting job of a higher one;
 //! - identical [`DecodeOptions`] apart from `language`, `initial_prompt`
-//!   and `hotwords` (each job's own prompt and language; the task,
-//!   beam, temperatures, thresholds, timestamps, VAD and every other field
-//!   must match).
+//!   and `hotwords` (each job's own prompt and language) and `text_only`
+//!   (no effect on audio of one window); the task, beam, temperatures,
+//!   thresholds, timestamps, VAD and every other field must match.
 //!
 //! Members are taken in queue order (oldest first). A job that is not
 //! compatible keeps its place, and becomes the head of a later batch.
@@ -38,6 +38,7 @@ pub fn compatible_options(a: &DecodeOptions, b: &DecodeOptions) -> bool {
         language: None,
         initial_prompt: None,
         hotwords: None,
+        text_only: false,
         ..o.clone()
     };
     strip(a) == strip(b)

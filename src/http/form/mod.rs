@@ -224,6 +224,22 @@ impl TranscriptionForm {
     }
 }
 
+impl TranscriptionForm {
+    /// Whether the synchronous answer carries the text alone (`json` or
+    /// `text`, without words, log-probabilities or a stream): long audio
+    /// may then be decoded without timestamp tokens
+    /// ([`DecodeOptions::text_only`]). Jobs keep their segments (their
+    /// records hold them whatever the format).
+    pub fn answers_text_only(&self) -> bool {
+        matches!(
+            self.response_format,
+            ResponseFormat::Json | ResponseFormat::Text
+        ) && !self.granularities.word
+            && !self.logprobs
+            && !self.stream
+    }
+}
+
 /// The fallback temperatures for a requested temperature: the default list
 /// for none or 0, else `t, t + 0.2, …` while ≤ 1.0.
 pub fn temperature_schedule(t: Option<f32>, default: &[f32]) -> Vec<f32> {

@@ -398,3 +398,41 @@ async fn openai_and_faster_whisper_extras_parse_and_what_the_node_cannot_do_is_r
         );
     }
 }
+
+#[actix_web::test]
+async fn only_text_answers_let_long_audio_decode_without_timestamps() {
+    let cases: [(Vec<TestFormField<'static>>, bool); 7] = [
+        (vec![file(b"RIFFxxxx")], true),
+        (
+            vec![file(b"RIFFxxxx"), text("response_format", "text")],
+            true,
+        ),
+        (
+            vec![file(b"RIFFxxxx"), text("response_format", "verbose_json")],
+            false,
+        ),
+        (
+            vec![file(b"RIFFxxxx"), text("response_format", "srt")],
+            false,
+        ),
+        (
+            vec![file(b"RIFFxxxx"), text("response_format", "vtt")],
+            false,
+        ),
+        (
+            vec![file(b"RIFFxxxx"), text("include[]", "logprobs")],
+            false,
+        ),
+        (vec![file(b"RIFFxxxx"), text("stream", "true")], false),
+    ];
+    for (fields, want) in cases {
+        let form = parse(fields, LIMITS).await.unwrap();
+        assert_eq!(
+            form.answers_text_only(),
+            want,
+            "{:?} stream={}",
+            form.response_format,
+            form.stream
+        );
+    }
+}

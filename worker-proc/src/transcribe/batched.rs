@@ -87,12 +87,24 @@ pub struct BatchItem<'a> {
 /// Longest speech chunk asked of the VAD in batched mode: one window.
 const WINDOW_SECS: f32 = 30.0;
 
+/// Silence that ends a speech chunk when long-form windows are decoded
+/// without timestamps, ms (faster-whisper's `BatchedInferencePipeline`
+/// default): without timestamp tokens a window that stops early cannot be
+/// continued, so windows are made of chunks cut at short pauses and never
+/// end inside a word. (With timestamps, the request's VAD settings apply
+/// and a cut window is continued.)
+pub const UNTIMED_MIN_SILENCE_MS: u32 = 160;
+
 /// Shortest rest of a window decoded again as a continuation, seconds.
 pub const CONTINUE_MIN_SECS: f64 = 1.0;
 
 /// A clip being decoded.
 pub(super) struct Item<'a> {
-    pub(super) opts: &'a DecodeOptions,
+    /// Its options; with `text_only`, long-form, `without_timestamps` set.
+    pub(super) opts: Cow<'a, DecodeOptions>,
+    /// Longer than one window: the long-form rules apply (fallback only
+    /// for runaway windows, `text_only`).
+    pub(super) long_form: bool,
     cancel: Option<&'a AtomicBool>,
     /// The decoded audio: the clip, or its speech concatenated.
     pub(super) audio: Cow<'a, [f32]>,
@@ -260,13 +272,18 @@ impl<B: Backend> Pipeline<B> {
         let sr = cfg.sampling_rate;
         let max = cfg.n_samples();
         let duration = it.samples.len() as f64 / sr as f64;
+        let long_form = it.samples.len() > max;
+        let opts = if long_form && it.opts.text_only && !it.opts.without_timestamps {
+            Cow::Owned(DecodeOptions {
+                without_timestamps: true,
+                ..it.opts.clone()
+            })
+        } else {
+            Cow::Borrowed(it.opts)
+        };
         let (audio, map, windows) = if it.opts.vad_filter {
             vad::validate(&it.opts.vad)?;
-            let mut vad_opts = it.opts.vad.clone();
-            vad_opts.max_speech_duration_s = Some(match vad_opts.max_speech_duration_s {
-                Some(s) if s < WINDOW_SECS => s,
-                _ => WINDOW_SECS,
-            });
+            let vad_opts = window_vad_options(&opts, long_form);
             let chunks: Vec<vad::SpeechChunk> = clock
                 .phase("vad", None, None, || {
                     vad::speech_timestamps(it.samples, &vad_opts)
@@ -307,7 +324,8 @@ impl<B: Backend> Pipeline<B> {
             LanguagePlan::Detect => (String::new(), 0.0, None),
         };
         let mut item = Box::new(Item {
-            opts: it.opts,
+            opts,
+            long_form,
             cancel: it.cancel,
             audio,
             map,
@@ -350,7 +368,7 @@ impl<B: Backend> Pipeline<B> {
     /// What windows must agree on to share an engine call.
     fn round_key(&self, item: &Item<'_>, attempt: usize) -> String {
         let t = item.opts.temperatures[attempt];
-        let wopts = self.whisper_options(item.opts, t);
+        let wopts = self.whisper_options(&item.opts, t);
         let tail = item.sot_sequence.len() + usize::from(item.opts.without_timestamps);
         let sot_index = item.prompt.len().saturating_sub(tail);
         let align = item.aligns().then_some(&item.sot_sequence);
@@ -552,6 +570,23 @@ fn drop_cancelled(
 }
 
 /// Whether a decoded window is skipped as silence (the seek loop's rule).
+/// The VAD settings that cut a clip into windows: the request's, with
+/// speech chunks capped at one window, and for long-form decoding without
+/// timestamps ended by pauses of [`UNTIMED_MIN_SILENCE_MS`] (no
+/// continuation: a window must not end inside a word).
+pub(super) fn window_vad_options(opts: &DecodeOptions, long_form: bool) -> asr_ipc::VadOptions {
+    let mut vad_opts = opts.vad.clone();
+    vad_opts.max_speech_duration_s = Some(match vad_opts.max_speech_duration_s {
+        Some(s) if s < WINDOW_SECS => s,
+        _ => WINDOW_SECS,
+    });
+    if long_form && opts.without_timestamps {
+        vad_opts.min_silence_duration_ms =
+            vad_opts.min_silence_duration_ms.min(UNTIMED_MIN_SILENCE_MS);
+    }
+    vad_opts
+}
+
 pub(super) fn is_silent(opts: &DecodeOptions, decode: &WindowDecode) -> bool {
     let Some(ns) = opts.no_speech_threshold.map(decimal) else {
         return false;

@@ -97,6 +97,27 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
+/// Text tokens per second of window audio above which a decode is taken
+/// for a loop: speech is 2 to 5 tokens a second (timestamps included); a
+/// phrase repeated over and over runs far above.
+pub const RUNAWAY_TOKENS_PER_SEC: f64 = 12.0;
+
+/// Whether a window's decode ran away: it filled the decoder
+/// ([`MAX_LENGTH`] with its prompt of `prompt` tokens) or produced more
+/// than [`RUNAWAY_TOKENS_PER_SEC`] per second of its `window_secs` of
+/// audio (at least one second counted).
+///
+/// Batched long-form windows fall back to the next temperature only then
+/// (faster-whisper's `BatchedInferencePipeline` never falls back): without
+/// conditioning on previous text a window cannot inherit a loop, and the
+/// compression-ratio rule mostly flags genuinely repetitive speech there
+/// (menus, refrains), where sampling five candidates per temperature costs
+/// seconds and gives a worse text (BENCHMARKS.md, issue 13).
+pub fn runaway(tokens: usize, prompt: usize, window_secs: f64) -> bool {
+    tokens + prompt + 1 >= MAX_LENGTH
+        || tokens as f64 > RUNAWAY_TOKENS_PER_SEC * window_secs.max(1.0)
+}
+
 /// The attempts at one window, temperature after temperature (the state of
 /// `generate_with_fallback` between two `generate` calls).
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,7 @@ use asr_ipc::WorkerError;
 
 use super::batched::{is_silent, Encoding, Finished, Item, Task, CONTINUE_MIN_SECS};
 use super::clock::unix_now_ns;
+use super::fallback::runaway;
 use super::{engine_err, LanguagePlan, Pipeline, Transcript};
 use crate::engine::Backend;
 use crate::segments::{split_by_timestamps, RawSegment, TIME_PRECISION};
@@ -132,7 +133,7 @@ impl<B: Backend> Pipeline<B> {
             .as_ref()
             .ok_or_else(|| WorkerError::Engine("a window lost its clip".into()))?;
         let t = first.opts.temperatures[round[0].attempt];
-        let wopts = self.whisper_options(first.opts, t);
+        let wopts = self.whisper_options(&first.opts, t);
         let mut prompts: Vec<Vec<&str>> = Vec::with_capacity(round.len());
         for task in &round {
             let item = states[task.item]
@@ -153,17 +154,25 @@ impl<B: Backend> Pipeline<B> {
         }
 
         // Judge each window: accepted, next temperature, or out of them.
+        let sr = self.extractor.config().sampling_rate as f64;
         let mut retry = Vec::new();
         let mut finished: Vec<(usize, usize, usize, super::WindowDecode)> = Vec::new();
         for (k, (mut task, generation)) in round.into_iter().zip(generations).enumerate() {
             let Some(item) = states[task.item].as_ref() else {
                 continue;
             };
-            let opts = item.opts;
+            let opts = &item.opts;
             let t = opts.temperatures[task.attempt];
+            // Long-form windows fall back only when they ran away.
+            let may_fall_back = !item.long_form
+                || runaway(
+                    generation.tokens.len(),
+                    item.prompt.len(),
+                    item.windows[task.window].len() as f64 / sr,
+                );
             match task.attempts.push(&self.tokenizer, opts, t, generation)? {
                 Some(decode) => finished.push((k, task.item, task.window, decode)),
-                None if task.attempt + 1 < opts.temperatures.len() => {
+                None if may_fall_back && task.attempt + 1 < opts.temperatures.len() => {
                     task.attempt += 1;
                     task.encoded = Some((Rc::clone(&encoding), k, frames[k]));
                     retry.push(task);
@@ -182,7 +191,7 @@ impl<B: Backend> Pipeline<B> {
             let Some(item) = states[i].as_ref() else {
                 continue;
             };
-            if is_silent(item.opts, &decode) {
+            if is_silent(&item.opts, &decode) {
                 done.push((
                     k,
                     i,

@@ -144,23 +144,25 @@ fn text_cut_just_before_the_window_end_ends_at_the_window_end() {
 
 #[test]
 fn only_the_windows_that_fail_fall_back_batched_among_themselves() {
-    let samples = vec![0.01f32; SR * 100];
+    // Four clips of one window each (the jobs of a dynamic batch): the
+    // whole temperature fallback applies.
+    let clips: Vec<Vec<f32>> = (0..4).map(|_| vec![0.01f32; SR * 20]).collect();
     let gens = vec![
-        // Round 1 at t = 0: windows 1 and 3 fail the log-probability check.
+        // Round 1 at t = 0: clips 1 and 3 fail the log-probability check.
         gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0),
         gen(vec![ts(0.0), 0, ts(1.0)], -3.0, 0.0),
         gen(vec![ts(0.0), 0, ts(1.0)], -0.1, 0.0),
         gen(vec![ts(0.0), 0, ts(1.0)], -3.0, 0.0),
-        // Round 2 at t = 0.2: window 1 passes, window 3 fails again.
+        // Round 2 at t = 0.2: clip 1 passes, clip 3 fails again.
         gen(vec![ts(0.0), 2, ts(1.0)], -0.5, 0.0),
         gen(vec![ts(0.0), 1, ts(1.0)], -2.0, 0.0),
-        // Round 3 at t = 0.4: window 3 alone.
+        // Round 3 at t = 0.4: clip 3 alone.
         gen(vec![ts(0.0), 2, ts(1.0)], -0.2, 0.0),
     ];
     let mut p = pipeline(gens);
     let opts = DecodeOptions::default();
-    let (results, progress) = many(&mut p, &[item(&samples, &opts)], 8);
-    let t = results.into_iter().next().unwrap().unwrap();
+    let items: Vec<BatchItem<'_>> = clips.iter().map(|c| item(c, &opts)).collect();
+    let (results, progress) = many(&mut p, &items, 8);
     assert_eq!(*p.backend.generate_batches.borrow(), vec![4, 2, 1]);
     // The retried windows are not encoded again: their rows of the first
     // call's encoder output, then of the second's.
@@ -170,15 +172,127 @@ fn only_the_windows_that_fail_fall_back_batched_among_themselves() {
         *p.backend.temps.borrow(),
         vec![0.0, 0.0, 0.0, 0.0, 0.2, 0.2, 0.4]
     );
+    let got: Vec<(String, f32)> = results
+        .into_iter()
+        .map(|r| {
+            let s = &r.unwrap().segments[0];
+            (s.text.clone(), s.temperature)
+        })
+        .collect();
+    let want = [("a", 0.0), (" c", 0.2), ("a", 0.0), (" c", 0.4)];
+    assert_eq!(got, want.map(|(t, temp)| (t.to_string(), temp)).to_vec());
+    // Clip 2 was done first, clip 3 last.
+    let order: Vec<usize> = progress.iter().map(|p| p.0).collect();
+    assert_eq!(order, vec![0, 2, 1, 3]);
+}
+
+#[test]
+fn long_form_windows_fall_back_only_when_they_run_away() {
+    let samples = vec![0.01f32; SR * 90];
+    // The same token over and over, as a loop writes it.
+    let looping: Vec<u32> = std::iter::once(ts(0.0))
+        .chain(std::iter::repeat_n(0, 400))
+        .collect();
+    let gens = vec![
+        // Round 1 at t = 0: window 0 fails the log-probability check but
+        // reads like speech, window 1 runs away, window 2 passes.
+        gen(vec![ts(0.0), 0, ts(1.0)], -3.0, 0.0),
+        gen(looping, -0.1, 0.0),
+        gen(vec![ts(0.0), 2, ts(1.0)], -0.1, 0.0),
+        // Round 2 at t = 0.2: window 1 alone.
+        gen(vec![ts(0.0), 1, ts(1.0)], -0.2, 0.0),
+    ];
+    let mut p = pipeline(gens);
+    let opts = DecodeOptions::default();
+    let (results, _) = many(&mut p, &[item(&samples, &opts)], 8);
+    let t = results.into_iter().next().unwrap().unwrap();
+    assert_eq!(*p.backend.generate_batches.borrow(), vec![3, 1]);
+    assert_eq!(*p.backend.temps.borrow(), vec![0.0, 0.0, 0.0, 0.2]);
     let got: Vec<(&str, f32)> = t
         .segments
         .iter()
         .map(|s| (s.text.as_str(), s.temperature))
         .collect();
-    assert_eq!(got, vec![("a", 0.0), (" c", 0.2), ("a", 0.0), (" c", 0.4)]);
-    // Windows are reported in order although window 2 was done first.
-    let done: Vec<f32> = progress.iter().map(|p| p.1).collect();
-    assert_eq!(done, vec![30.0, 60.0, 90.0, 100.0]);
+    assert_eq!(got, vec![("a", 0.0), ("b", 0.2), (" c", 0.0)]);
+}
+
+#[test]
+fn runaway_is_a_full_decoder_or_far_more_tokens_than_speech() {
+    use super::fallback::runaway;
+    // 30 s of fast speech with timestamps: about 150 tokens.
+    assert!(!runaway(150, 4, 30.0));
+    assert!(runaway(400, 4, 30.0), "13 tokens a second");
+    assert!(runaway(444, 3, 60.0), "the decoder is full");
+    assert!(!runaway(10, 4, 0.5), "a short window counts as a second");
+    assert!(runaway(13, 4, 0.5));
+}
+
+#[test]
+fn text_only_long_form_decodes_without_timestamps_and_short_clips_keep_them() {
+    let long = vec![0.01f32; SR * 40];
+    let short = vec![0.01f32; SR * 20];
+    let gens = vec![
+        gen(vec![0], -0.1, 0.0),
+        gen(vec![1], -0.1, 0.0),
+        gen(vec![ts(0.0), 2, ts(1.0)], -0.1, 0.0),
+    ];
+    let mut p = pipeline(gens);
+    let opts = DecodeOptions {
+        text_only: true,
+        ..DecodeOptions::default()
+    };
+    let (results, _) = many(&mut p, &[item(&long, &opts), item(&short, &opts)], 8);
+    // Two calls: the windows of the untimed clip cannot share one with the
+    // timed clip's.
+    assert_eq!(*p.backend.generate_batches.borrow(), vec![2, 1]);
+    let prompts = p.backend.prompts.borrow();
+    assert_eq!(prompts[0], ["<|startoftranscript|>", "<|notimestamps|>"]);
+    assert_eq!(prompts[1], ["<|startoftranscript|>", "<|notimestamps|>"]);
+    assert_eq!(prompts[2], ["<|startoftranscript|>"]);
+    let long_t = results[0].as_ref().unwrap();
+    let times: Vec<(f32, f32)> = long_t.segments.iter().map(|s| (s.start, s.end)).collect();
+    assert_eq!(
+        times,
+        vec![(0.0, 30.0), (30.0, 40.0)],
+        "a segment per window"
+    );
+    assert_eq!(long_t.text(), "ab");
+    assert_eq!(results[1].as_ref().unwrap().text(), "c");
+}
+
+#[test]
+fn untimed_long_form_cuts_speech_at_short_pauses() {
+    let opts = DecodeOptions {
+        vad_filter: true,
+        without_timestamps: true,
+        ..DecodeOptions::default()
+    };
+    let untimed = super::batched::window_vad_options(&opts, true);
+    assert_eq!(
+        untimed.min_silence_duration_ms,
+        super::batched::UNTIMED_MIN_SILENCE_MS
+    );
+    assert_eq!(untimed.max_speech_duration_s, Some(30.0));
+    // A shorter setting is kept; one window of audio and timed decoding
+    // keep the request's 2 s.
+    let mut shorter = opts.clone();
+    shorter.vad.min_silence_duration_ms = 100;
+    assert_eq!(
+        super::batched::window_vad_options(&shorter, true).min_silence_duration_ms,
+        100
+    );
+    assert_eq!(
+        super::batched::window_vad_options(&opts, false).min_silence_duration_ms,
+        2000
+    );
+    let timed = DecodeOptions {
+        without_timestamps: false,
+        ..opts
+    };
+    assert_eq!(
+        super::batched::window_vad_options(&timed, true).min_silence_duration_ms,
+        2000
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ fn options_are_compatible_apart_from_language_and_prompts() {
         language: Some("de".into()),
         initial_prompt: Some("Namen: Ilse".into()),
         hotwords: Some("Ilse".into()),
+        // A `json` answer next to a `verbose_json` one: no effect on one
+        // window of audio.
+        text_only: true,
         ..base.clone()
     };
     assert!(compatible_options(&base, &own));
