@@ -81,8 +81,9 @@ pub struct DecodeOptions {
     /// text), 2..=[`crate::MAX_BATCH_SIZE`] = batched long-form: the audio
     /// is cut into windows of at most 30 s (its speech chunks merged, with
     /// `vad_filter`) that are decoded this many at a time, without
-    /// conditioning on previous text. Audio that fits one window is always
-    /// decoded sequentially.
+    /// conditioning on previous text, falling back to the next temperature
+    /// only for a window that runs away (a loop). Audio that fits one
+    /// window is always decoded sequentially.
     #[serde(default)]
     pub batch_size: u32,
     /// The answer needs only the text (the node sets it for `json` and

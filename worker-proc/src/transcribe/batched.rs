@@ -19,7 +19,11 @@
 //!    ([`super::fallback::Attempts`]); the windows that need the next
 //!    temperature are decoded again, batched among themselves, on their
 //!    rows of the call's encoder output ([`Backend::select`]: not encoded
-//!    again);
+//!    again). The windows of a long clip (over one window) fall back only
+//!    when they ran away ([`super::fallback::runaway`]); a clip of one
+//!    window (a job of a dynamic batch) keeps the whole fallback. A long
+//!    clip with `text_only` is decoded without timestamp tokens, its
+//!    chunks cut at [`UNTIMED_MIN_SILENCE_MS`] pauses;
 //! 4. a window judged silent (no-speech rule) gives no segment; the others
 //!    are split at timestamp tokens. As in the seek loop, a window whose
 //!    tokens stop at a timestamp pair (the model's "more follows") well
