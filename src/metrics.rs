@@ -22,7 +22,7 @@
 //! | `asr_queue_wait_seconds` | histogram | admission → dispatch, per dispatched job (avg = `_sum/_count`, p95 with `histogram_quantile`) |
 //! | `asr_queue_timeouts_total` | counter | jobs that waited past their deadline |
 //! | `asr_busy_rejections_total` | counter | jobs refused because the queue was full (429) |
-//! | `asr_in_flight_jobs` | gauge | jobs being decoded (0 or 1) |
+//! | `asr_in_flight_jobs` | gauge | jobs being decoded (every job of a batch in flight, over all workers) |
 //! | `asr_decode_seconds` | histogram | dispatch → answer, per successful decode |
 //! | `asr_real_time_factor` | histogram | decode seconds per audio second, per successful decode |
 //! | `asr_engine_idle_seconds` | histogram | measured inside the worker: how long the engine sat without work before each job (end of its previous job to the start of this one); under sustained load, the hand-over gap between jobs |

@@ -89,12 +89,12 @@ pub struct DecodeOptions {
     /// The answer needs only the text (the node sets it for `json` and
     /// `text` answers without words, log-probabilities or a stream).
     /// Batched long-form decoding (`batch_size` above 1, audio over one
-    /// window) then decodes its windows without timestamp tokens, as
-    /// faster-whisper's `BatchedInferencePipeline` does: each window is one
-    /// segment, its speech chunks are cut at pauses of 160 ms or more (the
-    /// VAD's `min_silence_duration_ms`, if longer, is lowered to it) so no
-    /// window ends inside a word, and no window is continued. No effect on
-    /// audio decoded sequentially.
+    /// window, `vad_filter`) then decodes its windows without timestamp
+    /// tokens, as faster-whisper's `BatchedInferencePipeline` does: each
+    /// window is one segment, its speech chunks are cut at pauses of 160 ms
+    /// or more (the VAD's `min_silence_duration_ms`, if longer, is lowered
+    /// to it) so no window ends inside a word, and no window is continued.
+    /// No effect on other decoding.
     #[serde(default)]
     pub text_only: bool,
 }

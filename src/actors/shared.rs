@@ -340,17 +340,18 @@ impl WorkerShared {
         });
     }
 
-    /// The worker started or finished a job.
-    pub fn worker_busy(&self, busy: bool) {
+    /// The worker started decoding a batch of `jobs` jobs (1 alone), or
+    /// finished one (0).
+    pub fn worker_in_flight(&self, jobs: usize) {
         self.shared.update_worker(self.id, |w| {
             if accepts(w.state) {
-                w.state = if busy {
+                w.state = if jobs > 0 {
                     WorkerState::Busy
                 } else {
                     WorkerState::Ready
                 };
             }
-            w.in_flight = usize::from(busy);
+            w.in_flight = jobs;
         });
     }
 
@@ -401,7 +402,7 @@ mod tests {
         s.set_queue_depth(1, None);
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
-        w.worker_busy(false);
+        w.worker_in_flight(0);
         assert!(rx.has_changed().unwrap());
     }
 
@@ -424,9 +425,12 @@ mod tests {
             Some("4.8.4")
         );
         assert!(s.status().ready);
-        w.worker_busy(true);
+        w.worker_in_flight(1);
         assert!(s.status().ready, "busy is still ready: work queues");
         assert_eq!(s.status().in_flight, 1);
+        w.worker_in_flight(3);
+        assert_eq!(s.status().in_flight, 3, "every job of a batch counts");
+        assert_eq!(s.status().workers[0].in_flight, 3);
         w.worker_exited("killed by SIGKILL (9)".into());
         let st = s.status();
         assert!(!st.ready);
@@ -449,19 +453,19 @@ mod tests {
             "only a loaded worker can be late"
         );
         w.worker_loaded(&hello(42));
-        w.worker_busy(true);
+        w.worker_in_flight(1);
         w.worker_heartbeat_late(true);
         let st = s.status();
         assert_eq!(st.worker_state, WorkerState::Unresponsive);
         assert!(!st.ready);
         // The job ends meanwhile: still unresponsive, nothing in flight.
-        w.worker_busy(false);
+        w.worker_in_flight(0);
         assert_eq!(s.status().worker_state, WorkerState::Unresponsive);
         w.worker_heartbeat_late(false);
         let st = s.status();
         assert_eq!(st.worker_state, WorkerState::Ready);
         assert!(st.ready);
-        w.worker_busy(true);
+        w.worker_in_flight(1);
         w.worker_heartbeat_late(true);
         w.worker_heartbeat_late(false);
         assert_eq!(s.status().worker_state, WorkerState::Busy);
@@ -531,8 +535,8 @@ mod tests {
         assert_eq!(st.workers[0].state, WorkerState::Starting);
         assert_eq!(st.worker_pid, Some(10), "the first worker's");
         w0.worker_loaded(&hello(10));
-        w0.worker_busy(true);
-        w1.worker_busy(true);
+        w0.worker_in_flight(1);
+        w1.worker_in_flight(1);
         let st = s.status();
         assert_eq!((st.in_flight, st.workers_accepting), (2, 2));
         assert_eq!(st.worker_state, WorkerState::Busy);

@@ -29,7 +29,7 @@ impl WorkerProxyState {
                 }
             }
         }
-        self.args.shared.worker_busy(false);
+        self.args.shared.worker_in_flight(0);
     }
 
     /// The child died with the batch `f` in flight: a lone job is retried,

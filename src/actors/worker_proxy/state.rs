@@ -284,8 +284,9 @@ impl WorkerProxyState {
             return;
         };
         let deadline = Self::batch_deadline(&self.args.config, &jobs);
+        let n = jobs.len();
         self.slots.start(jobs, Instant::now(), deadline);
-        self.args.shared.worker_busy(true);
+        self.args.shared.worker_in_flight(n);
         myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(key));
     }
 
@@ -304,10 +305,10 @@ impl WorkerProxyState {
                     h.job.end_queue_wait("dispatched");
                     crate::telemetry::decode_started_after_staging(&h.span, staged_for);
                 }
-                self.args.shared.worker_busy(true);
+                self.args.shared.worker_in_flight(f.jobs.len());
                 myself.send_after(deadline, move || WorkerProxyMsg::DecodeDeadline(key));
             }
-            None => self.args.shared.worker_busy(false),
+            None => self.args.shared.worker_in_flight(0),
         }
     }
 

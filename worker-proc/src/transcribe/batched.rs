@@ -22,8 +22,8 @@
 //!    again). The windows of a long clip (over one window) fall back only
 //!    when they ran away ([`super::fallback::runaway`]); a clip of one
 //!    window (a job of a dynamic batch) keeps the whole fallback. A long
-//!    clip with `text_only` is decoded without timestamp tokens, its
-//!    chunks cut at [`UNTIMED_MIN_SILENCE_MS`] pauses;
+//!    clip with `text_only` and `vad_filter` is decoded without timestamp
+//!    tokens, its chunks cut at [`UNTIMED_MIN_SILENCE_MS`] pauses;
 //! 4. a window judged silent (no-speech rule) gives no segment; the others
 //!    are split at timestamp tokens. As in the seek loop, a window whose
 //!    tokens stop at a timestamp pair (the model's "more follows") well
@@ -277,7 +277,11 @@ impl<B: Backend> Pipeline<B> {
         let max = cfg.n_samples();
         let duration = it.samples.len() as f64 / sr as f64;
         let long_form = it.samples.len() > max;
-        let opts = if long_form && it.opts.text_only && !it.opts.without_timestamps {
+        let opts = if long_form
+            && it.opts.text_only
+            && it.opts.vad_filter
+            && !it.opts.without_timestamps
+        {
             Cow::Owned(DecodeOptions {
                 without_timestamps: true,
                 ..it.opts.clone()

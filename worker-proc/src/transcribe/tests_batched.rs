@@ -228,36 +228,59 @@ fn runaway_is_a_full_decoder_or_far_more_tokens_than_speech() {
 }
 
 #[test]
-fn text_only_long_form_decodes_without_timestamps_and_short_clips_keep_them() {
-    let long = vec![0.01f32; SR * 40];
+fn text_only_long_form_with_vad_decodes_without_timestamps() {
+    // Long speech with VAD: untimed windows, one segment each. A short
+    // clip, and a long one without VAD (its 30 s windows may cut a word,
+    // which only a timed window's continuation recovers), keep timestamps.
+    let speech = long_speech();
+    let flat = vec![0.01f32; SR * 40];
     let short = vec![0.01f32; SR * 20];
-    let gens = vec![
-        gen(vec![0], -0.1, 0.0),
-        gen(vec![1], -0.1, 0.0),
-        gen(vec![ts(0.0), 2, ts(1.0)], -0.1, 0.0),
-    ];
-    let mut p = pipeline(gens);
-    let opts = DecodeOptions {
+    let with_vad = DecodeOptions {
         text_only: true,
+        vad_filter: true,
         ..DecodeOptions::default()
     };
-    let (results, _) = many(&mut p, &[item(&long, &opts), item(&short, &opts)], 8);
-    // Two calls: the windows of the untimed clip cannot share one with the
-    // timed clip's.
-    assert_eq!(*p.backend.generate_batches.borrow(), vec![2, 1]);
-    let prompts = p.backend.prompts.borrow();
-    assert_eq!(prompts[0], ["<|startoftranscript|>", "<|notimestamps|>"]);
-    assert_eq!(prompts[1], ["<|startoftranscript|>", "<|notimestamps|>"]);
-    assert_eq!(prompts[2], ["<|startoftranscript|>"]);
-    let long_t = results[0].as_ref().unwrap();
-    let times: Vec<(f32, f32)> = long_t.segments.iter().map(|s| (s.start, s.end)).collect();
-    assert_eq!(
-        times,
-        vec![(0.0, 30.0), (30.0, 40.0)],
-        "a segment per window"
+    let no_vad = DecodeOptions {
+        vad_filter: false,
+        ..with_vad.clone()
+    };
+    let mut untimed = with_vad.clone();
+    untimed.without_timestamps = true;
+    let chunks =
+        vad::speech_timestamps(&speech, &super::batched::window_vad_options(&untimed, true));
+    let windows = super::merge_chunks(&chunks, 30 * SR).len();
+    assert!(windows >= 2, "{chunks:?}");
+    let mut gens: Vec<_> = (0..windows).map(|_| gen(vec![0], -0.1, 0.0)).collect();
+    gens.extend((0..3).map(|_| gen(vec![ts(0.0), 1, ts(1.0)], -0.1, 0.0)));
+    let mut p = pipeline(gens);
+    let (results, _) = many(
+        &mut p,
+        &[
+            item(&speech, &with_vad),
+            item(&flat, &no_vad),
+            item(&short, &no_vad),
+        ],
+        16,
     );
-    assert_eq!(long_t.text(), "ab");
-    assert_eq!(results[1].as_ref().unwrap().text(), "c");
+    // The untimed windows cannot share a call with timed ones.
+    assert_eq!(*p.backend.generate_batches.borrow(), vec![windows, 3]);
+    let prompts = p.backend.prompts.borrow();
+    let notimestamps = ["<|startoftranscript|>", "<|notimestamps|>"];
+    assert!(
+        prompts[..windows].iter().all(|p| p == &notimestamps),
+        "{prompts:?}"
+    );
+    assert!(
+        prompts[windows..]
+            .iter()
+            .all(|p| p == &["<|startoftranscript|>"]),
+        "{prompts:?}"
+    );
+    let long = results[0].as_ref().unwrap();
+    assert_eq!(long.segments.len(), windows, "a segment per window");
+    assert_eq!(long.text(), "a".repeat(windows));
+    assert_eq!(results[1].as_ref().unwrap().segments.len(), 2);
+    assert_eq!(results[2].as_ref().unwrap().text(), "b");
 }
 
 #[test]
