@@ -203,7 +203,7 @@ async fn a_crash_mid_decode_restarts_the_worker_retries_the_job_and_serves_the_q
         "{h}"
     );
     assert!(
-        svc.logs().contains("restarting worker"),
+        svc.logged("restarting worker").await,
         "restart logged with its cause"
     );
 }

@@ -124,7 +124,7 @@ async fn a_worker_killed_mid_batch_answers_every_job_of_it_each_retried_alone() 
         h["worker_state"] == "busy"
     })
     .await;
-    assert!(svc.logs().contains("batch of 4 jobs"), "{}", svc.logs());
+    assert!(svc.logged("batch of 4 jobs").await, "{}", svc.logs());
     signal(pid, libc::SIGKILL);
     for (i, a) in answers.into_iter().enumerate() {
         let a = a.await.unwrap();

@@ -355,7 +355,7 @@ async fn an_unusable_job_store_leaves_sync_transcription_working() {
     let data = file.join("data");
     let svc = Service::start(&["--jobs-data-dir", data.to_str().unwrap()]);
     assert!(
-        svc.logs().contains("async job service failed to start"),
+        svc.logged("async job service failed to start").await,
         "the failure is logged"
     );
     let (status, ready) = svc.get_json("/ready").await;

@@ -220,6 +220,21 @@ impl Service {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Whether the service logs `needle` within 10 s (its log lines reach
+    /// the test through a reader thread, a moment after they are written).
+    pub async fn logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The child process handle (for signals and exit status).
     pub fn child(&mut self) -> &mut Child {
         &mut self.child

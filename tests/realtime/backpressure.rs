@@ -204,7 +204,7 @@ async fn a_client_that_stops_reading_is_closed_after_a_bounded_send_buffer() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        svc.logs().contains("client is not reading its events"),
+        svc.logged("client is not reading its events").await,
         "closed for another reason: {}",
         svc.logs()
     );
