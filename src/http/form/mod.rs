@@ -222,9 +222,7 @@ impl TranscriptionForm {
             ..defaults
         }
     }
-}
 
-impl TranscriptionForm {
     /// Whether the synchronous answer carries the text alone (`json` or
     /// `text`, without words, log-probabilities or a stream): long audio
     /// may then be decoded without timestamp tokens

@@ -104,7 +104,8 @@ pub const CONTINUE_MIN_SECS: f64 = 1.0;
 
 /// A clip being decoded.
 pub(super) struct Item<'a> {
-    /// Its options; with `text_only`, long-form, `without_timestamps` set.
+    /// Its options; `without_timestamps` set for a long clip with
+    /// `text_only` and `vad_filter`.
     pub(super) opts: Cow<'a, DecodeOptions>,
     /// Longer than one window: the long-form rules apply (fallback only
     /// for runaway windows, `text_only`).
@@ -577,7 +578,6 @@ fn drop_cancelled(
     }
 }
 
-/// Whether a decoded window is skipped as silence (the seek loop's rule).
 /// The VAD settings that cut a clip into windows: the request's, with
 /// speech chunks capped at one window, and for long-form decoding without
 /// timestamps ended by pauses of [`UNTIMED_MIN_SILENCE_MS`] (no
@@ -595,6 +595,7 @@ pub(super) fn window_vad_options(opts: &DecodeOptions, long_form: bool) -> asr_i
     vad_opts
 }
 
+/// Whether a decoded window is skipped as silence (the seek loop's rule).
 pub(super) fn is_silent(opts: &DecodeOptions, decode: &WindowDecode) -> bool {
     let Some(ns) = opts.no_speech_threshold.map(decimal) else {
         return false;
