@@ -35,12 +35,17 @@ fn model_dir() -> PathBuf {
     dir
 }
 
-/// "Hello world. This is a test of the speech worker." (espeak-ng, 16 kHz).
-fn speech() -> Vec<i16> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello.wav");
-    let mut reader = hound::WavReader::open(&path).expect("tests/data/hello.wav");
+/// A 16 kHz 16-bit WAV, `path` relative to this crate.
+fn read_wav(path: &str) -> Vec<i16> {
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
+    let mut reader = hound::WavReader::open(&full).expect(path);
     assert_eq!(reader.spec().sample_rate, 16_000);
     reader.samples::<i16>().map(|s| s.expect("pcm")).collect()
+}
+
+/// "Hello world. This is a test of the speech worker." (espeak-ng, 16 kHz).
+fn speech() -> Vec<i16> {
+    read_wav("tests/data/hello.wav")
 }
 
 /// At least 65 s of distinct speech, three 30 s windows: the repository's
@@ -48,13 +53,10 @@ fn speech() -> Vec<i16> {
 /// Not one clip repeated: Whisper meets repeated audio with repetition and
 /// temperature fallback, which samples, so its segments differ run to run.
 fn three_windows_of_speech() -> Vec<i16> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/speech/long60.wav");
-    let mut reader = hound::WavReader::open(&path).expect("tests/fixtures/speech/long60.wav");
-    assert_eq!(reader.spec().sample_rate, 16_000);
-    let mut long: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("pcm")).collect();
+    let mut long = read_wav("../tests/fixtures/speech/long60.wav");
+    let hello = speech();
     while long.len() < 16_000 * 65 {
-        long.extend_from_slice(&speech());
+        long.extend_from_slice(&hello);
     }
     long
 }
